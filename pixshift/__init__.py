@@ -1,0 +1,67 @@
+"""PixShift: upload a product CSV, get every image fetched, compressed to half its bytes and stored."""
+from __future__ import annotations
+
+import secrets
+import threading
+
+from flask import Flask
+
+from .config import Config
+from .extensions import db, socketio
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the web app; workers build it too, for the database and the runtime."""
+    config = Config()
+    app = Flask(__name__, instance_path=str(config.INSTANCE_PATH))
+    app.config.from_mapping(config.as_flask_config())
+    if test_config:
+        app.config.update(test_config)
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = _instance_secret(app)
+    app.config["MEDIA_ROOT"].mkdir(parents=True, exist_ok=True)
+
+    db.init_app(app)
+    socketio.init_app(app, message_queue=app.config["REDIS_URL"],
+                      channel=f"{app.config['QUEUE_NAME']}:socketio", async_mode=app.config.get("ASYNC_MODE", "threading"))
+    app.extensions["pixshift"] = _runtime(app)
+
+    from . import api, downloads
+    app.register_blueprint(api.bp)
+    app.register_blueprint(downloads.bp)
+
+    with app.app_context():
+        # Until migrations exist (scale-out issue), create missing tables; never alters existing ones.
+        db.create_all()
+    return app
+
+
+def _runtime(app: Flask):
+    from .events import make_bus
+    from .fetch import FetchPolicy
+    from .pipeline import Runtime
+    from .storage import DirectoryStore
+
+    c = app.config
+    return Runtime(
+        store=DirectoryStore(c["MEDIA_ROOT"]),
+        bus=make_bus(c["REDIS_URL"], c["QUEUE_NAME"]),
+        fetch_policy=FetchPolicy(
+            allow_private=c["ALLOW_PRIVATE_URLS"], max_bytes=c["MAX_IMAGE_BYTES"],
+            connect_timeout=c["CONNECT_TIMEOUT"], read_timeout=c["READ_TIMEOUT"],
+            total_timeout=c["DOWNLOAD_TIMEOUT"], retries=c["DOWNLOAD_RETRIES"], backoff=c["DOWNLOAD_BACKOFF"],
+        ),
+        ratio=c["COMPRESSION_RATIO"], min_quality=c["MIN_QUALITY"], max_quality=c["MAX_QUALITY"],
+        max_pixels=c["MAX_IMAGE_PIXELS"], thumbnail_size=c["THUMBNAIL_SIZE"],
+        lease_seconds=c["LEASE_SECONDS"], max_attempts=c["MAX_ATTEMPTS"], retry_delay=c["RETRY_DELAY"],
+        cpu_slots=threading.BoundedSemaphore(c["CPU_SLOTS"]),
+    )
+
+
+def _instance_secret(app: Flask) -> str:
+    """A per-installation secret kept in the instance folder, so sessions survive restarts."""
+    path = app.config["INSTANCE_PATH"] / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()

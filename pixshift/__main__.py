@@ -1,0 +1,41 @@
+"""``python -m pixshift``: the web app and a worker pool in one process (the embedded default)."""
+from __future__ import annotations
+
+import logging
+import signal
+
+from . import create_app
+from .extensions import socketio
+
+
+def start_inprocess_consumer(huey, workers: int):
+    """Start Huey's thread workers and scheduler here, leaving signal handling to the web server."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
+                                    initial_delay=0.05, max_delay=0.5, check_worker_health=False)
+    consumer.start()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    return consumer
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app()
+    import tasks
+
+    tasks.bind_app(app)
+    consumer = None
+    if app.config["INPROCESS_WORKERS"] > 0:
+        consumer = start_inprocess_consumer(tasks.huey, app.config["INPROCESS_WORKERS"])
+    host, port = app.config["HOST"], app.config["PORT"]
+    app.logger.info("PixShift listening on http://%s:%s/", host, port)
+    try:
+        socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, use_reloader=False, log_output=False)
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Every API error is JSON with a stable ``error`` code; nothing leaks a stack trace."""
+from __future__ import annotations
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+from . import bp
+
+
+def error_response(status: int, error: str, message: str, **extra):
+    body = {"error": error, "message": message, **extra}
+    return jsonify(body), status
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    code = {413: "too_large", 404: "not_found", 405: "method_not_allowed", 400: "bad_request"}.get(
+        exc.code, (exc.name or "error").lower().replace(" ", "_"))
+    message = exc.description or exc.name
+    if exc.code == 413:
+        from flask import current_app
+        message = f"the upload is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+    return error_response(exc.code or 500, code, message)
+
+
+@bp.app_errorhandler(Exception)
+def unexpected_error(exc: Exception):
+    from flask import current_app
+    current_app.logger.exception("unhandled error")
+    return error_response(500, "internal_error", "PixShift hit an unexpected error; it has been logged")

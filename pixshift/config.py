@@ -1,0 +1,102 @@
+"""All of PixShift's settings, read from environment variables in this one place.
+
+Every setting is documented in README.md's configuration table. Nothing else in the
+code base reads ``os.environ``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))
+
+
+def _float(name: str, default: float) -> float:
+    return float(_env(name, str(default)))
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    return (_env(name, "1" if default else "0") or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Config:
+    """Settings for one process; build a fresh one to re-read the environment."""
+
+    def __init__(self) -> None:
+        # Where the embedded default keeps its SQLite files and media.
+        self.INSTANCE_PATH = Path(_env("PIXSHIFT_INSTANCE_PATH", str(PROJECT_ROOT / "instance"))).resolve()
+
+        self.HOST = _env("HOST", "127.0.0.1")
+        self.PORT = _int("PORT", 5000)
+        # Base of the URLs PixShift hands out (output images, CSVs); unset: the URL the client used.
+        self.PUBLIC_BASE_URL = (_env("PUBLIC_BASE_URL") or "").rstrip("/") or None
+
+        self.SQLALCHEMY_DATABASE_URI = _database_url(
+            _env("DATABASE_URL", f"sqlite:///{self.INSTANCE_PATH / 'pixshift.db'}")
+        )
+        self.REDIS_URL = _env("REDIS_URL")
+        self.MEDIA_ROOT = Path(_env("MEDIA_ROOT", str(self.INSTANCE_PATH / "media"))).resolve()
+        # Name of the Huey queue and prefix of the event channels: lets deployments share a Redis.
+        self.QUEUE_NAME = _env("PIXSHIFT_QUEUE_NAME", "pixshift")
+        self.SECRET_KEY = _env("PIXSHIFT_SECRET_KEY")
+
+        # Workers.
+        self.INPROCESS_WORKERS = _int("PIXSHIFT_INPROCESS_WORKERS", 16)
+        self.CPU_SLOTS = _int("PIXSHIFT_CPU_SLOTS", os.cpu_count() or 1)
+        self.MAX_ATTEMPTS = _int("PIXSHIFT_MAX_ATTEMPTS", 3)
+        self.RETRY_DELAY = _float("PIXSHIFT_RETRY_DELAY", 30.0)
+        self.LEASE_SECONDS = _int("PIXSHIFT_LEASE_SECONDS", 300)
+
+        # Compression.
+        self.COMPRESSION_RATIO = _float("PIXSHIFT_COMPRESSION_RATIO", 0.5)
+        self.MIN_QUALITY = _int("PIXSHIFT_MIN_QUALITY", 30)
+        self.MAX_QUALITY = _int("PIXSHIFT_MAX_QUALITY", 95)
+        self.THUMBNAIL_SIZE = _int("PIXSHIFT_THUMBNAIL_SIZE", 256)
+
+        # Limits on input.
+        self.MAX_CONTENT_LENGTH = _int("PIXSHIFT_MAX_CSV_BYTES", 32 * 1024 * 1024)
+        self.MAX_ROWS = _int("PIXSHIFT_MAX_ROWS", 100_000)
+        self.MAX_IMAGES_PER_REQUEST = _int("PIXSHIFT_MAX_IMAGES_PER_REQUEST", 200_000)
+        self.MAX_URLS_PER_ROW = _int("PIXSHIFT_MAX_URLS_PER_ROW", 100)
+        self.MAX_IMAGE_BYTES = _int("PIXSHIFT_MAX_IMAGE_BYTES", 25 * 1024 * 1024)
+        self.MAX_IMAGE_PIXELS = _int("PIXSHIFT_MAX_IMAGE_PIXELS", 50_000_000)
+
+        # Downloads.
+        self.ALLOW_PRIVATE_URLS = _bool("PIXSHIFT_ALLOW_PRIVATE_URLS")
+        self.CONNECT_TIMEOUT = _float("PIXSHIFT_CONNECT_TIMEOUT", 5.0)
+        self.READ_TIMEOUT = _float("PIXSHIFT_READ_TIMEOUT", 15.0)
+        self.DOWNLOAD_TIMEOUT = _float("PIXSHIFT_DOWNLOAD_TIMEOUT", 60.0)
+        self.DOWNLOAD_RETRIES = _int("PIXSHIFT_DOWNLOAD_RETRIES", 3)
+        self.DOWNLOAD_BACKOFF = _float("PIXSHIFT_DOWNLOAD_BACKOFF", 0.5)
+
+        # Webhooks.
+        self.WEBHOOK_SECRET = _env("PIXSHIFT_WEBHOOK_SECRET")
+
+        self.STATUS_PAGE_SIZE = _int("PIXSHIFT_STATUS_PAGE_SIZE", 100)
+
+    @property
+    def SQLALCHEMY_ENGINE_OPTIONS(self) -> dict:
+        if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
+            # Many worker threads write: wait for the lock instead of failing at once.
+            return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+
+    def as_flask_config(self) -> dict:
+        return {k: getattr(self, k) for k in dir(self) if k.isupper()}
+
+
+def _database_url(url: str) -> str:
+    """Route plain postgres URLs to psycopg 3, the driver PixShift ships with."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url

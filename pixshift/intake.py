@@ -1,0 +1,30 @@
+"""Store an accepted CSV as a request with its products and images, in one transaction."""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import insert
+
+from .csv_input import ProductRow
+from .extensions import db
+from .models import Image, Product, Request
+
+
+def create_request(rows: list[ProductRow], *, filename: str | None, webhook_url: str | None) -> str:
+    """Insert the request in bulk and return its id (a random UUID: unguessable)."""
+    request_id = str(uuid.uuid4())
+    db.session.add(Request(id=request_id, filename=(filename or "")[:255] or None, webhook_url=webhook_url,
+                           product_count=len(rows), image_count=sum(len(r.urls) for r in rows)))
+    db.session.flush()
+    product_ids = db.session.scalars(
+        insert(Product).returning(Product.id, sort_by_parameter_order=True),
+        [{"request_id": request_id, "position": i, "row": r.row, "serial_number": r.serial_number, "name": r.name}
+         for i, r in enumerate(rows)],
+    ).all()
+    db.session.execute(
+        insert(Image),
+        [{"request_id": request_id, "product_id": pid, "position": n, "input_url": url}
+         for pid, r in zip(product_ids, rows) for n, url in enumerate(r.urls)],
+    )
+    db.session.commit()
+    return request_id

@@ -1,0 +1,120 @@
+"""Database model: a Request holds Products (CSV rows), a Product holds Images (its URLs, in order).
+
+State names live here, and only ``pixshift.pipeline`` moves an image or a request between them.
+Counts are derived from image states with one grouped query rather than kept in counters,
+so they cannot drift when a worker dies between two writes.
+"""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RequestState(str, enum.Enum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+
+
+class ImageState(str, enum.Enum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+FINISHED_REQUEST_STATES = (RequestState.COMPLETED, RequestState.COMPLETED_WITH_ERRORS, RequestState.FAILED)
+FINISHED_IMAGE_STATES = (ImageState.DONE, ImageState.FAILED)
+
+
+class Request(db.Model):
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state: Mapped[str] = mapped_column(String(24), default=RequestState.QUEUED.value, index=True)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    product_count: Mapped[int] = mapped_column(Integer)
+    image_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    products = relationship("Product", back_populates="request", order_by="Product.position",
+                            cascade="all, delete-orphan", passive_deletes=True)
+
+
+class Product(db.Model):
+    __tablename__ = "products"
+    __table_args__ = (
+        UniqueConstraint("request_id", "serial_number"),
+        Index("ix_products_request_position", "request_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 0-based order in the CSV
+    row: Mapped[int] = mapped_column(Integer)  # the CSV row, header = 1, as a spreadsheet numbers it
+    serial_number: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(Text)
+
+    request = relationship("Request", back_populates="products")
+    images = relationship("Image", back_populates="product", order_by="Image.position",
+                          cascade="all, delete-orphan", passive_deletes=True)
+
+
+class Image(db.Model):
+    __tablename__ = "images"
+    __table_args__ = (
+        Index("ix_images_request_state", "request_id", "state"),
+        Index("ix_images_state_lease", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 0-based order within the product's URL list
+    input_url: Mapped[str] = mapped_column(Text)
+
+    state: Mapped[str] = mapped_column(String(16), default=ImageState.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    input_key: Mapped[str | None] = mapped_column(String(64))
+    input_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    input_format: Mapped[str | None] = mapped_column(String(16))
+    input_width: Mapped[int | None] = mapped_column(Integer)
+    input_height: Mapped[int | None] = mapped_column(Integer)
+    input_thumb_key: Mapped[str | None] = mapped_column(String(64))
+
+    output_key: Mapped[str | None] = mapped_column(String(64))
+    output_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    output_format: Mapped[str | None] = mapped_column(String(16))
+    output_width: Mapped[int | None] = mapped_column(Integer)
+    output_height: Mapped[int | None] = mapped_column(Integer)
+    output_thumb_key: Mapped[str | None] = mapped_column(String(64))
+    quality: Mapped[int | None] = mapped_column(Integer)
+    scale: Mapped[float | None] = mapped_column(Float)
+    encodes: Mapped[int | None] = mapped_column(Integer)
+    notes: Mapped[str | None] = mapped_column(Text)  # comma-separated, e.g. "exif_rotated,downscaled"
+
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    product = relationship("Product", back_populates="images")

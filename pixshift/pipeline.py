@@ -1,0 +1,254 @@
+"""One image's life: claim, fetch, compress, store, record; and a request's end, exactly once.
+
+This module is the only place that moves images and requests between states. Every
+transition is a conditional UPDATE, so two workers can never both own an image or both
+finish a request:
+
+- an image is claimed (queued -> processing) with a lease; ``attempts`` is bumped and acts as
+  a fencing token, so a worker that outlived its lease cannot overwrite a newer attempt;
+- a worker that dies leaves an expired lease; ``reclaim_expired`` puts the image back in the
+  queue, or fails it once it has used its attempts;
+- after an image ends, the request finishes when no unfinished image is left; the
+  ``finished_at IS NULL`` guard lets exactly one caller finish it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sqlalchemy import func, select, update
+
+from .compress import compress_to_ratio
+from .errors import ImageFailure
+from .events import EventBus
+from .extensions import db
+from .fetch import FetchPolicy, fetch_image
+from .models import FINISHED_IMAGE_STATES, Image, ImageState, Request, RequestState, utcnow
+from .storage import DirectoryStore
+
+_FINISHED_IMAGES = [s.value for s in FINISHED_IMAGE_STATES]
+
+
+@dataclass
+class Runtime:
+    """What processing needs besides the database, built once per process from the config."""
+
+    store: DirectoryStore
+    bus: EventBus
+    fetch_policy: FetchPolicy
+    ratio: float = 0.5
+    min_quality: int = 30
+    max_quality: int = 95
+    max_pixels: int = 50_000_000
+    thumbnail_size: int = 256
+    lease_seconds: int = 300
+    max_attempts: int = 3
+    retry_delay: float = 30.0
+    # Downloads overlap in many threads; decoding and encoding are held to the number of cores
+    # so that memory stays bounded and threads do not fight over the CPU.
+    cpu_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str | None  # the image's state after this call, None when it was not ours to process
+    retry_in: float | None = None  # seconds after which the caller should enqueue it again
+
+
+def process_image(image_id: int, rt: Runtime) -> Outcome:
+    """Run one attempt at one image; safe to call twice, or after another worker died."""
+    claim = claim_image(image_id, rt.lease_seconds)
+    if claim is None:
+        return Outcome(None)
+    attempt, url = claim
+    try:
+        fields = _fetch_and_compress(url, rt)
+    except ImageFailure as failure:
+        if failure.retryable and attempt < rt.max_attempts:
+            if _release(image_id, attempt, failure):
+                return Outcome(ImageState.QUEUED.value, retry_in=rt.retry_delay * 2 ** (attempt - 1))
+            return Outcome(None)
+        fields = _failure_fields(failure, attempt)
+    except Exception as exc:  # a bug or an unexpected library error must not leave the image stuck
+        fields = _failure_fields(ImageFailure("internal_error", f"unexpected error: {type(exc).__name__}: {exc}"),
+                                 attempt)
+    return Outcome(_finish_image(image_id, attempt, fields, rt))
+
+
+def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str] | None:
+    """Take the image for this worker: (attempt number, URL), or None if it is not claimable."""
+    now = utcnow()
+    row = db.session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.state == ImageState.QUEUED.value)
+        .values(state=ImageState.PROCESSING.value, attempts=Image.attempts + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds), started_at=now)
+        .returning(Image.attempts, Image.input_url, Image.request_id)
+    ).first()
+    if row is None:
+        db.session.rollback()
+        return None
+    db.session.execute(
+        update(Request).where(Request.id == row.request_id, Request.state == RequestState.QUEUED.value)
+        .values(state=RequestState.PROCESSING.value, started_at=now)
+    )
+    db.session.commit()
+    return row.attempts, row.input_url
+
+
+def _fetch_and_compress(url: str, rt: Runtime) -> dict:
+    fetched = fetch_image(url, rt.fetch_policy)
+    with rt.cpu_slots:
+        result = compress_to_ratio(fetched.data, ratio=rt.ratio, max_pixels=rt.max_pixels,
+                                   min_quality=rt.min_quality, max_quality=rt.max_quality,
+                                   thumbnail_size=rt.thumbnail_size)
+    return dict(
+        state=ImageState.DONE.value,
+        input_key=rt.store.put(fetched.data), input_bytes=len(fetched.data),
+        input_format=result.input_format, input_width=result.input_width, input_height=result.input_height,
+        input_thumb_key=rt.store.put(result.input_thumbnail),
+        output_key=rt.store.put(result.data), output_bytes=len(result.data),
+        output_format=result.format, output_width=result.width, output_height=result.height,
+        output_thumb_key=rt.store.put(result.output_thumbnail),
+        quality=result.quality, scale=result.scale, encodes=result.encodes,
+        notes=",".join(result.notes) or None, error_code=None, error_message=None,
+    )
+
+
+def _failure_fields(failure: ImageFailure, attempt: int) -> dict:
+    message = failure.message
+    if attempt > 1:
+        message += f" (after {attempt} attempts)"
+    return dict(state=ImageState.FAILED.value, error_code=failure.code, error_message=message)
+
+
+def _release(image_id: int, attempt: int, failure: ImageFailure) -> bool:
+    """Give a retryable failure back to the queue; keeps the reason visible meanwhile."""
+    result = db.session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.attempts == attempt, Image.state == ImageState.PROCESSING.value)
+        .values(state=ImageState.QUEUED.value, lease_expires_at=None,
+                error_code=failure.code, error_message=f"{failure.message} (will retry)")
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> str | None:
+    result = db.session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.attempts == attempt, Image.state == ImageState.PROCESSING.value)
+        .values(lease_expires_at=None, finished_at=utcnow(), **fields)
+        .returning(Image.request_id)
+    ).first()
+    db.session.commit()
+    if result is None:  # our lease expired and another attempt owns the image now
+        return None
+    request_id = result.request_id
+    _publish_image(image_id, request_id, rt.bus)
+    finish_request_if_complete(request_id, rt.bus)
+    return fields["state"]
+
+
+def image_counts(request_id: str) -> dict:
+    """Counts by state, derived from the images themselves."""
+    by_state = dict(db.session.execute(
+        select(Image.state, func.count()).where(Image.request_id == request_id).group_by(Image.state)
+    ).all())
+    total = sum(by_state.values())
+    done = by_state.get(ImageState.DONE.value, 0)
+    failed = by_state.get(ImageState.FAILED.value, 0)
+    return {
+        "total": total, "queued": by_state.get(ImageState.QUEUED.value, 0),
+        "processing": by_state.get(ImageState.PROCESSING.value, 0), "done": done, "failed": failed,
+        "percent": round(100 * (done + failed) / total, 1) if total else 100.0,
+    }
+
+
+def _publish_image(image_id: int, request_id: str, bus: EventBus) -> None:
+    image = db.session.get(Image, image_id)
+    bus.publish(request_id, {
+        "type": "image", "request_id": request_id, "image_id": image.id,
+        "serial_number": image.product.serial_number, "position": image.position,
+        "state": image.state, "error_code": image.error_code, "error_message": image.error_message,
+        "input_bytes": image.input_bytes, "output_bytes": image.output_bytes, "quality": image.quality,
+        "counts": image_counts(request_id),
+    })
+    db.session.commit()
+
+
+def finish_request_if_complete(request_id: str, bus: EventBus,
+                               on_finish: Callable[[Request], None] | None = None) -> str | None:
+    """Finish the request if no image is left; returns the final state if this call finished it."""
+    counts = image_counts(request_id)
+    if counts["done"] + counts["failed"] < counts["total"]:
+        db.session.commit()
+        return None
+    if counts["failed"] == 0:
+        state = RequestState.COMPLETED
+    elif counts["done"] == 0:
+        state = RequestState.FAILED
+    else:
+        state = RequestState.COMPLETED_WITH_ERRORS
+    now = utcnow()
+    result = db.session.execute(
+        update(Request).where(Request.id == request_id, Request.finished_at.is_(None))
+        .values(state=state.value, finished_at=now)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        return None
+    if on_finish is not None:
+        on_finish(db.session.get(Request, request_id))
+    db.session.commit()
+    bus.publish(request_id, {"type": "request", "request_id": request_id, "state": state.value,
+                             "counts": counts, "finished_at": now.isoformat()})
+    return state.value
+
+
+def reclaim_expired(rt: Runtime, now: datetime | None = None) -> list[int]:
+    """Requeue images whose worker died (lease expired); fail those out of attempts.
+
+    Returns the ids to enqueue again. Also finishes requests whose last image was failed here
+    or whose finishing worker died between its two commits.
+    """
+    now = now or utcnow()
+    expired = db.session.execute(
+        select(Image.id, Image.attempts, Image.request_id)
+        .where(Image.state == ImageState.PROCESSING.value, Image.lease_expires_at < now)
+    ).all()
+    requeue: list[int] = []
+    for image_id, attempts, request_id in expired:
+        exhausted = attempts >= rt.max_attempts
+        values = dict(state=ImageState.QUEUED.value, lease_expires_at=None,
+                      error_code="worker_lost", error_message="the worker processing this image stopped (will retry)")
+        if exhausted:
+            values.update(state=ImageState.FAILED.value, finished_at=now,
+                          error_message=f"the worker processing this image stopped {attempts} times; giving up")
+        changed = db.session.execute(
+            update(Image).where(Image.id == image_id, Image.attempts == attempts,
+                                Image.state == ImageState.PROCESSING.value).values(**values)
+        ).rowcount
+        db.session.commit()
+        if changed and exhausted:
+            _publish_image(image_id, request_id, rt.bus)
+        elif changed:
+            requeue.append(image_id)
+    unfinished = db.session.scalars(
+        select(Request.id).where(Request.finished_at.is_(None), Request.state == RequestState.PROCESSING.value)
+    ).all()
+    db.session.commit()
+    for request_id in unfinished:
+        finish_request_if_complete(request_id, rt.bus)
+    return requeue
+
+
+def queued_image_ids(request_id: str) -> list[int]:
+    ids = db.session.scalars(
+        select(Image.id).where(Image.request_id == request_id, Image.state == ImageState.QUEUED.value)
+        .order_by(Image.id)
+    ).all()
+    db.session.commit()
+    return list(ids)

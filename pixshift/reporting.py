@@ -1,0 +1,173 @@
+"""What a request looks like from outside: the status document, media names and the output CSV.
+
+URLs are built here from a base URL the caller passes (``PUBLIC_BASE_URL`` or the URL the client
+used), so the status API, the pages and the output CSV always agree.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Iterator
+
+from sqlalchemy import select
+
+from .csv_input import COLUMNS
+from .extensions import db
+from .models import FINISHED_REQUEST_STATES, Image, ImageState, Product, Request
+from .pipeline import image_counts
+
+OUTPUT_COLUMN = "Output Image URLs"
+_EXTENSIONS = {"JPEG": "jpg", "WEBP": "webp", "PNG": "png", "GIF": "gif"}
+MIME_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "png": "image/png", "gif": "image/gif"}
+# <serial>-<n>[-input][-thumb].<ext>, n counting images of the product from 1.
+MEDIA_NAME = re.compile(r"^(\d+)-(\d+)(-input)?(-thumb)?\.(jpg|webp|png|gif|bin)$")
+
+
+def is_finished(req: Request) -> bool:
+    return req.state in {s.value for s in FINISHED_REQUEST_STATES}
+
+
+def media_name(serial: int, image: Image, *, input: bool = False, thumb: bool = False) -> str:
+    """The stable public file name of one stored file of an image (thumbnails follow the output format)."""
+    fmt = image.input_format if input and not thumb else image.output_format
+    kind = ("-input" if input else "") + ("-thumb" if thumb else "")
+    return f"{serial}-{image.position + 1}{kind}.{_EXTENSIONS.get(fmt or '', 'bin')}"
+
+
+def media_key(image: Image, *, input: bool, thumb: bool) -> str | None:
+    if input:
+        return image.input_thumb_key if thumb else image.input_key
+    return image.output_thumb_key if thumb else image.output_key
+
+
+def output_url(base: str, request_id: str, serial: int, image: Image) -> str | None:
+    if image.state != ImageState.DONE.value:
+        return None
+    return f"{base}/media/{request_id}/{media_name(serial, image)}"
+
+
+def request_summary(req: Request, base: str) -> dict:
+    counts = image_counts(req.id)
+    return {
+        "request_id": req.id,
+        "state": req.state,
+        "filename": req.filename,
+        "created_at": _iso(req.created_at),
+        "started_at": _iso(req.started_at),
+        "finished_at": _iso(req.finished_at),
+        "products": req.product_count,
+        "counts": counts,
+        "webhook_url": req.webhook_url,
+        "links": {
+            "status": f"{base}/status/{req.id}",
+            "output_csv": f"{base}/requests/{req.id}/output.csv" if is_finished(req) else None,
+        },
+    }
+
+
+def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) -> dict:
+    """The summary plus one page of products with their images, in CSV order."""
+    doc = request_summary(req, base)
+    products = db.session.scalars(
+        select(Product).where(Product.request_id == req.id).order_by(Product.position)
+        .limit(per_page).offset((page - 1) * per_page)
+    ).all()
+    images = _images_of(products)
+    doc["items"] = [
+        {
+            "serial_number": p.serial_number,
+            "name": p.name,
+            "row": p.row,
+            "images": [_image_doc(base, req.id, p.serial_number, im) for im in images.get(p.id, [])],
+        }
+        for p in products
+    ]
+    pages = max(1, -(-req.product_count // per_page))
+    doc["pagination"] = {
+        "page": page, "per_page": per_page, "total_products": req.product_count, "pages": pages,
+        "next": f"{base}/status/{req.id}?page={page + 1}&per_page={per_page}" if page < pages else None,
+    }
+    return doc
+
+
+def _images_of(products: list[Product]) -> dict[int, list[Image]]:
+    by_product: dict[int, list[Image]] = {}
+    if not products:
+        return by_product
+    rows = db.session.scalars(
+        select(Image).where(Image.product_id.in_([p.id for p in products])).order_by(Image.product_id, Image.position)
+    ).all()
+    for image in rows:
+        by_product.setdefault(image.product_id, []).append(image)
+    return by_product
+
+
+def _image_doc(base: str, request_id: str, serial: int, im: Image) -> dict:
+    prefix = f"{base}/media/{request_id}/"
+    done = im.state == ImageState.DONE.value
+    return {
+        "id": im.id,
+        "position": im.position + 1,
+        "state": im.state,
+        "input_url": im.input_url,
+        "output_url": output_url(base, request_id, serial, im),
+        "input_bytes": im.input_bytes,
+        "output_bytes": im.output_bytes,
+        "saving_percent": round(100 * (1 - im.output_bytes / im.input_bytes), 1) if done else None,
+        "quality": im.quality,
+        "input": {"format": im.input_format, "width": im.input_width, "height": im.input_height},
+        "output": {"format": im.output_format, "width": im.output_width, "height": im.output_height,
+                   "scale": im.scale, "encodes": im.encodes} if done else None,
+        "notes": im.notes.split(",") if im.notes else [],
+        "attempts": im.attempts,
+        "error": {"code": im.error_code, "message": im.error_message} if im.error_code else None,
+        "thumbnails": {
+            "input": prefix + media_name(serial, im, input=True, thumb=True),
+            "output": prefix + media_name(serial, im, thumb=True),
+        } if done else None,
+        "original": prefix + media_name(serial, im, input=True) if im.input_key else None,
+    }
+
+
+def output_csv_lines(req: Request, base: str, batch: int = 500) -> Iterator[str]:
+    """The output CSV, streamed a batch of products at a time; failed images keep their slot."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow([*COLUMNS, OUTPUT_COLUMN])
+    yield flush()
+    last_position = -1
+    while True:
+        products = db.session.scalars(
+            select(Product).where(Product.request_id == req.id, Product.position > last_position)
+            .order_by(Product.position).limit(batch)
+        ).all()
+        if not products:
+            break
+        images = _images_of(products)
+        for p in products:
+            ims = images.get(p.id, [])
+            outputs = [output_url(base, req.id, p.serial_number, im) or f"FAILED:{im.error_code or im.state}"
+                       for im in ims]
+            writer.writerow([escape_formula(str(p.serial_number)), escape_formula(p.name),
+                             escape_formula(", ".join(im.input_url for im in ims)),
+                             escape_formula(", ".join(outputs))])
+        last_position = products[-1].position
+        db.session.commit()
+        yield flush()
+
+
+def escape_formula(cell: str) -> str:
+    """OWASP's rule against CSV formula injection: a leading = + - @ tab or CR is made text."""
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None

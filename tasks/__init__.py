@@ -1,0 +1,74 @@
+"""Huey: the queue and PixShift's background tasks (thin: they call ``pixshift.pipeline``).
+
+``huey_consumer tasks.huey`` runs workers on any machine; ``python -m pixshift`` runs them in
+its own process. The queue is Redis when ``REDIS_URL`` is set, else a SQLite file in the
+instance folder.
+"""
+from __future__ import annotations
+
+import threading
+
+from huey import RedisHuey, SqliteHuey, crontab
+
+from pixshift.config import Config
+
+_config = Config()
+if _config.REDIS_URL:
+    huey = RedisHuey(_config.QUEUE_NAME, url=_config.REDIS_URL)
+else:
+    _config.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
+    huey = SqliteHuey(_config.QUEUE_NAME, filename=str(_config.INSTANCE_PATH / "huey.db"))
+
+_app = None
+_app_lock = threading.Lock()
+
+
+def bind_app(app) -> None:
+    """Run tasks against this app (the embedded server passes its own)."""
+    global _app
+    _app = app
+
+
+def _flask_app():
+    global _app
+    with _app_lock:
+        if _app is None:
+            from pixshift import create_app  # a consumer process builds its own app, once
+            _app = create_app()
+    return _app
+
+
+def _runtime():
+    return _flask_app().extensions["pixshift"]
+
+
+@huey.task()
+def start_request(request_id: str) -> int:
+    """Fan the request out: one task per image, so images proceed in parallel on every worker."""
+    from pixshift.pipeline import queued_image_ids
+    with _flask_app().app_context():
+        ids = queued_image_ids(request_id)
+    for image_id in ids:
+        process_image(image_id)
+    return len(ids)
+
+
+@huey.task()
+def process_image(image_id: int) -> str | None:
+    from pixshift.pipeline import process_image as run
+    with _flask_app().app_context():
+        outcome = run(image_id, _runtime())
+    if outcome.retry_in is not None:
+        process_image.schedule(args=(image_id,), delay=outcome.retry_in)
+    return outcome.state
+
+
+@huey.periodic_task(crontab(minute="*"))
+def reclaim_expired_leases() -> int:
+    """Requeue images whose worker died; see ``pixshift.pipeline.reclaim_expired``."""
+    from pixshift.pipeline import reclaim_expired
+    with _flask_app().app_context():
+        ids = reclaim_expired(_runtime())
+    for image_id in ids:
+        process_image(image_id)
+    return len(ids)

@@ -1,0 +1,81 @@
+"""Shared fixtures: a local image server, an isolated instance folder, and live PixShift servers.
+
+Tests never touch the internet. The database and queue a test uses are decided here, not
+by whatever the shell had set: ``DATABASE_URL`` and ``REDIS_URL`` from the environment are
+taken as the PostgreSQL and Redis to run the scale-out variants against, then removed, so the
+embedded tests really run on SQLite.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+TEST_DATABASE_URL = os.environ.pop("DATABASE_URL", None)
+TEST_REDIS_URL = os.environ.pop("REDIS_URL", None)
+_SESSION_DIR = tempfile.mkdtemp(prefix="pixshift-tests-")
+os.environ.update({
+    "PIXSHIFT_INSTANCE_PATH": os.path.join(_SESSION_DIR, "instance"),
+    "PIXSHIFT_ALLOW_PRIVATE_URLS": "1",
+    "PIXSHIFT_DOWNLOAD_BACKOFF": "0.05",
+    "PIXSHIFT_RETRY_DELAY": "0.2",
+    "PIXSHIFT_READ_TIMEOUT": "2",
+    "PIXSHIFT_DOWNLOAD_TIMEOUT": "5",
+})
+for _name in ("MEDIA_ROOT", "PUBLIC_BASE_URL", "PIXSHIFT_QUEUE_NAME"):
+    os.environ.pop(_name, None)
+
+import pytest  # noqa: E402
+
+from imageserver import ImageServer  # noqa: E402
+from livestack import Stack, scaleout_env  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def image_server():
+    with ImageServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def app():
+    """The app of the test process (SQLite in the session's instance folder)."""
+    from pixshift import create_app
+    import tasks
+
+    app = create_app({"TESTING": True})
+    tasks.bind_app(app)
+    return app
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def inprocess_worker(app):
+    """A real Huey consumer (thread workers) running in the test process, as in the embedded default."""
+    from pixshift.__main__ import start_inprocess_consumer
+    import tasks
+
+    consumer = start_inprocess_consumer(tasks.huey, workers=8)
+    yield consumer
+    consumer.stop(graceful=False)
+
+
+BACKENDS = ["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)]
+
+
+@pytest.fixture(params=BACKENDS)
+def stack(request, tmp_path):
+    """A live PixShift in real processes: ``python -m pixshift`` alone (embedded), or with
+    PostgreSQL + Redis and a separate ``huey_consumer`` (scale-out)."""
+    if request.param == "scaleout":
+        if not (TEST_DATABASE_URL and TEST_REDIS_URL):
+            pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
+        with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
+            with Stack(tmp_path, env, separate_consumer=True) as s:
+                yield s
+    else:
+        with Stack(tmp_path, {}, separate_consumer=False) as s:
+            yield s

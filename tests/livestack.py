@@ -1,0 +1,159 @@
+"""Run PixShift as real processes for end-to-end tests, exactly as a deployment starts it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def scaleout_env(database_url: str, redis_url: str):
+    """A fresh PostgreSQL database and Redis key prefix for one test, dropped afterwards."""
+    import psycopg
+    import redis
+    from sqlalchemy.engine import make_url
+
+    name = "pixshift_test_" + secrets.token_hex(4)
+    admin_url = make_url(database_url).set(drivername="postgresql")
+    with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {
+            "DATABASE_URL": admin_url.set(database=name).render_as_string(hide_password=False),
+            "REDIS_URL": redis_url,
+            "PIXSHIFT_QUEUE_NAME": name,
+        }
+    finally:
+        with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        r = redis.Redis.from_url(redis_url)
+        for key in r.scan_iter(f"*{name}*"):
+            r.delete(key)
+
+
+class Stack:
+    """``python -m pixshift`` on a free port, plus ``huey_consumer`` processes when asked."""
+
+    def __init__(self, tmp_path: Path, env: dict, *, separate_consumer: bool, workers: int = 8) -> None:
+        self.tmp_path = Path(tmp_path)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PIXSHIFT_INSTANCE_PATH": str(self.tmp_path / "instance"),
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.separate_consumer = separate_consumer
+        self.workers = workers
+        if separate_consumer:
+            self.env["PIXSHIFT_INPROCESS_WORKERS"] = "0"
+        else:
+            self.env["PIXSHIFT_INPROCESS_WORKERS"] = str(workers)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.session = requests.Session()
+
+    def __enter__(self) -> "Stack":
+        try:
+            self.start("web", [sys.executable, "-m", "pixshift"])
+            wait_until(self._healthy, 30, message=f"PixShift at {self.base_url}\n{self.logs()}")
+            if self.separate_consumer:
+                self.start_consumer("worker-1")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.tmp_path / f"{name}.log", "wb")
+        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).resolve().parent.parent)
+        self.processes[name] = proc
+        return proc
+
+    def start_consumer(self, name: str) -> subprocess.Popen:
+        """The same command docker-compose.yml's worker service runs."""
+        return self.start(name, [str(BIN / "huey_consumer"), "tasks.huey", "-k", "thread",
+                                 "-w", str(self.workers), "-d", "0.05", "-m", "0.5"])
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def logs(self, tail: int = 4000) -> str:
+        out = []
+        for name in self.processes:
+            path = self.tmp_path / f"{name}.log"
+            if path.exists():
+                out.append(f"--- {name} ---\n{path.read_text(errors='replace')[-tail:]}")
+        return "\n".join(out)
+
+    def _healthy(self) -> bool:
+        if self.processes["web"].poll() is not None:
+            raise RuntimeError(f"PixShift exited with {self.processes['web'].returncode}\n{self.logs()}")
+        try:
+            return self.session.get(self.base_url + "/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def upload(self, csv_text: str | bytes, webhook_url: str | None = None, filename: str = "products.csv"):
+        data = {"webhook_url": webhook_url} if webhook_url else {}
+        body = csv_text.encode() if isinstance(csv_text, str) else csv_text
+        return self.session.post(self.url("/upload"), files={"file": (filename, body, "text/csv")},
+                                 data=data, timeout=30)
+
+    def status(self, request_id: str, **params) -> dict:
+        response = self.session.get(self.url(f"/status/{request_id}"), params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_finished(self, request_id: str, timeout: float = 90) -> dict:
+        def finished():
+            doc = self.status(request_id)
+            return doc if doc["links"]["output_csv"] else None
+        try:
+            return wait_until(finished, timeout, interval=0.1, message=f"request {request_id} to finish")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\nlast status: {self.status(request_id)}\n{self.logs()}") from None

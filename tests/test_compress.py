@@ -1,0 +1,311 @@
+"""Tests for pixshift.compress: the byte guarantee, best quality, formats, failures, thumbnails."""
+
+from __future__ import annotations
+
+import io
+import random
+import statistics
+import struct
+import zlib
+
+import pytest
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFilter
+
+from pixshift.compress import CompressedImage, compress_to_ratio
+from pixshift.errors import ImageFailure
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def photo(size: tuple[int, int] = (1600, 1000), seed: int = 1) -> Image.Image:
+    """A deterministic stand-in for a photograph: noise or flat colour compress nothing like one.
+
+    Smooth colour gradients, blurred shapes, luminance texture at several scales (roughly 1/f,
+    like natural scenes) and fine grain; its JPEG bytes per pixel at q75-95 are in the range of
+    real photos (0.9-2.2 bpp)."""
+    rnd = random.Random(seed)
+    w, h = size
+
+    def noise(cells: tuple[int, int], mode: str) -> Image.Image:
+        raw = rnd.randbytes(cells[0] * cells[1] * len(mode))
+        return Image.frombytes(mode, cells, raw).resize(size, Image.Resampling.BICUBIC)
+
+    ramp = Image.linear_gradient("L").resize(size)
+    im = Image.merge(
+        "RGB",
+        [ramp.point(lambda v, a=a, b=b: a + (b - a) * v // 255) for a, b in ((60, 210), (90, 200), (160, 120))],
+    )
+    im = Image.blend(im, noise((6, 4), "RGB"), 0.4)
+    draw = ImageDraw.Draw(im)
+    for _ in range(30):
+        x, y, r = rnd.randrange(w), rnd.randrange(h), rnd.randrange(30, 220)
+        colour = tuple(rnd.randrange(40, 220) for _ in range(3))
+        if rnd.random() < 0.6:
+            draw.ellipse((x - r, y - r // 2, x + r, y + r), fill=colour)
+        else:
+            draw.polygon([(x + rnd.randrange(-r, r), y + rnd.randrange(-r, r)) for _ in range(4)], fill=colour)
+    im = im.filter(ImageFilter.GaussianBlur(2))
+    texture = Image.new("L", size, 128)
+    for cells, weight in (((40, 25), 0.5), ((160, 100), 0.35), ((640, 400), 0.25)):
+        texture = Image.blend(texture, noise(cells, "L"), weight)
+    grain = Image.frombytes("L", size, rnd.randbytes(w * h)).filter(ImageFilter.GaussianBlur(0.7))
+    texture = Image.blend(texture, grain, 0.15)
+    return Image.blend(im, Image.merge("RGB", [texture] * 3), 0.35)
+
+
+def save(im: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def soft_alpha(size: tuple[int, int]) -> Image.Image:
+    """An ellipse fading out: every alpha value from 0 to 255 occurs."""
+    mask = Image.new("L", size, 0)
+    w, h = size
+    ImageDraw.Draw(mask).ellipse((w * 0.15, h * 0.15, w * 0.85, h * 0.85), fill=255)
+    return mask.filter(ImageFilter.GaussianBlur(min(size) / 12))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height, followed by pixel data that is garbage:
+    decoding it would fail, so too_many_pixels proves the header alone was judged."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"garbage") + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def picture() -> Image.Image:
+    return photo()
+
+
+@pytest.fixture(scope="module")
+def jpeg_results(picture: Image.Image) -> dict[int, tuple[bytes, CompressedImage]]:
+    results = {}
+    for quality in (75, 85, 90, 95):
+        data = save(picture, "JPEG", quality=quality)
+        results[quality] = data, compress_to_ratio(data)
+    return results
+
+
+# --- checks every result must pass ----------------------------------------------------------
+
+
+def decode(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+def check(result: CompressedImage, data: bytes, ratio: float = 0.5) -> Image.Image:
+    """The guarantee, a decodable output that says what it is, no metadata, usable thumbnails."""
+    assert len(result.data) <= int(len(data) * ratio)
+    out = decode(result.data)
+    assert out.format == result.format
+    assert (result.mime_type, result.extension) == {
+        "JPEG": ("image/jpeg", "jpg"),
+        "WEBP": ("image/webp", "webp"),
+    }[result.format]
+    assert out.size == (result.width, result.height)
+    assert not out.getexif() and "exif" not in out.info and "xmp" not in out.info
+    assert "comment" not in out.info
+    assert 1 <= result.encodes
+    for thumbnail in (result.input_thumbnail, result.output_thumbnail):
+        thumb = decode(thumbnail)
+        assert thumb.format == result.format
+        assert max(thumb.size) <= 256
+    return out
+
+
+def assert_best_quality(pixels: Image.Image, result: CompressedImage, budget: int, **params) -> None:
+    """The output is exactly an encode of `pixels` at result.quality, and quality + 1 overflows."""
+    assert len(save(pixels, result.format, quality=result.quality, **params)) == len(result.data)
+    if result.quality < 95:
+        assert len(save(pixels, result.format, quality=result.quality + 1, **params)) > budget
+
+
+# --- JPEG sources: the main case -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source_quality", [75, 85, 90, 95])
+def test_jpeg_fits_half_at_the_best_quality(jpeg_results, source_quality):
+    data, result = jpeg_results[source_quality]
+    check(result, data)
+    assert (result.format, result.input_format, result.scale, result.notes) == ("JPEG", "JPEG", 1.0, ())
+    assert (result.width, result.height) == (result.input_width, result.input_height) == (1600, 1000)
+    assert_best_quality(decode(data), result, len(data) // 2)
+
+
+def test_jpeg_search_takes_at_most_three_encodes_on_average(jpeg_results):
+    encodes = [result.encodes for _, result in jpeg_results.values()]
+    assert statistics.mean(encodes) <= 3, encodes
+    qualities = {q: result.quality for q, (_, result) in jpeg_results.items()}
+    assert qualities[95] > qualities[90] > qualities[85] >= qualities[75] >= 30
+
+
+def test_other_ratios_and_quality_bounds(picture):
+    data = save(picture, "JPEG", quality=90)
+    result = compress_to_ratio(data, ratio=0.7, min_quality=40, max_quality=90)
+    check(result, data, ratio=0.7)
+    assert 40 <= result.quality <= 90
+    if result.quality < 90:
+        assert len(save(decode(data), "JPEG", quality=result.quality + 1)) > int(len(data) * 0.7)
+
+
+def test_metadata_is_stripped_but_the_icc_profile_kept(picture):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"  # Make
+    exif[0x0132] = "2024:01:01 00:00:00"  # DateTime
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    data = save(picture, "JPEG", quality=92, exif=exif, icc_profile=icc, comment=b"secret", xmp=xmp)
+    result = compress_to_ratio(data)
+    out = check(result, data)
+    assert out.info.get("icc_profile") == icc
+    assert decode(result.input_thumbnail).info.get("icc_profile") == icc
+
+
+def test_exif_orientation_is_applied(picture):
+    stored = picture.resize((400, 300))
+    ImageDraw.Draw(stored).rectangle((0, 0, 60, 60), fill=(255, 0, 0))  # marks the stored top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    data = save(stored, "JPEG", quality=95, exif=exif)
+    result = compress_to_ratio(data)
+    out = check(result, data)
+    assert "exif_rotated" in result.notes
+    assert (result.input_width, result.input_height) == (result.width, result.height) == (300, 400)
+    red, green, _ = out.convert("RGB").getpixel((out.width - 15, 15))  # the marker is now top-right
+    assert red > 200 and green < 60
+
+
+def test_grayscale_jpeg_stays_grayscale(picture):
+    data = save(picture.convert("L"), "JPEG", quality=90)
+    result = compress_to_ratio(data)
+    out = check(result, data)
+    assert out.mode == "L" and result.format == "JPEG"
+    assert_best_quality(decode(data), result, len(data) // 2)
+
+
+def test_cmyk_jpeg_becomes_rgb(picture):
+    data = save(picture.resize((800, 500)).convert("CMYK"), "JPEG", quality=90)
+    result = compress_to_ratio(data)
+    out = check(result, data)
+    assert out.mode == "RGB" and "cmyk_to_rgb" in result.notes
+
+
+# --- other formats ---------------------------------------------------------------------------
+
+
+def test_png_with_soft_alpha_becomes_webp_with_exact_alpha(picture):
+    rgba = picture.resize((600, 400)).convert("RGBA")
+    rgba.putalpha(soft_alpha(rgba.size))
+    data = save(rgba, "PNG")
+    result = compress_to_ratio(data)
+    out = check(result, data)
+    assert (result.format, result.input_format) == ("WEBP", "PNG") and "alpha_to_webp" in result.notes
+    assert out.mode == "RGBA"
+    assert ImageChops.difference(out.getchannel("A"), rgba.getchannel("A")).getbbox() is None
+    assert_best_quality(rgba, result, len(data) // 2, alpha_quality=100)
+    assert decode(result.output_thumbnail).mode == "RGBA"
+
+
+def test_png_whose_alpha_is_all_opaque_becomes_jpeg(picture):
+    data = save(picture.resize((600, 400)).convert("RGBA"), "PNG")
+    result = compress_to_ratio(data)
+    check(result, data)
+    assert result.format == "JPEG" and result.quality == 95 and result.encodes == 1
+
+
+def test_palette_png_with_transparency(picture):
+    pal = picture.resize((600, 400)).quantize(255)
+    pal.putpalette(pal.getpalette()[: 255 * 3] + [0, 0, 0])  # index 255: the transparent one
+    ImageDraw.Draw(pal).rectangle((0, 0, 200, 400), fill=255)
+    data = save(pal, "PNG", transparency=255)
+    result = compress_to_ratio(data)
+    out = check(result, data)
+    assert result.format == "WEBP" and "alpha_to_webp" in result.notes
+    expected = decode(data).convert("RGBA").getchannel("A")
+    assert expected.getextrema() == (0, 255)
+    assert ImageChops.difference(out.getchannel("A"), expected).getbbox() is None
+
+
+def test_16bit_png_is_scaled_not_clipped(picture):
+    grey = picture.resize((640, 400)).convert("L")
+    data = save(grey.point(lambda v: v * 257, "I").convert("I;16"), "PNG")
+    result = compress_to_ratio(data)
+    out = check(result, data)
+    assert out.mode == "L" and "16bit_to_8bit" in result.notes and result.scale == 1.0
+    diff = ImageChops.difference(out, grey)  # clipping would turn almost everything white
+    assert statistics.mean(diff.get_flattened_data()) < 3
+
+
+def test_animated_gif_uses_the_first_frame(picture):
+    first = picture.resize((500, 300)).quantize(256)
+    second = Image.new("RGB", first.size, (0, 0, 255)).quantize(256)
+    data = save(first, "GIF", save_all=True, append_images=[second], duration=100)
+    result = compress_to_ratio(data)
+    out = check(result, data)
+    assert "first_frame_of_animation" in result.notes and result.input_format == "GIF"
+    diff = ImageChops.difference(out.convert("RGB"), first.convert("RGB")).convert("L")
+    assert statistics.mean(diff.resize((50, 30)).get_flattened_data()) < 12
+
+
+def test_webp_input_becomes_jpeg(picture):
+    data = save(picture.resize((800, 500)), "WEBP", quality=80)
+    result = compress_to_ratio(data)
+    check(result, data)
+    assert (result.format, result.input_format) == ("JPEG", "WEBP")
+    if "downscaled" in result.notes:
+        assert result.scale < 1 and result.width == round(800 * result.scale)
+
+
+def test_downscales_when_min_quality_does_not_fit(picture):
+    data = save(picture, "JPEG", quality=75)
+    result = compress_to_ratio(data, min_quality=70)
+    check(result, data)
+    assert "downscaled" in result.notes and result.scale < 1
+    assert result.quality >= 70 and result.width < 1600
+    assert (result.input_width, result.input_height) == (1600, 1000)
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def failure(data: bytes, **kwargs) -> ImageFailure:
+    with pytest.raises(ImageFailure) as caught:
+        compress_to_ratio(data, **kwargs)
+    return caught.value
+
+
+def test_not_an_image():
+    assert failure(random.Random(7).randbytes(5000)).code == "not_an_image"
+    assert failure(b"").code == "not_an_image"
+
+
+def test_truncated_jpeg_is_corrupt(picture):
+    data = save(picture, "JPEG", quality=90)
+    assert failure(data[: len(data) // 2]).code == "corrupt_image"
+
+
+def test_too_many_pixels_is_refused_from_the_header():
+    error = failure(png_header_only(8000, 8000))
+    assert error.code == "too_many_pixels"
+    assert "8000x8000 = 64 MP exceeds the limit of 50 MP" in error.message
+    assert failure(png_header_only(1000, 1000), max_pixels=999_999).code == "too_many_pixels"
+
+
+def test_pillow_bomb_limit_is_too_many_pixels():
+    error = failure(png_header_only(20000, 20000))  # 400 MP: Pillow refuses it inside Image.open
+    assert error.code == "too_many_pixels"
+    assert "400 MP" in error.message and "50 MP" in error.message
+
+
+def test_tiny_image_cannot_be_compressed():
+    data = save(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG")
+    error = failure(data)
+    assert error.code == "cannot_compress" and "bytes" in error.message

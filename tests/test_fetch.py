@@ -1,0 +1,503 @@
+"""fetch_image against a real local HTTP server; the address rule on literal addresses.
+
+Everything is offline: the server listens on 127.0.0.1, and blocked addresses are
+refused before any connection is attempted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from requests_hardened.ip_filter import InvalidIPAddress, get_ip_address
+
+from pixshift import fetch
+from pixshift.errors import ImageFailure
+from pixshift.fetch import FetchPolicy, check_public_url, fetch_image, is_blocked_address
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16
+KB = 1024
+
+
+# --- the test server --------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.hits: Counter[str] = Counter()
+        self.peers: list[tuple[str, int]] = []  # (path, client port) per request
+        self.sent: dict[str, int] = {}  # bytes the endless routes managed to send
+        self.stop = threading.Event()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
+    server: _Server
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: C901 - one small route table
+        url = urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        route, args = parts[0], parts[1:]
+        srv = self.server
+        with srv.lock:
+            srv.hits[url.path] += 1
+            hit = srv.hits[url.path]
+            srv.peers.append((url.path, self.client_address[1]))
+
+        if route == "ok":
+            self._send(200, PNG, "image/png")
+        elif route == "html":  # image bytes under a lying Content-Type
+            self._send(200, PNG, "text/html")
+        elif route == "sized":
+            self._send(200, b"x" * int(args[0]))
+        elif route == "empty":
+            self._send(200, b"")
+        elif route == "status":
+            self._send(int(args[0]), b"nope")
+        elif route == "flaky":  # /flaky/<failures>/<token>: 500 that many times, then the image
+            self._send(500, b"oops") if hit <= int(args[0]) else self._send(200, PNG, "image/png")
+        elif route == "ratelimited":  # /ratelimited/<retry-after>/<failures>/<token>
+            if hit <= int(args[1]):
+                self._send(429, b"slow down", headers={"Retry-After": args[0]})
+            else:
+                self._send(200, PNG, "image/png")
+        elif route == "chain":  # /chain/<n>: n redirects, then the image
+            n = int(args[0])
+            self._redirect(f"/chain/{n - 1}") if n > 0 else self._send(200, PNG, "image/png")
+        elif route == "loop":
+            self._redirect(url.path)
+        elif route == "redirect":
+            self._redirect(parse_qs(url.query)["to"][0])
+        elif route == "stall":  # half the declared body, then silence
+            self._head(200, {"Content-Length": "1000"})
+            self._write(b"x" * 500)
+            srv.stop.wait(30)
+        elif route == "trickle":  # /trickle/<seconds>/<token>: a byte every 50 ms, then silence
+            self._head(200, {"Content-Length": "100000"})
+            until = time.monotonic() + float(args[0])
+            while time.monotonic() < until:
+                if srv.stop.wait(0.05) or not self._write(b"x"):
+                    return
+            srv.stop.wait(30)
+        elif route == "bigdeclared":  # huge Content-Length, then silence: only the header may be read
+            self._head(200, {"Content-Length": str(100 * 1024 * 1024)})
+            srv.stop.wait(30)
+        elif route == "overflow":  # /overflow/<mode>/<n>: n bytes, then silence
+            self._stream(args[0], total=int(args[1]), then_stall=True, token=url.path)
+        elif route == "endless":  # /endless/<mode>/<token>: 200 MB unless the client hangs up
+            self._stream(args[0], total=200 * 1024 * 1024, then_stall=False, token=url.path)
+        else:
+            self._send(404, b"no such route")
+
+    def _head(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/octet-stream",
+              headers: dict[str, str] | None = None) -> None:
+        self._head(status, {"Content-Type": ctype, "Content-Length": str(len(body)), **(headers or {})})
+        self._write(body)
+
+    def _redirect(self, location: str) -> None:
+        self._head(302, {"Location": location, "Content-Length": "0"})
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+            return True
+        except OSError:
+            self.close_connection = True
+            return False
+
+    def _stream(self, mode: str, *, total: int, then_stall: bool, token: str) -> None:
+        chunked = mode == "chunked"
+        self.close_connection = True
+        self._head(200, {"Transfer-Encoding": "chunked"} if chunked else {"Connection": "close"})
+        sent, block = 0, b"y" * (16 * KB)
+        while sent < total:
+            piece = block[: total - sent]
+            if not self._write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece):
+                break
+            sent += len(piece)
+        with self.server.lock:
+            self.server.sent[token] = sent
+        if then_stall:
+            self.server.stop.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.stop.set()  # wakes stalled handlers, so shutdown is prompt
+    srv.shutdown()
+    srv.server_close()
+
+
+def token() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def local(**overrides) -> FetchPolicy:
+    """Filter off (the server is on 127.0.0.1), tiny backoff so retries cost milliseconds."""
+    base = dict(allow_private=True, connect_timeout=2.0, read_timeout=5.0, total_timeout=10.0,
+                retries=3, backoff=0.01, backoff_cap=0.05)
+    return FetchPolicy(**{**base, **overrides})
+
+
+def fails(url: str, policy: FetchPolicy) -> ImageFailure:
+    with pytest.raises(ImageFailure) as info:
+        fetch_image(url, policy)
+    return info.value
+
+
+# --- success, redirects, connection reuse ---------------------------------------------
+
+
+def test_ok_returns_bytes_status_type_and_final_url(server):
+    got = fetch_image(server.base + "/ok", local())
+    assert (got.data, got.status, got.content_type, got.attempts) == (PNG, 200, "image/png", 1)
+    assert got.url == server.base + "/ok" and got.elapsed < 2
+
+
+def test_content_type_is_reported_not_trusted(server):
+    assert fetch_image(server.base + "/html", local()).data == PNG
+
+
+def test_redirect_chain_is_followed_to_final_url(server):
+    got = fetch_image(server.base + "/chain/5", local(max_redirects=5))
+    assert got.data == PNG and got.url == server.base + "/chain/0" and got.attempts == 1
+
+
+def test_redirect_chain_longer_than_limit_fails(server):
+    failure = fails(server.base + "/chain/6", local(max_redirects=5))
+    assert failure.code == "too_many_redirects" and not failure.retryable
+
+
+def test_redirect_loop_stops_after_max_redirects_and_is_not_retried(server):
+    path = f"/loop/{token()}"
+    failure = fails(server.base + path, local(max_redirects=2))
+    assert failure.code == "too_many_redirects" and not failure.retryable
+    assert server.hits[path] == 3  # the first request plus two redirects, one attempt
+
+
+@pytest.mark.parametrize("target", ["ftp://example.com/a.png", "file:///etc/passwd",
+                                    "http://user:pw@127.0.0.1/ok", "gopher://127.0.0.1:6379/_INFO"])
+def test_redirect_to_bad_scheme_or_credentials_is_invalid_url(server, target):
+    failure = fails(server.base + "/redirect?to=" + target, local())
+    assert failure.code == "invalid_url" and not failure.retryable
+
+
+def test_session_is_reused_within_a_thread_and_keeps_the_connection(server):
+    path = f"/sized/1000/{token()}"
+    for _ in range(3):
+        assert len(fetch_image(server.base + path, local()).data) > 0
+    ports = {port for p, port in server.peers if p == path}
+    assert len(ports) == 1  # all three over one keep-alive connection
+
+
+def test_each_thread_gets_its_own_session_and_all_fetches_succeed(server):
+    policy = local()
+    sessions, results, errors = {}, [], []
+
+    def work(i: int) -> None:
+        try:
+            sessions[i] = (fetch._session(policy), fetch._session(policy))
+            results.extend(fetch_image(server.base + "/ok", policy).data for _ in range(5))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors and results == [PNG] * 40
+    assert all(a is b for a, b in sessions.values())
+    assert len({id(a) for a, _ in sessions.values()}) == 8
+
+
+# --- HTTP errors and retries -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, phrase", [(404, "Not Found"), (410, "Gone"), (403, "Forbidden")])
+def test_client_errors_are_not_retried(server, status, phrase):
+    path = f"/status/{status}/{token()}"
+    failure = fails(server.base + path, local(retries=3))
+    assert failure.code == f"http_{status}" and not failure.retryable
+    assert failure.message == f"the image server answered {status} {phrase}"
+    assert server.hits[path] == 1
+
+
+def test_500_then_200_succeeds_on_second_attempt(server):
+    path = f"/flaky/1/{token()}"
+    got = fetch_image(server.base + path, local())
+    assert got.data == PNG and got.attempts == 2 and server.hits[path] == 2
+
+
+def test_persistent_500_gives_up_after_retries_as_retryable(server):
+    path = f"/flaky/99/{token()}"
+    failure = fails(server.base + path, local(retries=2))
+    assert failure.code == "http_500" and failure.retryable
+    assert failure.message == "the image server answered 500 Internal Server Error"
+    assert server.hits[path] == 3
+
+
+def test_429_retry_after_zero_is_honoured_instead_of_backoff(server):
+    path = f"/ratelimited/0/1/{token()}"
+    started = time.monotonic()
+    got = fetch_image(server.base + path, local(backoff=5.0, backoff_cap=10.0))
+    assert got.attempts == 2 and time.monotonic() - started < 1.5  # backoff would wait >= 2.5 s
+
+
+def test_429_retry_after_is_capped_by_backoff_cap(server):
+    path = f"/ratelimited/3600/99/{token()}"
+    started = time.monotonic()
+    failure = fails(server.base + path, local(retries=2, backoff_cap=0.05))
+    assert failure.code == "http_429" and failure.retryable and server.hits[path] == 3
+    assert time.monotonic() - started < 2
+
+
+def test_connection_refused_is_retried_then_retryable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens here
+    failure = fails(f"http://127.0.0.1:{port}/ok", local(retries=2))
+    assert failure.code == "connection_failed" and failure.retryable
+    assert failure.message == "could not connect to 127.0.0.1: Connection refused"
+
+
+def test_backoff_doubles_with_jitter_and_respects_cap():
+    policy = FetchPolicy(backoff=0.5, backoff_cap=3.0)
+    for attempt, full in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
+        delays = {fetch._backoff_delay(attempt, policy, None) for _ in range(50)}
+        assert all(full / 2 <= d <= full for d in delays) and len(delays) > 1
+    assert fetch._backoff_delay(1, policy, 0.0) == 0.0
+    assert fetch._backoff_delay(1, policy, 120.0) == 3.0
+
+
+# --- size and time limits ----------------------------------------------------------------
+
+
+def test_body_of_exactly_max_bytes_is_accepted(server):
+    assert len(fetch_image(server.base + f"/sized/{64 * KB}", local(max_bytes=64 * KB)).data) == 64 * KB
+
+
+def test_declared_content_length_over_cap_is_rejected_before_reading(server):
+    started = time.monotonic()
+    failure = fails(server.base + f"/bigdeclared/{token()}", local(max_bytes=20 * 1024 * 1024))
+    assert failure.code == "too_large" and not failure.retryable
+    assert failure.message == "image is larger than 20 MB"
+    assert time.monotonic() - started < 1  # reading the (silent) body would wait for read_timeout
+
+
+def test_body_of_max_bytes_plus_one_with_content_length_is_too_large(server):
+    failure = fails(server.base + f"/sized/{64 * KB + 1}", local(max_bytes=64 * KB))
+    assert failure.code == "too_large" and failure.message == "image is larger than 64 KB"
+
+
+@pytest.mark.parametrize("mode", ["close", "chunked"])
+def test_stream_aborts_as_soon_as_the_cap_is_passed(server, mode):
+    # The server sends one byte over the cap and then goes silent: only a reader that
+    # checks as data arrives says too_large; one waiting for a full chunk times out.
+    started = time.monotonic()
+    failure = fails(server.base + f"/overflow/{mode}/{100 * KB + 1}", local(max_bytes=100 * KB))
+    assert failure.code == "too_large" and not failure.retryable
+    assert time.monotonic() - started < 2
+
+
+def test_endless_stream_is_cut_off_near_the_cap(server):
+    path = f"/endless/close/{token()}"
+    failure = fails(server.base + path, local(max_bytes=256 * KB))
+    assert failure.code == "too_large"
+    deadline = time.monotonic() + 5
+    while path not in server.sent and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The server stopped when we hung up; only socket buffers lie between it and the cap.
+    assert server.sent[path] < 40 * 1024 * 1024
+
+
+def test_empty_body_is_empty_response(server):
+    failure = fails(server.base + "/empty", local())
+    assert failure.code == "empty_response" and not failure.retryable
+
+
+def test_stalled_body_times_out_per_read_and_is_retried(server):
+    path = f"/stall/{token()}"
+    started = time.monotonic()
+    failure = fails(server.base + path, local(read_timeout=0.3, retries=1))
+    assert failure.code == "timeout" and failure.retryable
+    assert server.hits[path] == 2
+    assert time.monotonic() - started < 2.5
+
+
+def test_total_timeout_ends_a_silent_read_longer_than_it(server):
+    started = time.monotonic()
+    failure = fails(server.base + f"/stall/{token()}", local(read_timeout=5, total_timeout=0.5))
+    assert failure.code == "timeout" and failure.retryable
+    assert 0.45 <= time.monotonic() - started < 1.5
+
+
+def test_total_timeout_ends_a_trickle_that_never_trips_read_timeout(server):
+    path = f"/trickle/100/{token()}"
+    started = time.monotonic()
+    failure = fails(server.base + path, local(read_timeout=5, total_timeout=0.6))
+    assert failure.code == "timeout" and failure.retryable
+    assert failure.message == "downloading the image took longer than 0.6 s"
+    assert 0.55 <= time.monotonic() - started < 1.6
+    assert server.hits[path] == 1  # no time left for another attempt
+
+
+def test_total_timeout_cuts_a_read_that_started_late(server):
+    # Reads may block for the time that was left when the request started (1.5 s);
+    # after trickling for 1.2 s that would overrun the deadline unless something ends it.
+    started = time.monotonic()
+    failure = fails(server.base + f"/trickle/1.2/{token()}", local(read_timeout=5, total_timeout=1.5))
+    assert failure.code == "timeout"
+    assert 1.45 <= time.monotonic() - started < 2.2
+
+
+# --- URL validation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://example.com/a.png", "file:///etc/passwd", "javascript:alert(1)", "//example.com/a.png",
+    "http://user:pw@example.com/a.png", "http://@example.com/a.png", "http:///a.png",
+    "http://exa mple.com/a.png", "http://evil.example\\@127.0.0.1/", "http://example.com:99999/",
+    "http://example.com/a\r\nX-Injected: 1", "not a url",
+])
+def test_invalid_urls_are_rejected_by_fetch_and_check(url):
+    for call in (fetch_image, check_public_url):
+        with pytest.raises(ImageFailure) as info:
+            call(url, FetchPolicy())
+        assert info.value.code == "invalid_url" and not info.value.retryable
+
+
+# --- the address rule ---------------------------------------------------------------------
+
+LISTED = ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "::ffff:127.0.0.1", "100.64.0.1",
+          "0.0.0.0", "224.0.0.1", "239.255.255.250", "ff02::1", "240.0.0.1"]
+ADDED = ["::127.0.0.1", "::ffff:0:127.0.0.1", "fec0::1"]  # requests-hardened lets these through
+MORE = ["172.16.0.1", "192.168.1.1", "fe80::1", "fc00::1", "::", "255.255.255.255",
+        "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "192.0.0.9", "198.18.0.1"]
+PUBLIC = ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
+
+
+def _literal_url(ip: str, port: int = 80, path: str = "/") -> str:
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{port}{path}"
+
+
+@pytest.mark.parametrize("ip", LISTED + ADDED + MORE)
+def test_rule_blocks(ip):
+    assert is_blocked_address(ipaddress.ip_address(ip))
+
+
+@pytest.mark.parametrize("ip", PUBLIC)
+def test_rule_allows_public(ip):
+    assert not is_blocked_address(ipaddress.ip_address(ip))
+
+
+@pytest.mark.parametrize("ip", LISTED + MORE)
+def test_requests_hardened_itself_blocks_the_listed_ranges(ip, caplog):
+    caplog.set_level(logging.CRITICAL)
+    with pytest.raises(InvalidIPAddress):
+        get_ip_address(ip, 80, allow_loopback=False)
+
+
+@pytest.mark.parametrize("ip", ADDED)
+def test_requests_hardened_alone_misses_what_we_add(ip):
+    get_ip_address(ip, 80, allow_loopback=False)  # documents why is_blocked_address exists
+
+
+@pytest.mark.parametrize("ip", LISTED + ADDED + ["172.16.0.1", "fe80::1", "::"])
+def test_fetch_refuses_blocked_literal_before_connecting(ip):
+    # A broken filter would try to connect and end in timeout/connection_failed instead.
+    policy = FetchPolicy(connect_timeout=0.5, read_timeout=0.5, total_timeout=2, retries=2, backoff=0.01)
+    failure = fails(_literal_url(ip), policy)
+    assert failure.code == "blocked_address" and not failure.retryable
+
+
+def test_fetch_refuses_loopback_server_and_never_reaches_it(server):
+    path = f"/status/200/{token()}"
+    failure = fails(server.base + path, FetchPolicy(retries=3, backoff=0.01))
+    assert failure.code == "blocked_address" and not failure.retryable
+    assert failure.message == ("the address 127.0.0.1 is private, loopback or reserved; "
+                               "PixShift does not fetch from internal networks")
+    assert server.hits[path] == 0
+
+
+def test_blocked_message_names_the_host_name():
+    failure = fails("http://localhost:9/x.png", FetchPolicy(retries=0))
+    assert failure.code == "blocked_address"
+    assert failure.message.startswith("the address ") and " of localhost is private" in failure.message
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Filter on, but 127.0.0.1 allowed, so the test server can send redirects to the filter."""
+    session = fetch._new_session(False, allow_loopback=True)
+    monkeypatch.setattr(fetch, "_session", lambda policy: session)
+    return FetchPolicy(connect_timeout=0.5, read_timeout=2, total_timeout=5, retries=2, backoff=0.01)
+
+
+def test_filtered_session_still_fetches_an_allowed_address(server, loopback_only):
+    assert fetch_image(server.base + "/ok", loopback_only).data == PNG
+
+
+@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/",
+                                    "http://100.64.0.1/", "http://[::127.0.0.1]/"])
+def test_redirect_hop_to_internal_address_is_refused(server, loopback_only, target):
+    path = f"/redirect/{token()}"
+    failure = fails(f"{server.base}{path}?to={target}", loopback_only)
+    assert failure.code == "blocked_address" and not failure.retryable
+    assert server.hits[path] == 1  # not retried
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
+                                 "http://2130706433/", "http://0x7f.1/", "http://localhost/",
+                                 "https://169.254.169.254/", "http://[::127.0.0.1]/", "http://0/"])
+def test_check_public_url_refuses_internal_addresses(url):
+    with pytest.raises(ImageFailure) as info:
+        check_public_url(url, FetchPolicy())
+    assert info.value.code == "blocked_address"
+
+
+@pytest.mark.parametrize("url", ["http://8.8.8.8/a.png", "https://[2606:4700:4700::1111]/a.png"])
+def test_check_public_url_accepts_public_addresses(url):
+    check_public_url(url, FetchPolicy())
+
+
+def test_check_public_url_with_allow_private_skips_the_address_rule():
+    check_public_url("http://127.0.0.1/", FetchPolicy(allow_private=True))
+
+
+def test_policy_rejects_nonsense_limits():
+    with pytest.raises(ValueError):
+        FetchPolicy(max_bytes=0)
+    with pytest.raises(ValueError):
+        FetchPolicy(retries=-1)
