@@ -6,7 +6,7 @@ import threading
 
 from flask import Flask
 
-from .config import Config
+from .config import Config, engine_options
 from .extensions import db, socketio
 
 
@@ -17,6 +17,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(config.as_flask_config())
     if test_config:
         app.config.update(test_config)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _instance_secret(app)
     app.config["MEDIA_ROOT"].mkdir(parents=True, exist_ok=True)

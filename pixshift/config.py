@@ -83,15 +83,15 @@ class Config:
 
         self.STATUS_PAGE_SIZE = _int("PIXSHIFT_STATUS_PAGE_SIZE", 100)
 
-    @property
-    def SQLALCHEMY_ENGINE_OPTIONS(self) -> dict:
-        if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
-            # Many worker threads write: wait for the lock instead of failing at once.
-            return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-        return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
-
     def as_flask_config(self) -> dict:
         return {k: getattr(self, k) for k in dir(self) if k.isupper()}
+
+
+def engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Many worker threads write: wait for the lock instead of failing at once.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
 
 
 def _database_url(url: str) -> str:

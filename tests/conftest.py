@@ -47,6 +47,28 @@ def app():
     return app
 
 
+@pytest.fixture(scope="session")
+def pg_app():
+    """An app on a fresh PostgreSQL database, for the rules that must hold under real concurrency."""
+    if not TEST_DATABASE_URL:
+        pytest.skip("set DATABASE_URL to run the PostgreSQL variant")
+    from pixshift import create_app
+
+    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL or "redis://127.0.0.1:6379/0") as env:
+        app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"].replace(
+            "postgresql://", "postgresql+psycopg://", 1)})
+        yield app
+        from pixshift.extensions import db
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.scaleout)])
+def any_db_app(request):
+    """The test app on SQLite, and again on PostgreSQL when it is configured."""
+    return request.getfixturevalue("app" if request.param == "sqlite" else "pg_app")
+
+
 @pytest.fixture()
 def client(app):
     return app.test_client()

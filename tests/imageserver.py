@@ -188,12 +188,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = urllib.parse.unquote(parts.path)
         self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
         owner._hit(path)
+        owner._in_flight_change(+1)
         try:
             self._route(path)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout):
             self.close_connection = True
         except OSError:
             self.close_connection = True
+        finally:
+            owner._in_flight_change(-1)
 
     def _route(self, path: str):
         owner = self.server.owner
@@ -334,6 +337,8 @@ class ImageServer:
     def __init__(self, root: pathlib.Path = FIXTURES):
         self.root = pathlib.Path(root).resolve()
         self.hits: collections.Counter[str] = collections.Counter()
+        self.in_flight = 0  # requests being answered right now
+        self.max_in_flight = 0  # the most answered at once since start or reset()
         self._lock = threading.Lock()
         self._flaky: collections.Counter[str] = collections.Counter()
         self._gen_cache: dict[tuple, bytes] = {}
@@ -405,6 +410,7 @@ class ImageServer:
         with self._lock:
             self.hits.clear()
             self._flaky.clear()
+            self.max_in_flight = self.in_flight
 
     def generated(self, width: int, height: int, seed: int = 1, fmt: str = "JPEG",
                   quality: int = 90) -> bytes:
@@ -420,6 +426,11 @@ class ImageServer:
     def _hit(self, path: str) -> None:
         with self._lock:
             self.hits[path] += 1
+
+    def _in_flight_change(self, delta: int) -> None:
+        with self._lock:
+            self.in_flight += delta
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def _flaky_take(self, path: str, n: int) -> bool:
         """True while this path has been requested at most n times."""

@@ -7,6 +7,7 @@ import random
 import statistics
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFilter
@@ -163,6 +164,7 @@ def test_metadata_is_stripped_but_the_icc_profile_kept(picture):
     exif[0x0132] = "2024:01:01 00:00:00"  # DateTime
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
     data = save(picture, "JPEG", quality=92, exif=exif, icc_profile=icc, comment=b"secret", xmp=xmp)
+    assert {"exif", "comment", "xmp", "icc_profile"} <= decode(data).info.keys()
     result = compress_to_ratio(data)
     out = check(result, data)
     assert out.info.get("icc_profile") == icc
@@ -181,6 +183,7 @@ def test_exif_orientation_is_applied(picture):
     assert (result.input_width, result.input_height) == (result.width, result.height) == (300, 400)
     red, green, _ = out.convert("RGB").getpixel((out.width - 15, 15))  # the marker is now top-right
     assert red > 200 and green < 60
+    assert decode(result.input_thumbnail).size == decode(result.output_thumbnail).size == (192, 256)
 
 
 def test_grayscale_jpeg_stays_grayscale(picture):
@@ -273,6 +276,15 @@ def test_downscales_when_min_quality_does_not_fit(picture):
     assert (result.input_width, result.input_height) == (1600, 1000)
 
 
+def test_threads_get_the_same_bytes_as_one_thread(picture):
+    """Each thread encodes into its own memfd: concurrent calls must not mix their files."""
+    data = save(picture, "JPEG", quality=90)
+    expected = compress_to_ratio(data).data
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: compress_to_ratio(data).data, range(8)))
+    assert all(r == expected for r in results)
+
+
 # --- failures --------------------------------------------------------------------------------
 
 
@@ -303,6 +315,13 @@ def test_pillow_bomb_limit_is_too_many_pixels():
     error = failure(png_header_only(20000, 20000))  # 400 MP: Pillow refuses it inside Image.open
     assert error.code == "too_many_pixels"
     assert "400 MP" in error.message and "50 MP" in error.message
+
+
+def test_bad_arguments_are_programming_errors(picture):
+    data = save(picture.resize((64, 40)), "PNG")
+    for kwargs in ({"ratio": 0}, {"ratio": 1.5}, {"min_quality": 80, "max_quality": 70}):
+        with pytest.raises(ValueError):
+            compress_to_ratio(data, **kwargs)
 
 
 def test_tiny_image_cannot_be_compressed():

@@ -1,0 +1,159 @@
+"""Processing inside one process, as the embedded default runs it: real Huey consumer threads,
+real SQLite, the in-process event bus; plus the state rules that keep images from getting stuck."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import threading
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from livestack import wait_until
+from pixshift import pipeline
+from pixshift.csv_input import ProductRow
+from pixshift.extensions import db
+from pixshift.intake import create_request
+from pixshift.models import Image, Request, utcnow
+
+
+def upload(client, server, paths_per_product: list[list[str]]) -> str:
+    lines = ["Serial Number,Product Name,Input Image URLs"]
+    for serial, paths in enumerate(paths_per_product, start=1):
+        lines.append(f'{serial},Product {serial},"{", ".join(server.url(p) for p in paths)}"')
+    response = client.post("/upload", data={"file": (io.BytesIO("\n".join(lines).encode()), "p.csv")})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["request_id"]
+
+
+def test_progress_events_are_published_as_images_finish(app, client, inprocess_worker, image_server):
+    subscription = app.extensions["pixshift"].bus.subscribe()
+    try:
+        request_id = upload(client, image_server, [["photo1.jpg", "photo2.jpg"], ["missing/x.jpg", "photo3.jpg"]])
+        events = []
+
+        def finished():
+            item = subscription.get(0.2)
+            if item and item[0] == request_id:
+                events.append(item[1])
+            return any(e["type"] == "request" for e in events)
+        wait_until(finished, 60, interval=0, message="the request event")
+    finally:
+        subscription.close()
+    images = [e for e in events if e["type"] == "image"]
+    assert len(images) == 4
+    assert sorted(e["counts"]["done"] + e["counts"]["failed"] for e in images)[-1] == 4
+    assert {e["state"] for e in images} == {"done", "failed"}
+    failed = [e for e in images if e["state"] == "failed"]
+    assert failed[0]["error_code"] == "http_404" and failed[0]["serial_number"] == 2
+    assert events[-1] == {**events[-1], "type": "request", "state": "completed_with_errors"}
+    assert events[-1]["counts"]["total"] == 4
+
+
+def test_downloads_overlap_so_a_slow_host_does_not_serialise_the_batch(app, client, inprocess_worker,
+                                                                        image_server):
+    image_server.reset()
+    paths = [[f"slow/photo1.jpg?delay=0.4&n={n}"] for n in range(12)]
+    request_id = upload(client, image_server, paths)
+    wait_until(lambda: client.get(f"/status/{request_id}").get_json()["links"]["output_csv"], 60)
+    assert image_server.max_in_flight >= 4
+
+
+def _new_request(app, urls: list[str]) -> str:
+    with app.app_context():
+        return create_request([ProductRow(2, 1, "P", tuple(urls))], filename="t.csv", webhook_url=None)
+
+
+def _image_ids(request_id: str) -> list[int]:
+    return [i for i in db.session.scalars(db.select(Image.id).where(Image.request_id == request_id)
+                                          .order_by(Image.position))]
+
+
+def _expire_leases(request_id: str) -> None:
+    db.session.execute(update(Image).where(Image.request_id == request_id)
+                       .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+
+
+def test_image_of_a_dead_worker_is_requeued_then_processed(app, image_server):
+    rt = app.extensions["pixshift"]
+    request_id = _new_request(app, [image_server.url("photo1.jpg")])
+    with app.app_context():
+        [image_id] = _image_ids(request_id)
+        assert pipeline.claim_image(image_id, rt.lease_seconds)[0] == 1  # ...and the worker dies here
+        assert pipeline.claim_image(image_id, rt.lease_seconds) is None  # leased: nobody else takes it
+        assert pipeline.reclaim_expired(rt) == []  # the lease has not expired yet
+        _expire_leases(request_id)
+        assert pipeline.reclaim_expired(rt) == [image_id]
+        image = db.session.get(Image, image_id)
+        assert (image.state, image.error_code) == ("queued", "worker_lost")
+        assert pipeline.process_image(image_id, rt).state == "done"
+        image = db.session.get(Image, image_id)
+        assert (image.state, image.attempts, image.error_code) == ("done", 2, None)
+        assert db.session.get(Request, request_id).state == "completed"
+
+
+def test_image_fails_with_a_reason_after_its_attempts_and_the_request_finishes(app, image_server):
+    rt = dataclasses.replace(app.extensions["pixshift"], max_attempts=2)
+    request_id = _new_request(app, [image_server.url("photo1.jpg"), image_server.url("photo2.jpg")])
+    with app.app_context():
+        first, second = _image_ids(request_id)
+        assert pipeline.process_image(second, rt).state == "done"
+        for _ in range(2):  # two workers die holding the first image
+            pipeline.claim_image(first, rt.lease_seconds)
+            _expire_leases(request_id)
+            pipeline.reclaim_expired(rt)
+        image = db.session.get(Image, first)
+        assert image.state == "failed" and "stopped 2 times" in image.error_message
+        req = db.session.get(Request, request_id)
+        assert req.state == "completed_with_errors" and req.finished_at is not None
+
+
+def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_attempt(app, image_server):
+    rt = app.extensions["pixshift"]
+    request_id = _new_request(app, [image_server.url("photo1.jpg")])
+    with app.app_context():
+        [image_id] = _image_ids(request_id)
+        old_attempt, _ = pipeline.claim_image(image_id, rt.lease_seconds)
+        _expire_leases(request_id)
+        pipeline.reclaim_expired(rt)
+        assert pipeline.process_image(image_id, rt).state == "done"
+        stale = pipeline._finish_image(image_id, old_attempt, {"state": "failed", "error_code": "x"}, rt)
+        assert stale is None
+        assert db.session.get(Image, image_id).state == "done"
+
+
+def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
+    rt = app.extensions["pixshift"]
+    rt = dataclasses.replace(rt, fetch_policy=dataclasses.replace(rt.fetch_policy, retries=0))
+    image_server.reset()
+    request_id = _new_request(app, [image_server.url("flaky/1/photo2.jpg")])
+    with app.app_context():
+        [image_id] = _image_ids(request_id)
+        outcome = pipeline.process_image(image_id, rt)
+        assert outcome.state == "queued" and outcome.retry_in == rt.retry_delay
+        assert db.session.get(Image, image_id).error_code == "http_503"
+        assert pipeline.process_image(image_id, rt).state == "done"
+
+
+def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, image_server):
+    app = any_db_app
+    rt = app.extensions["pixshift"]
+    request_id = _new_request(app, [image_server.url("photo1.jpg")])
+    with app.app_context():
+        [image_id] = _image_ids(request_id)
+        db.session.execute(update(Image).where(Image.id == image_id).values(state="done"))
+        db.session.commit()
+    results = []
+    barrier = threading.Barrier(8)
+
+    def finish():
+        with app.app_context():
+            barrier.wait()
+            results.append(pipeline.finish_request_if_complete(request_id, rt.bus))
+    threads = [threading.Thread(target=finish) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results, key=str) == [None] * 7 + ["completed"]
