@@ -36,24 +36,22 @@ def corpus(dirs: list[str]) -> dict[str, Image.Image]:
     return images
 
 
-def encode(im: Image.Image, quality: int) -> int:
+def jpeg_bytes(im: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=quality)
-    return len(buf.getvalue())
+    return buf.getvalue()
 
 
 def main(dirs: list[str]) -> None:
     rows = []
     for name, im in corpus(dirs).items():
         for source_quality in (75, 85, 90, 95):
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=source_quality)
-            data = buf.getvalue()
+            data = jpeg_bytes(im, source_quality)
             start = time.perf_counter()
             r = compress_to_ratio(data)
             ms = (time.perf_counter() - start) * 1000
             budget = len(data) // 2
-            best = r.quality == 95 or encode(_decoded(data, r), r.quality + 1) > budget
+            best = r.quality == 95 or len(jpeg_bytes(_decoded(data, r), r.quality + 1)) > budget
             rows.append((name, source_quality, r, ms, best))
             print(
                 f"{name:22s} q{source_quality}: -> q{r.quality:<3d} encodes {r.encodes} "
@@ -107,7 +105,7 @@ def rate(work, threads: int, seconds: float = 3.0) -> float:
 def thread_scaling() -> None:
     """Pillow releases the GIL only when encoding to a real file descriptor: check that threads scale."""
     im = photo((2000, 1500))
-    data = _memfd_free_jpeg(im, 90)
+    data = jpeg_bytes(im, 90)
 
     def bytesio_encode() -> None:
         im.save(io.BytesIO(), "JPEG", quality=80)
@@ -119,12 +117,6 @@ def thread_scaling() -> None:
     ):
         one, two = rate(work, 1), rate(work, 2)
         print(f"{label:34s} 1 thread {one:6.1f}/s  2 threads {two:6.1f}/s  x{two / one:.2f}")
-
-
-def _memfd_free_jpeg(im: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _instance_secret(app)
     app.config["MEDIA_ROOT"].mkdir(parents=True, exist_ok=True)
+    app.json.sort_keys = False  # documents read in the order they are written
 
     db.init_app(app)
     socketio.init_app(app, message_queue=app.config["REDIS_URL"],

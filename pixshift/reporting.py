@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import datetime, timezone
 from typing import Iterator
 
 from sqlalchemy import select
@@ -170,5 +171,8 @@ def escape_formula(cell: str) -> str:
     return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
 
 
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
+def _iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands datetimes back without their zone, so it is put back."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
