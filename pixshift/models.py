@@ -51,6 +51,7 @@ class Request(db.Model):
     product_count: Mapped[int] = mapped_column(Integer)
     image_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # fan-out done
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -92,6 +93,7 @@ class Image(db.Model):
 
     state: Mapped[str] = mapped_column(String(16), default=ImageState.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # processing: the worker's lease; queued for a retry: by when its task must have run.
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)

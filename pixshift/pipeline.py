@@ -7,7 +7,8 @@ finish a request:
 - an image is claimed (queued -> processing) with a lease; ``attempts`` is bumped and acts as
   a fencing token, so a worker that outlived its lease cannot overwrite a newer attempt;
 - a worker that dies leaves an expired lease; ``reclaim_expired`` puts the image back in the
-  queue, or fails it once it has used its attempts;
+  queue, or fails it once it has used its attempts; the same sweep re-enqueues a retry whose
+  scheduled task was lost, and re-runs a fan-out that never completed;
 - after an image ends, the request finishes when no unfinished image is left; the
   ``finished_at IS NULL`` guard lets exactly one caller finish it.
 """
@@ -67,8 +68,9 @@ def process_image(image_id: int, rt: Runtime) -> Outcome:
         fields = _fetch_and_compress(url, rt)
     except ImageFailure as failure:
         if failure.retryable and attempt < rt.max_attempts:
-            if _release(image_id, attempt, failure):
-                return Outcome(ImageState.QUEUED.value, retry_in=rt.retry_delay * 2 ** (attempt - 1))
+            retry_in = rt.retry_delay * 2 ** (attempt - 1)
+            if _release(image_id, attempt, failure, retry_in + rt.lease_seconds):
+                return Outcome(ImageState.QUEUED.value, retry_in=retry_in)
             return Outcome(None)
         fields = _failure_fields(failure, attempt)
     except Exception as exc:  # a bug or an unexpected library error must not leave the image stuck
@@ -124,12 +126,15 @@ def _failure_fields(failure: ImageFailure, attempt: int) -> dict:
     return dict(state=ImageState.FAILED.value, error_code=failure.code, error_message=message)
 
 
-def _release(image_id: int, attempt: int, failure: ImageFailure) -> bool:
-    """Give a retryable failure back to the queue; keeps the reason visible meanwhile."""
+def _release(image_id: int, attempt: int, failure: ImageFailure, pick_up_within: float) -> bool:
+    """Give a retryable failure back to the queue; keeps the reason visible meanwhile.
+
+    The deadline lets ``reclaim_expired`` enqueue it again if the delayed task is lost.
+    """
     result = db.session.execute(
         update(Image)
         .where(Image.id == image_id, Image.attempts == attempt, Image.state == ImageState.PROCESSING.value)
-        .values(state=ImageState.QUEUED.value, lease_expires_at=None,
+        .values(state=ImageState.QUEUED.value, lease_expires_at=utcnow() + timedelta(seconds=pick_up_within),
                 error_code=failure.code, error_message=f"{failure.message} (will retry)")
     )
     db.session.commit()
@@ -208,11 +213,20 @@ def finish_request_if_complete(request_id: str, bus: EventBus,
     return state.value
 
 
-def reclaim_expired(rt: Runtime, now: datetime | None = None) -> list[int]:
-    """Requeue images whose worker died (lease expired); fail those out of attempts.
+@dataclass(frozen=True)
+class Reclaimed:
+    images: list[int]  # image ids to enqueue again
+    requests: list[str]  # request ids whose fan-out must run again
 
-    Returns the ids to enqueue again. Also finishes requests whose last image was failed here
-    or whose finishing worker died between its two commits.
+
+def reclaim_expired(rt: Runtime, now: datetime | None = None) -> Reclaimed:
+    """Find work that a dead worker or a lost task left behind, so nothing stays stuck.
+
+    - processing images whose lease expired: their worker died; requeue, or fail them once
+      they have used ``max_attempts``;
+    - queued images past their pick-up deadline: their delayed retry task was lost;
+    - requests whose fan-out never completed (its task was lost);
+    - requests with no unfinished image left but not finished (the finishing worker died).
     """
     now = now or utcnow()
     expired = db.session.execute(
@@ -222,10 +236,10 @@ def reclaim_expired(rt: Runtime, now: datetime | None = None) -> list[int]:
     requeue: list[int] = []
     for image_id, attempts, request_id in expired:
         exhausted = attempts >= rt.max_attempts
-        values = dict(state=ImageState.QUEUED.value, lease_expires_at=None,
+        values = dict(state=ImageState.QUEUED.value, lease_expires_at=now + timedelta(seconds=rt.lease_seconds),
                       error_code="worker_lost", error_message="the worker processing this image stopped (will retry)")
         if exhausted:
-            values.update(state=ImageState.FAILED.value, finished_at=now,
+            values.update(state=ImageState.FAILED.value, finished_at=now, lease_expires_at=None,
                           error_message=f"the worker processing this image stopped {attempts} times; giving up")
         changed = db.session.execute(
             update(Image).where(Image.id == image_id, Image.attempts == attempts,
@@ -236,13 +250,24 @@ def reclaim_expired(rt: Runtime, now: datetime | None = None) -> list[int]:
             _publish_image(image_id, request_id, rt.bus)
         elif changed:
             requeue.append(image_id)
+    lost_retries = db.session.scalars(
+        select(Image.id).where(Image.state == ImageState.QUEUED.value, Image.lease_expires_at < now)
+    ).all()
+    for image_id in lost_retries:
+        db.session.execute(update(Image).where(Image.id == image_id, Image.state == ImageState.QUEUED.value)
+                           .values(lease_expires_at=now + timedelta(seconds=rt.lease_seconds)))
+    db.session.commit()
+    stale_fan_outs = db.session.scalars(
+        select(Request.id).where(Request.enqueued_at.is_(None), Request.finished_at.is_(None),
+                                 Request.created_at < now - timedelta(seconds=rt.lease_seconds))
+    ).all()
     unfinished = db.session.scalars(
         select(Request.id).where(Request.finished_at.is_(None), Request.state == RequestState.PROCESSING.value)
     ).all()
     db.session.commit()
     for request_id in unfinished:
         finish_request_if_complete(request_id, rt.bus)
-    return requeue
+    return Reclaimed(images=requeue + list(lost_retries), requests=list(stale_fan_outs))
 
 
 def queued_image_ids(request_id: str) -> list[int]:
@@ -252,3 +277,9 @@ def queued_image_ids(request_id: str) -> list[int]:
     ).all()
     db.session.commit()
     return list(ids)
+
+
+def mark_enqueued(request_id: str) -> None:
+    """Record that every image of the request has a task in the queue."""
+    db.session.execute(update(Request).where(Request.id == request_id).values(enqueued_at=utcnow()))
+    db.session.commit()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 
-from huey import RedisHuey, SqliteHuey, crontab
+from huey import PriorityRedisHuey, SqliteHuey, crontab
 
 from pixshift.config import Config
 
 _config = Config()
 if _config.REDIS_URL:
-    huey = RedisHuey(_config.QUEUE_NAME, url=_config.REDIS_URL)
+    # Priorities let a new request's fan-out start ahead of a long queue of image tasks.
+    huey = PriorityRedisHuey(_config.QUEUE_NAME, url=_config.REDIS_URL)
 else:
     _config.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
     huey = SqliteHuey(_config.QUEUE_NAME, filename=str(_config.INSTANCE_PATH / "huey.db"))
@@ -42,14 +43,15 @@ def _runtime():
     return _flask_app().extensions["pixshift"]
 
 
-@huey.task()
+@huey.task(priority=10)
 def start_request(request_id: str) -> int:
     """Fan the request out: one task per image, so images proceed in parallel on every worker."""
-    from pixshift.pipeline import queued_image_ids
+    from pixshift.pipeline import mark_enqueued, queued_image_ids
     with _flask_app().app_context():
         ids = queued_image_ids(request_id)
-    for image_id in ids:
-        process_image(image_id)
+        for image_id in ids:
+            process_image(image_id)
+        mark_enqueued(request_id)
     return len(ids)
 
 
@@ -68,7 +70,9 @@ def reclaim_expired_leases() -> int:
     """Requeue images whose worker died; see ``pixshift.pipeline.reclaim_expired``."""
     from pixshift.pipeline import reclaim_expired
     with _flask_app().app_context():
-        ids = reclaim_expired(_runtime())
-    for image_id in ids:
+        found = reclaim_expired(_runtime())
+    for image_id in found.images:
         process_image(image_id)
-    return len(ids)
+    for request_id in found.requests:
+        start_request(request_id)
+    return len(found.images) + len(found.requests)

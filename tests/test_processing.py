@@ -82,9 +82,9 @@ def test_image_of_a_dead_worker_is_requeued_then_processed(app, image_server):
         [image_id] = _image_ids(request_id)
         assert pipeline.claim_image(image_id, rt.lease_seconds)[0] == 1  # ...and the worker dies here
         assert pipeline.claim_image(image_id, rt.lease_seconds) is None  # leased: nobody else takes it
-        assert pipeline.reclaim_expired(rt) == []  # the lease has not expired yet
+        assert pipeline.reclaim_expired(rt).images == []  # the lease has not expired yet
         _expire_leases(request_id)
-        assert pipeline.reclaim_expired(rt) == [image_id]
+        assert pipeline.reclaim_expired(rt).images == [image_id]
         image = db.session.get(Image, image_id)
         assert (image.state, image.error_code) == ("queued", "worker_lost")
         assert pipeline.process_image(image_id, rt).state == "done"
@@ -133,7 +133,23 @@ def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
         outcome = pipeline.process_image(image_id, rt)
         assert outcome.state == "queued" and outcome.retry_in == rt.retry_delay
         assert db.session.get(Image, image_id).error_code == "http_503"
+        assert pipeline.reclaim_expired(rt).images == []  # its retry task is due, not lost
+        _expire_leases(request_id)  # ...but the task was lost: the sweep enqueues it again
+        assert pipeline.reclaim_expired(rt).images == [image_id]
         assert pipeline.process_image(image_id, rt).state == "done"
+
+
+def test_a_fan_out_that_never_completed_is_run_again(app):
+    rt = app.extensions["pixshift"]
+    request_id = _new_request(app, ["http://127.0.0.1:1/a.jpg"])
+    with app.app_context():
+        assert request_id not in pipeline.reclaim_expired(rt).requests  # just created
+        db.session.execute(update(Request).where(Request.id == request_id)
+                           .values(created_at=utcnow() - timedelta(seconds=rt.lease_seconds + 1)))
+        db.session.commit()
+        assert request_id in pipeline.reclaim_expired(rt).requests
+        pipeline.mark_enqueued(request_id)
+        assert request_id not in pipeline.reclaim_expired(rt).requests
 
 
 def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, image_server):
