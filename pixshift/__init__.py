@@ -28,7 +28,8 @@ def create_app(test_config: dict | None = None) -> Flask:
                       channel=f"{app.config['QUEUE_NAME']}:socketio", async_mode=app.config.get("ASYNC_MODE", "threading"))
     app.extensions["pixshift"] = _runtime(app)
 
-    from . import api, downloads
+    from . import api, downloads, security
+    security.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(downloads.bp)
 

@@ -78,6 +78,9 @@ class Config:
         self.DOWNLOAD_RETRIES = _int("PIXSHIFT_DOWNLOAD_RETRIES", 3)
         self.DOWNLOAD_BACKOFF = _float("PIXSHIFT_DOWNLOAD_BACKOFF", 0.5)
 
+        # Access: with tokens set, the API requires one and each request is visible only to its token.
+        self.API_TOKENS = tuple(t.strip() for t in (_env("PIXSHIFT_API_TOKENS") or "").split(",") if t.strip())
+
         # Webhooks.
         self.WEBHOOK_SECRET = _env("PIXSHIFT_WEBHOOK_SECRET")
 

@@ -48,6 +48,7 @@ class Request(db.Model):
     state: Mapped[str] = mapped_column(String(24), default=RequestState.QUEUED.value, index=True)
     filename: Mapped[str | None] = mapped_column(String(255))
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # hash of the API token that made it
     product_count: Mapped[int] = mapped_column(Integer)
     image_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -11,6 +11,7 @@ from ..extensions import db
 from ..intake import create_request
 from ..models import Request
 from ..reporting import request_status
+from ..security import can_see, current_owner
 from . import bp
 from .errors import error_response
 
@@ -26,7 +27,7 @@ def load_request(request_id: str) -> Request | tuple:
     except ValueError:
         return error_response(400, "invalid_request_id", f"{request_id[:80]!r} is not a request id")
     req = db.session.get(Request, request_id)
-    if req is None:
+    if req is None or not can_see(req.owner):
         return error_response(404, "request_not_found", f"no request with id {request_id}")
     return req
 
@@ -47,7 +48,7 @@ def upload():
     except CsvRejected as rejected:
         return error_response(400, "invalid_csv", "the CSV was not accepted; nothing was stored",
                               details=[p.as_dict() for p in rejected.problems], truncated=rejected.truncated)
-    request_id = create_request(rows, filename=upload.filename, webhook_url=webhook_url)
+    request_id = create_request(rows, filename=upload.filename, webhook_url=webhook_url, owner=current_owner())
     from tasks import start_request  # web enqueues through the task layer
     try:
         start_request(request_id)

@@ -1,0 +1,66 @@
+"""Access control and browser hardening, applied to every response in one place.
+
+With ``PIXSHIFT_API_TOKENS`` set, every API call needs ``Authorization: Bearer <token>`` and a
+request is visible only to the token that created it (others get 404, not 403, so ids do not
+leak). Without tokens the service is open and request ids (random UUIDs) are the only secret.
+Media files stay public by their unguessable URL in either case: output CSVs are consumed by
+systems that hold no PixShift token.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from flask import Flask, current_app, g, request
+
+OPEN_ENDPOINTS = {"api.healthz", "api.readyz", "downloads.media", "static"}
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; style-src 'self'; "
+    "script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def owner_of(token: str) -> str:
+    """What is stored for a token: its hash, so a database leak does not leak tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def current_owner() -> str | None:
+    """The owner of this request's token, or None when tokens are not in use."""
+    return g.get("owner")
+
+
+def can_see(owner: str | None) -> bool:
+    return not current_app.config["API_TOKENS"] or hmac.compare_digest(owner or "", current_owner() or "")
+
+
+def _authenticate():
+    tokens = current_app.config["API_TOKENS"]
+    if not tokens or request.endpoint in OPEN_ENDPOINTS or request.endpoint is None:
+        return None
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    presented = presented.strip()
+    if scheme.lower() == "bearer" and presented:
+        for token in tokens:
+            if hmac.compare_digest(token.encode(), presented.encode()):
+                g.owner = owner_of(token)
+                return None
+    from .api.errors import error_response
+    response, status = error_response(401, "unauthorized", "send an API token: Authorization: Bearer <token>")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="pixshift"'
+    return response, status
+
+
+def _harden(response):
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_authenticate)
+    app.after_request(_harden)

@@ -1,0 +1,105 @@
+"""Safe by default: no fetching from internal networks, tokens that scope requests, hardened responses."""
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+
+from pixshift import pipeline
+from pixshift.csv_input import ProductRow
+from pixshift.extensions import db
+from pixshift.intake import create_request
+from pixshift.models import Image
+
+CSV = b"Serial Number,Product Name,Input Image URLs\n1,Shoe,http://127.0.0.1:9/a.jpg\n"
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.1", "[::1]", "[::ffff:127.0.0.1]"])
+def test_an_image_on_an_internal_address_is_refused_without_a_request(app, image_server, host):
+    rt = app.extensions["pixshift"]
+    strict = dataclasses.replace(rt, fetch_policy=dataclasses.replace(rt.fetch_policy, allow_private=False))
+    image_server.reset()
+    url = f"http://{host}:{image_server.port}/photo1.jpg"
+    with app.app_context():
+        request_id = create_request([ProductRow(2, 1, "P", (url,))], filename=None, webhook_url=None)
+        image_id = db.session.scalar(db.select(Image.id).where(Image.request_id == request_id))
+        assert pipeline.process_image(image_id, strict).state == "failed"
+        image = db.session.get(Image, image_id)
+        assert image.error_code == "blocked_address", image.error_message
+    assert image_server.hits["/photo1.jpg"] == 0
+
+
+def test_private_urls_are_refused_by_default():
+    from pixshift.config import Config
+    assert Config().ALLOW_PRIVATE_URLS is True  # the tests turn the switch on...
+    import os
+    saved = os.environ.pop("PIXSHIFT_ALLOW_PRIVATE_URLS")
+    try:
+        assert Config().ALLOW_PRIVATE_URLS is False  # ...and without it, it is off
+    finally:
+        os.environ["PIXSHIFT_ALLOW_PRIVATE_URLS"] = saved
+
+
+@pytest.fixture(scope="module")
+def token_client(app):
+    from pixshift import create_app
+    token_app = create_app({"TESTING": True, "API_TOKENS": ("token-a", "token-b")})
+    return token_app.test_client()
+
+
+def _upload(client, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.post("/upload", data={"file": (io.BytesIO(CSV), "p.csv")}, headers=headers)
+
+
+def test_with_tokens_the_api_needs_one(token_client):
+    for response in (_upload(token_client), _upload(token_client, "wrong"),
+                     token_client.get("/status/00000000-0000-4000-8000-000000000000")):
+        assert response.status_code == 401
+        assert response.get_json()["error"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert token_client.get("/healthz").status_code == 200
+
+
+def test_a_request_is_visible_only_to_its_token(token_client):
+    response = _upload(token_client, "token-a")
+    assert response.status_code == 202
+    request_id = response.get_json()["request_id"]
+    mine = token_client.get(f"/status/{request_id}", headers={"Authorization": "Bearer token-a"})
+    assert mine.status_code == 200
+    theirs = token_client.get(f"/status/{request_id}", headers={"Authorization": "Bearer token-b"})
+    assert theirs.status_code == 404 and theirs.get_json()["error"] == "request_not_found"
+    csv = token_client.get(f"/requests/{request_id}/output.csv", headers={"Authorization": "Bearer token-b"})
+    assert csv.status_code == 404
+
+
+def test_without_tokens_the_api_is_open(client):
+    assert _upload(client).status_code == 202
+
+
+def test_responses_carry_security_headers_and_errors_are_json(client):
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "not_found"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    wrong_method = client.get("/upload")
+    assert wrong_method.status_code == 405 and wrong_method.get_json()["error"] == "method_not_allowed"
+
+
+def test_an_unexpected_error_is_json_without_a_stack_trace(app, client, monkeypatch):
+    import pixshift.api.routes as routes
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret internals")
+    monkeypatch.setattr(routes, "request_status", boom)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    try:
+        response = client.get(f"/status/{_upload(client).get_json()['request_id']}")
+    finally:
+        app.config["PROPAGATE_EXCEPTIONS"] = None
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["error"] == "internal_error" and "secret" not in response.get_data(as_text=True)
