@@ -44,6 +44,7 @@ def _runtime(app: Flask):
     from .fetch import FetchPolicy
     from .pipeline import Runtime
     from .storage import DirectoryStore
+    from .webhooks import WebhookSettings
 
     c = app.config
     return Runtime(
@@ -58,6 +59,9 @@ def _runtime(app: Flask):
         max_pixels=c["MAX_IMAGE_PIXELS"], thumbnail_size=c["THUMBNAIL_SIZE"],
         lease_seconds=c["LEASE_SECONDS"], max_attempts=c["MAX_ATTEMPTS"], retry_delay=c["RETRY_DELAY"],
         cpu_slots=threading.BoundedSemaphore(c["CPU_SLOTS"]),
+        webhooks=WebhookSettings(secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"],
+                                 schedule=c["WEBHOOK_RETRY_SCHEDULE"]),
+        base_url=c["PUBLIC_BASE_URL"] or f"http://{c['HOST']}:{c['PORT']}",
     )
 
 

@@ -83,6 +83,10 @@ class Config:
 
         # Webhooks.
         self.WEBHOOK_SECRET = _env("PIXSHIFT_WEBHOOK_SECRET")
+        self.WEBHOOK_TIMEOUT = _float("PIXSHIFT_WEBHOOK_TIMEOUT", 10.0)
+        # Seconds between attempts (Standard Webhooks' schedule): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+        self.WEBHOOK_RETRY_SCHEDULE = tuple(
+            float(x) for x in (_env("PIXSHIFT_WEBHOOK_RETRY_SCHEDULE") or "5,300,1800,7200,18000,36000,36000").split(","))
 
         self.STATUS_PAGE_SIZE = _int("PIXSHIFT_STATUS_PAGE_SIZE", 100)
 

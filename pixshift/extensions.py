@@ -1,6 +1,10 @@
 """Extension objects, bound to an app in ``create_app`` so any module can import them."""
+import sqlite3
+
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -10,3 +14,14 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 socketio = SocketIO()
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """SQLite: enforce foreign keys (cascades) and use WAL, so readers never block the writer."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()

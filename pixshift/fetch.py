@@ -32,7 +32,7 @@ from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
 from .errors import ImageFailure
 
-__all__ = ["FetchPolicy", "Fetched", "check_public_url", "fetch_image", "is_blocked_address"]
+__all__ = ["FetchPolicy", "Fetched", "check_public_url", "fetch_image", "is_blocked_address", "post_json"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -389,6 +389,32 @@ class _Watchdog:
                 self._raw.shutdown()
             except (ValueError, RuntimeError, OSError):
                 pass  # already finished or released to the pool
+
+
+# --- posting (webhooks) -----------------------------------------------------------------
+
+
+def post_json(url: str, body: bytes, headers: dict[str, str], policy: FetchPolicy, timeout: float) -> int:
+    """POST ``body`` to a user-supplied URL under the same address rules; returns the status code.
+
+    One attempt, no redirects followed (a receiver that moved must be re-registered); the
+    caller owns retries. Raises ImageFailure for blocked, unreachable or slow receivers.
+    """
+    parts = _validate_url(url)
+    host = parts.hostname or ""
+    try:
+        response = _session(policy).post(
+            url, data=body, headers={"Content-Type": "application/json", "User-Agent": policy.user_agent, **headers},
+            allow_redirects=False, timeout=(min(policy.connect_timeout, timeout), timeout), stream=True)
+    except InvalidIPAddress as exc:
+        raise _blocked(exc.args[0] if exc.args else "?", host) from None
+    except requests.exceptions.Timeout:
+        raise ImageFailure("timeout", f"{host} did not answer within {timeout:g} s", retryable=True) from None
+    except requests.RequestException as exc:
+        failure = _connection_failure(exc, host)
+        raise (failure.failure if isinstance(failure, _Retry) else failure) from None
+    response.close()  # the receiver's body is not needed
+    return response.status_code
 
 
 # --- failures ---------------------------------------------------------------------------

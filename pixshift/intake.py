@@ -11,11 +11,11 @@ from .models import Image, Product, Request
 
 
 def create_request(rows: list[ProductRow], *, filename: str | None, webhook_url: str | None,
-                   owner: str | None = None) -> str:
+                   owner: str | None = None, base_url: str | None = None) -> str:
     """Insert the request in bulk and return its id (a random UUID: unguessable)."""
     request_id = str(uuid.uuid4())
     db.session.add(Request(id=request_id, filename=(filename or "")[:255] or None, webhook_url=webhook_url,
-                           owner=owner, product_count=len(rows), image_count=sum(len(r.urls) for r in rows)))
+                           owner=owner, base_url=base_url, product_count=len(rows), image_count=sum(len(r.urls) for r in rows)))
     db.session.flush()
     product_ids = db.session.scalars(
         insert(Product).returning(Product.id, sort_by_parameter_order=True),

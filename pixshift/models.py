@@ -22,6 +22,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands datetimes back without their zone, so it is put back."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
 class RequestState(str, enum.Enum):
     QUEUED = "queued"
     PROCESSING = "processing"
@@ -37,6 +44,12 @@ class ImageState(str, enum.Enum):
     FAILED = "failed"
 
 
+class DeliveryState(str, enum.Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 FINISHED_REQUEST_STATES = (RequestState.COMPLETED, RequestState.COMPLETED_WITH_ERRORS, RequestState.FAILED)
 FINISHED_IMAGE_STATES = (ImageState.DONE, ImageState.FAILED)
 
@@ -48,6 +61,7 @@ class Request(db.Model):
     state: Mapped[str] = mapped_column(String(24), default=RequestState.QUEUED.value, index=True)
     filename: Mapped[str | None] = mapped_column(String(255))
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    base_url: Mapped[str | None] = mapped_column(String(255))  # how the uploader reached us, for links in events
     owner: Mapped[str | None] = mapped_column(String(64), index=True)  # hash of the API token that made it
     product_count: Mapped[int] = mapped_column(Integer)
     image_count: Mapped[int] = mapped_column(Integer)
@@ -121,3 +135,69 @@ class Image(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     product = relationship("Product", back_populates="images")
+
+
+class WebhookEndpoint(db.Model):
+    """A receiver registered through the API or the form; gets every event of its owner's requests."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(String(255))
+    secret: Mapped[str] = mapped_column(String(80))  # whsec_..., shown once at creation
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # Deleting keeps the row (disabled) so its deliveries' history still names it.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookEvent(db.Model):
+    """What happened, once per request (the unique request_id makes the database enforce it)."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_...: the webhook-id header
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON body sent, so every retry is byte-identical
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    request = relationship("Request")
+    deliveries = relationship("WebhookDelivery", back_populates="event", order_by="WebhookDelivery.id")
+
+
+class WebhookDelivery(db.Model):
+    """One event to one receiver, retried on a schedule until it is delivered or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[str | None] = mapped_column(ForeignKey("webhook_endpoints.id"))  # None: the upload's URL
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    event = relationship("WebhookEvent", back_populates="deliveries")
+    endpoint = relationship("WebhookEndpoint")
+    attempt_log = relationship("DeliveryAttempt", order_by="DeliveryAttempt.id", cascade="all, delete-orphan",
+                               passive_deletes=True)
+
+
+class DeliveryAttempt(db.Model):
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -28,6 +28,7 @@ from .extensions import db
 from .fetch import FetchPolicy, fetch_image
 from .models import FINISHED_IMAGE_STATES, Image, ImageState, Request, RequestState, utcnow
 from .storage import DirectoryStore
+from .webhooks import WebhookSettings, create_event, overdue_deliveries
 
 _FINISHED_IMAGES = [s.value for s in FINISHED_IMAGE_STATES]
 
@@ -47,6 +48,8 @@ class Runtime:
     lease_seconds: int = 300
     max_attempts: int = 3
     retry_delay: float = 30.0
+    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=None))
+    base_url: str = "http://127.0.0.1:5000"  # for links in events when the upload did not record one
     # Downloads overlap in many threads; decoding and encoding are held to the number of cores
     # so that memory stays bounded and threads do not fight over the CPU.
     cpu_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
@@ -56,6 +59,7 @@ class Runtime:
 class Outcome:
     state: str | None  # the image's state after this call, None when it was not ours to process
     retry_in: float | None = None  # seconds after which the caller should enqueue it again
+    deliveries: tuple[int, ...] = ()  # webhook deliveries to enqueue: this image finished its request
 
 
 def process_image(image_id: int, rt: Runtime) -> Outcome:
@@ -76,7 +80,7 @@ def process_image(image_id: int, rt: Runtime) -> Outcome:
     except Exception as exc:  # a bug or an unexpected library error must not leave the image stuck
         fields = _failure_fields(ImageFailure("internal_error", f"unexpected error: {type(exc).__name__}: {exc}"),
                                  attempt)
-    return Outcome(_finish_image(image_id, attempt, fields, rt))
+    return _finish_image(image_id, attempt, fields, rt)
 
 
 def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str] | None:
@@ -141,7 +145,7 @@ def _release(image_id: int, attempt: int, failure: ImageFailure, pick_up_within:
     return result.rowcount == 1
 
 
-def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> str | None:
+def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> Outcome:
     result = db.session.execute(
         update(Image)
         .where(Image.id == image_id, Image.attempts == attempt, Image.state == ImageState.PROCESSING.value)
@@ -150,11 +154,10 @@ def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> str
     ).first()
     db.session.commit()
     if result is None:  # our lease expired and another attempt owns the image now
-        return None
+        return Outcome(None)
     request_id = result.request_id
     _publish_image(image_id, request_id, rt.bus)
-    finish_request_if_complete(request_id, rt.bus)
-    return fields["state"]
+    return Outcome(fields["state"], deliveries=tuple(finish_request_if_complete(request_id, rt)))
 
 
 def image_counts(request_id: str) -> dict:
@@ -184,13 +187,15 @@ def _publish_image(image_id: int, request_id: str, bus: EventBus) -> None:
     db.session.commit()
 
 
-def finish_request_if_complete(request_id: str, bus: EventBus,
-                               on_finish: Callable[[Request], None] | None = None) -> str | None:
-    """Finish the request if no image is left; returns the final state if this call finished it."""
+def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
+    """Finish the request if no image is left: state, webhook event and deliveries in one transaction.
+
+    Returns the webhook deliveries to enqueue; empty unless this call is the one that finished it.
+    """
     counts = image_counts(request_id)
     if counts["done"] + counts["failed"] < counts["total"]:
         db.session.commit()
-        return None
+        return []
     if counts["failed"] == 0:
         state = RequestState.COMPLETED
     elif counts["done"] == 0:
@@ -204,19 +209,20 @@ def finish_request_if_complete(request_id: str, bus: EventBus,
     )
     if result.rowcount != 1:
         db.session.rollback()
-        return None
-    if on_finish is not None:
-        on_finish(db.session.get(Request, request_id))
+        return []
+    req = db.session.get(Request, request_id)
+    deliveries = create_event(req, counts, req.base_url or rt.base_url)
     db.session.commit()
-    bus.publish(request_id, {"type": "request", "request_id": request_id, "state": state.value,
-                             "counts": counts, "finished_at": now.isoformat()})
-    return state.value
+    rt.bus.publish(request_id, {"type": "request", "request_id": request_id, "state": state.value,
+                                "counts": counts, "finished_at": now.isoformat()})
+    return deliveries
 
 
 @dataclass(frozen=True)
 class Reclaimed:
     images: list[int]  # image ids to enqueue again
     requests: list[str]  # request ids whose fan-out must run again
+    deliveries: list[int]  # webhook deliveries to enqueue (new, or whose task was lost)
 
 
 def reclaim_expired(rt: Runtime, now: datetime | None = None) -> Reclaimed:
@@ -226,7 +232,8 @@ def reclaim_expired(rt: Runtime, now: datetime | None = None) -> Reclaimed:
       they have used ``max_attempts``;
     - queued images past their pick-up deadline: their delayed retry task was lost;
     - requests whose fan-out never completed (its task was lost);
-    - requests with no unfinished image left but not finished (the finishing worker died).
+    - requests with no unfinished image left but not finished (the finishing worker died);
+    - webhook deliveries whose task is overdue.
     """
     now = now or utcnow()
     expired = db.session.execute(
@@ -265,9 +272,10 @@ def reclaim_expired(rt: Runtime, now: datetime | None = None) -> Reclaimed:
         select(Request.id).where(Request.finished_at.is_(None), Request.state == RequestState.PROCESSING.value)
     ).all()
     db.session.commit()
+    deliveries = overdue_deliveries(now)
     for request_id in unfinished:
-        finish_request_if_complete(request_id, rt.bus)
-    return Reclaimed(images=requeue + list(lost_retries), requests=list(stale_fan_outs))
+        deliveries += finish_request_if_complete(request_id, rt)
+    return Reclaimed(images=requeue + list(lost_retries), requests=list(stale_fan_outs), deliveries=deliveries)
 
 
 def queued_image_ids(request_id: str) -> list[int]:

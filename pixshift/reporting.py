@@ -8,15 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import datetime, timezone
 from typing import Iterator
 
 from sqlalchemy import select
 
 from .csv_input import COLUMNS
 from .extensions import db
-from .models import FINISHED_REQUEST_STATES, Image, ImageState, Product, Request
+from .models import FINISHED_REQUEST_STATES, Image, ImageState, Product, Request, WebhookEvent, iso
 from .pipeline import image_counts
+from .webhooks import delivery_doc
 
 OUTPUT_COLUMN = "Output Image URLs"
 _EXTENSIONS = {"JPEG": "jpg", "WEBP": "webp", "PNG": "png", "GIF": "gif"}
@@ -54,9 +54,9 @@ def request_summary(req: Request, base: str) -> dict:
         "request_id": req.id,
         "state": req.state,
         "filename": req.filename,
-        "created_at": _iso(req.created_at),
-        "started_at": _iso(req.started_at),
-        "finished_at": _iso(req.finished_at),
+        "created_at": iso(req.created_at),
+        "started_at": iso(req.started_at),
+        "finished_at": iso(req.finished_at),
         "products": req.product_count,
         "counts": counts,
         "webhook_url": req.webhook_url,
@@ -64,7 +64,13 @@ def request_summary(req: Request, base: str) -> dict:
             "status": f"{base}/status/{req.id}",
             "output_csv": f"{base}/requests/{req.id}/output.csv" if is_finished(req) else None,
         },
+        "webhooks": _webhook_deliveries(req.id),
     }
+
+
+def _webhook_deliveries(request_id: str) -> list[dict]:
+    event = db.session.scalar(select(WebhookEvent).where(WebhookEvent.request_id == request_id))
+    return [delivery_doc(d) for d in event.deliveries] if event else []
 
 
 def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) -> dict:
@@ -169,10 +175,3 @@ def output_csv_lines(req: Request, base: str, batch: int = 500) -> Iterator[str]
 def escape_formula(cell: str) -> str:
     """OWASP's rule against CSV formula injection: a leading = + - @ tab or CR is made text."""
     return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
-
-
-def _iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC; SQLite hands datetimes back without their zone, so it is put back."""
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()

@@ -62,7 +62,21 @@ def process_image(image_id: int) -> str | None:
         outcome = run(image_id, _runtime())
     if outcome.retry_in is not None:
         process_image.schedule(args=(image_id,), delay=outcome.retry_in)
+    for delivery_id in outcome.deliveries:
+        deliver_webhook(delivery_id)
     return outcome.state
+
+
+@huey.task()
+def deliver_webhook(delivery_id: int) -> float | None:
+    """One attempt at one webhook delivery; schedules the next attempt itself."""
+    from pixshift.webhooks import attempt_delivery
+    rt = _runtime()
+    with _flask_app().app_context():
+        retry_in = attempt_delivery(delivery_id, rt.webhooks, rt.fetch_policy)
+    if retry_in is not None:
+        deliver_webhook.schedule(args=(delivery_id,), delay=retry_in)
+    return retry_in
 
 
 @huey.periodic_task(crontab(minute="*"))
@@ -75,4 +89,6 @@ def reclaim_expired_leases() -> int:
         process_image(image_id)
     for request_id in found.requests:
         start_request(request_id)
-    return len(found.images) + len(found.requests)
+    for delivery_id in found.deliveries:
+        deliver_webhook(delivery_id)
+    return len(found.images) + len(found.requests) + len(found.deliveries)

@@ -20,6 +20,9 @@ os.environ.update({
     "PIXSHIFT_RETRY_DELAY": "0.2",
     "PIXSHIFT_READ_TIMEOUT": "2",
     "PIXSHIFT_DOWNLOAD_TIMEOUT": "5",
+    "PIXSHIFT_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "PIXSHIFT_WEBHOOK_TIMEOUT": "1",
+    "PIXSHIFT_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2",
 })
 for _name in ("MEDIA_ROOT", "PUBLIC_BASE_URL", "PIXSHIFT_QUEUE_NAME"):
     os.environ.pop(_name, None)

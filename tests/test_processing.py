@@ -14,7 +14,7 @@ from pixshift import pipeline
 from pixshift.csv_input import ProductRow
 from pixshift.extensions import db
 from pixshift.intake import create_request
-from pixshift.models import Image, Request, utcnow
+from pixshift.models import Image, Request, WebhookEvent, utcnow
 
 
 def upload(client, server, paths_per_product: list[list[str]]) -> str:
@@ -119,7 +119,7 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_attempt(app, 
         pipeline.reclaim_expired(rt)
         assert pipeline.process_image(image_id, rt).state == "done"
         stale = pipeline._finish_image(image_id, old_attempt, {"state": "failed", "error_code": "x"}, rt)
-        assert stale is None
+        assert stale.state is None
         assert db.session.get(Image, image_id).state == "done"
 
 
@@ -153,12 +153,13 @@ def test_a_fan_out_that_never_completed_is_run_again(app):
 
 
 def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, image_server):
+    """Eight workers end the last image at once: one finishes the request and writes one event."""
     app = any_db_app
     rt = app.extensions["pixshift"]
-    request_id = _new_request(app, [image_server.url("photo1.jpg")])
     with app.app_context():
-        [image_id] = _image_ids(request_id)
-        db.session.execute(update(Image).where(Image.id == image_id).values(state="done"))
+        request_id = create_request([ProductRow(2, 1, "P", (image_server.url("photo1.jpg"),))], filename=None,
+                                    webhook_url="http://127.0.0.1:9/hook")
+        db.session.execute(update(Image).where(Image.request_id == request_id).values(state="done"))
         db.session.commit()
     results = []
     barrier = threading.Barrier(8)
@@ -166,10 +167,14 @@ def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, i
     def finish():
         with app.app_context():
             barrier.wait()
-            results.append(pipeline.finish_request_if_complete(request_id, rt.bus))
+            results.append(pipeline.finish_request_if_complete(request_id, rt))
     threads = [threading.Thread(target=finish) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results, key=str) == [None] * 7 + ["completed"]
+    assert sorted(len(r) for r in results) == [0] * 7 + [1]
+    with app.app_context():
+        assert db.session.get(Request, request_id).state == "completed"
+        events = db.session.scalars(db.select(WebhookEvent).where(WebhookEvent.request_id == request_id)).all()
+        assert len(events) == 1 and len(events[0].deliveries) == 1

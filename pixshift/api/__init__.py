@@ -1,6 +1,6 @@
-"""The JSON API for scripts: upload, status and health."""
+"""The JSON API for scripts: upload, status, webhooks and health."""
 from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from . import errors, routes  # noqa: E402,F401  (register handlers and routes on bp)
+from . import errors, routes, webhooks  # noqa: E402,F401  (register handlers and routes on bp)

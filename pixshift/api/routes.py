@@ -48,7 +48,8 @@ def upload():
     except CsvRejected as rejected:
         return error_response(400, "invalid_csv", "the CSV was not accepted; nothing was stored",
                               details=[p.as_dict() for p in rejected.problems], truncated=rejected.truncated)
-    request_id = create_request(rows, filename=upload.filename, webhook_url=webhook_url, owner=current_owner())
+    request_id = create_request(rows, filename=upload.filename, webhook_url=webhook_url, owner=current_owner(),
+                                base_url=public_base())
     from tasks import start_request  # web enqueues through the task layer
     try:
         start_request(request_id)

@@ -1,0 +1,226 @@
+"""Webhooks receivers can trust: signed per Standard Webhooks, retried on a schedule, logged.
+
+An event is written in the same transaction that finishes its request (an outbox), with one
+delivery per receiver: the upload's ``webhook_url`` (signed with ``PIXSHIFT_WEBHOOK_SECRET``)
+and every enabled registered endpoint of the request's owner (signed with its own secret).
+A delivery is attempted by a task; each attempt is claimed with a lease, so a duplicated task
+cannot send twice at once, and recorded. 2xx delivers; ``410 Gone`` disables the endpoint;
+anything else waits for the next slot of the schedule, and fails once the schedule is used up.
+The ``webhook-id`` is the event's id, the same on every retry, so receivers can drop duplicates.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import random
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from .errors import ImageFailure
+from .extensions import db
+from .fetch import FetchPolicy, post_json
+from .models import (DeliveryAttempt, DeliveryState, Request, RequestState, WebhookDelivery, WebhookEndpoint,
+                     WebhookEvent, iso, utcnow)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    secret: str | None  # signs deliveries to per-upload URLs
+    timeout: float = 10.0
+    schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``, the key being the base64 after ``whsec_``."""
+    key = base64.b64decode(secret.removeprefix("whsec_") + "==")
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def event_type(state: str) -> str:
+    return "request.failed" if state == RequestState.FAILED.value else "request.completed"
+
+
+def create_event(req: Request, counts: dict, base_url: str) -> list[int]:
+    """Write the request's event and its deliveries in the caller's transaction; returns delivery ids.
+
+    The caller finishes the request in the same transaction, so the event exists if and only if
+    the request finished, and the unique request_id stops a second one at the database.
+    """
+    event_id = "msg_" + uuid.uuid4().hex
+    now = utcnow()
+    payload = {
+        "type": event_type(req.state),
+        "timestamp": now.isoformat(),
+        "data": {
+            "request_id": req.id,
+            "state": req.state,
+            "counts": counts,
+            "created_at": iso(req.created_at),
+            "finished_at": iso(req.finished_at),
+            "status_url": f"{base_url}/status/{req.id}",
+            "output_csv_url": f"{base_url}/requests/{req.id}/output.csv",
+        },
+    }
+    db.session.add(WebhookEvent(id=event_id, request_id=req.id, type=payload["type"],
+                                payload=json.dumps(payload, separators=(",", ":")), created_at=now))
+    deliveries = []
+    if req.webhook_url:
+        deliveries.append(WebhookDelivery(event_id=event_id, url=req.webhook_url, next_attempt_at=now))
+    endpoints = db.session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.disabled_at.is_(None),
+                                      WebhookEndpoint.owner.is_(None) if req.owner is None
+                                      else WebhookEndpoint.owner == req.owner)
+    ).all()
+    deliveries += [WebhookDelivery(event_id=event_id, endpoint_id=e.id, url=e.url, next_attempt_at=now)
+                   for e in endpoints]
+    db.session.add_all(deliveries)
+    db.session.flush()
+    return [d.id for d in deliveries]
+
+
+def attempt_delivery(delivery_id: int, settings: WebhookSettings, policy: FetchPolicy) -> float | None:
+    """Make one attempt if the delivery is due and nobody else is attempting it.
+
+    Returns the seconds until the next attempt when one is scheduled, else None.
+    """
+    now = utcnow()
+    claimed = db.session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == DeliveryState.PENDING.value,
+               WebhookDelivery.next_attempt_at <= now,
+               or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now))
+        .values(attempts=WebhookDelivery.attempts + 1,
+                lease_expires_at=now + timedelta(seconds=settings.timeout + 60))
+        .returning(WebhookDelivery.attempts)
+    ).first()
+    db.session.commit()
+    if claimed is None:
+        return None
+    attempt = claimed.attempts
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    endpoint = delivery.endpoint
+    if endpoint is not None and endpoint.disabled_at is not None:
+        _close(delivery_id, attempt, DeliveryState.FAILED, "the endpoint is disabled or deleted")
+        return None
+    secret = endpoint.secret if endpoint is not None else settings.secret
+    status, error, latency_ms = _post(delivery.url, delivery.event, secret, settings, policy)
+    db.session.add(DeliveryAttempt(delivery_id=delivery_id, status_code=status, latency_ms=latency_ms, error=error))
+
+    if status is not None and 200 <= status < 300:
+        _close(delivery_id, attempt, DeliveryState.DELIVERED, None)
+        return None
+    if status == 410:
+        if endpoint is not None:
+            endpoint.disabled_at = utcnow()
+            endpoint.disabled_reason = "the receiver answered 410 Gone"
+        _close(delivery_id, attempt, DeliveryState.FAILED, "the receiver answered 410 Gone; endpoint disabled")
+        return None
+    reason = error or f"the receiver answered {status}"
+    if error is not None and not error.startswith(("timeout", "connection_failed")):
+        _close(delivery_id, attempt, DeliveryState.FAILED, reason)  # blocked or invalid: retrying cannot help
+        return None
+    if attempt > len(settings.schedule):
+        _close(delivery_id, attempt, DeliveryState.FAILED, f"{reason}; gave up after {attempt} attempts")
+        return None
+    delay = settings.schedule[attempt - 1] * random.uniform(0.9, 1.1)  # jitter spreads a burst of retries
+    db.session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempt)
+        .values(next_attempt_at=utcnow() + timedelta(seconds=delay), lease_expires_at=None, last_error=reason)
+    )
+    db.session.commit()
+    return delay
+
+
+def _post(url: str, event: WebhookEvent, secret: str | None, settings: WebhookSettings,
+          policy: FetchPolicy) -> tuple[int | None, str | None, int]:
+    body = event.payload.encode()
+    timestamp = int(time.time())
+    headers = {"webhook-id": event.id, "webhook-timestamp": str(timestamp)}
+    if secret:
+        headers["webhook-signature"] = sign(secret, event.id, timestamp, body)
+    started = time.monotonic()
+    try:
+        status, error = post_json(url, body, headers, policy, settings.timeout), None
+    except ImageFailure as failure:
+        status, error = None, f"{failure.code}: {failure.message}"
+    return status, error, round(1000 * (time.monotonic() - started))
+
+
+def _close(delivery_id: int, attempt: int, state: DeliveryState, error: str | None) -> None:
+    db.session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempt)
+        .values(state=state.value, lease_expires_at=None, last_error=error,
+                delivered_at=utcnow() if state == DeliveryState.DELIVERED else None)
+    )
+    db.session.commit()
+
+
+def resend(delivery: WebhookDelivery) -> None:
+    """Queue a delivery again by hand, with the same webhook-id; the schedule starts over."""
+    delivery.state = DeliveryState.PENDING.value
+    delivery.attempts = 0
+    delivery.next_attempt_at = utcnow()
+    delivery.lease_expires_at = None
+    db.session.commit()
+
+
+def delete_endpoint(endpoint: WebhookEndpoint) -> None:
+    """Stop sending to it; the row stays so past deliveries still say where they went."""
+    now = utcnow()
+    endpoint.deleted_at = now
+    endpoint.disabled_at = endpoint.disabled_at or now
+    endpoint.disabled_reason = endpoint.disabled_reason or "deleted"
+    db.session.commit()
+
+
+def overdue_deliveries(now: datetime, grace: float = 60.0) -> list[int]:
+    """Pending deliveries whose task is late by ``grace``: it was lost (a worker died); enqueue again."""
+    ids = db.session.scalars(
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.state == DeliveryState.PENDING.value,
+            WebhookDelivery.next_attempt_at < now - timedelta(seconds=grace),
+            or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now))
+    ).all()
+    db.session.commit()
+    return list(ids)
+
+
+def delivery_doc(delivery: WebhookDelivery) -> dict:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event.type,
+        "url": delivery.url,
+        "endpoint_id": delivery.endpoint_id,
+        "state": delivery.state,
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.state == DeliveryState.PENDING.value else None,
+        "delivered_at": iso(delivery.delivered_at),
+        "last_error": delivery.last_error,
+        "attempts": [
+            {"at": iso(a.attempted_at), "status_code": a.status_code, "latency_ms": a.latency_ms, "error": a.error}
+            for a in delivery.attempt_log
+        ],
+    }
+
+
+def endpoint_doc(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> dict:
+    doc = {
+        "id": endpoint.id, "url": endpoint.url, "description": endpoint.description,
+        "created_at": iso(endpoint.created_at), "enabled": endpoint.disabled_at is None,
+        "disabled_reason": endpoint.disabled_reason,
+    }
+    if with_secret:
+        doc["secret"] = endpoint.secret
+    return doc

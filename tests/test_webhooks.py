@@ -1,0 +1,137 @@
+"""Webhooks against real receivers on loopback, verified with the `standardwebhooks` package,
+with the embedded default's real Huey consumer threads doing the deliveries."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+
+import pytest
+
+from livestack import wait_until
+from webhook_receiver import Receiver
+
+SECRET = os.environ["PIXSHIFT_WEBHOOK_SECRET"]
+
+
+def upload(client, server, paths: list[str], webhook_url: str | None = None) -> str:
+    csv = "Serial Number,Product Name,Input Image URLs\n" + "".join(
+        f"{n},Product {n},{server.url(p)}\n" for n, p in enumerate(paths, start=1))
+    data = {"file": (io.BytesIO(csv.encode()), "p.csv")}
+    if webhook_url:
+        data["webhook_url"] = webhook_url
+    response = client.post("/upload", data=data)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["request_id"]
+
+
+def deliveries(client, request_id: str) -> list[dict]:
+    return client.get(f"/status/{request_id}").get_json()["webhooks"]
+
+
+def wait_delivery(client, request_id: str, predicate, timeout: float = 30) -> dict:
+    return wait_until(lambda: next((d for d in deliveries(client, request_id) if predicate(d)), None), timeout,
+                      interval=0.05, message="the webhook delivery")
+
+
+def test_signed_event_delivered_on_the_third_attempt_with_the_same_id(client, inprocess_worker, image_server):
+    with Receiver(SECRET, statuses=[500, 500]) as receiver:
+        request_id = upload(client, image_server, ["photo1.jpg", "missing/a.jpg"], receiver.url)
+        calls = receiver.wait_for(3)
+        delivery = wait_delivery(client, request_id, lambda d: d["state"] == "delivered")
+    assert [c["status"] for c in calls] == [500, 500, 200]
+    assert len({c["headers"]["webhook-id"] for c in calls}) == 1
+    assert calls[0]["headers"]["webhook-id"] == delivery["event_id"]
+    body = calls[-1]["verified"]
+    assert body["type"] == "request.completed"
+    assert body["data"]["request_id"] == request_id
+    assert body["data"]["state"] == "completed_with_errors"
+    assert body["data"]["counts"]["done"] == 1 and body["data"]["counts"]["failed"] == 1
+    assert body["data"]["status_url"].endswith(f"/status/{request_id}")
+    assert body["data"]["output_csv_url"].endswith(f"/requests/{request_id}/output.csv")
+    assert [a["status_code"] for a in delivery["attempts"]] == [500, 500, 200]
+    assert all(a["latency_ms"] >= 0 and a["at"] for a in delivery["attempts"])
+
+
+def test_receiver_down_then_up_still_gets_the_event(client, inprocess_worker, image_server):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook"
+    request_id = upload(client, image_server, ["photo2.jpg"], url)
+    wait_delivery(client, request_id, lambda d: len(d["attempts"]) >= 2)
+    first = deliveries(client, request_id)[0]["attempts"][0]
+    assert first["status_code"] is None and first["error"].startswith("connection_failed")
+    with Receiver(SECRET, port=port) as receiver:
+        receiver.wait_for(1)
+        delivery = wait_delivery(client, request_id, lambda d: d["state"] == "delivered")
+    assert delivery["attempts"][-1]["status_code"] == 200
+
+
+def test_a_slow_receiver_is_a_failed_attempt_not_a_hung_worker(client, inprocess_worker, image_server):
+    with Receiver(SECRET, delay=3) as receiver:  # the configured timeout is 1 s
+        request_id = upload(client, image_server, ["photo3.jpg"], receiver.url)
+        wait_delivery(client, request_id, lambda d: len(d["attempts"]) >= 1)
+        attempt = deliveries(client, request_id)[0]["attempts"][0]
+        assert attempt["status_code"] is None and attempt["error"].startswith("timeout")
+        assert attempt["latency_ms"] < 2500
+        receiver.delay = 0
+        wait_delivery(client, request_id, lambda d: d["state"] == "delivered")
+
+
+def test_410_disables_a_registered_endpoint(client, inprocess_worker, image_server):
+    with Receiver(None, statuses=[410]) as receiver:
+        created = client.post("/api/webhooks", json={"url": receiver.url, "description": "shop"})
+        assert created.status_code == 201
+        endpoint = created.get_json()
+        assert endpoint["secret"].startswith("whsec_") and endpoint["enabled"]
+        request_id = upload(client, image_server, ["photo1.jpg"])
+        delivery = wait_delivery(client, request_id, lambda d: d["endpoint_id"] == endpoint["id"]
+                                 and d["state"] == "failed")
+        assert "410" in delivery["last_error"] and len(delivery["attempts"]) == 1
+        listed = {e["id"]: e for e in client.get("/api/webhooks").get_json()["endpoints"]}
+        assert listed[endpoint["id"]]["enabled"] is False
+        assert "secret" not in listed[endpoint["id"]]
+        second = upload(client, image_server, ["photo1.jpg"])
+        wait_until(lambda: client.get(f"/status/{second}").get_json()["links"]["output_csv"], 30)
+        assert all(d["endpoint_id"] != endpoint["id"] for d in deliveries(client, second))
+    assert len(receiver.received) == 1
+    assert client.delete(f"/api/webhooks/{endpoint['id']}").status_code == 204
+    assert endpoint["id"] not in {e["id"] for e in client.get("/api/webhooks").get_json()["endpoints"]}
+
+
+def test_registered_endpoint_signs_with_its_own_secret_and_resend_keeps_the_id(client, inprocess_worker,
+                                                                               image_server):
+    with Receiver(None) as receiver:
+        endpoint = client.post("/api/webhooks", json={"url": receiver.url}).get_json()
+        receiver.secret = endpoint["secret"]
+        request_id = upload(client, image_server, ["missing/x.jpg"])
+        first = receiver.wait_for(1)[0]
+        assert first["verified"]["type"] == "request.failed"
+        delivery = wait_delivery(client, request_id, lambda d: d["endpoint_id"] == endpoint["id"]
+                                 and d["state"] == "delivered")
+        resent = client.post(f"/api/deliveries/{delivery['id']}/resend")
+        assert resent.status_code == 202
+        second = receiver.wait_for(2)[1]
+    assert second["headers"]["webhook-id"] == first["headers"]["webhook-id"]
+    client.delete(f"/api/webhooks/{endpoint['id']}")
+
+
+@pytest.mark.parametrize("body, code", [
+    ({}, "invalid_body"),
+    ({"url": "ftp://example.com/hook"}, "invalid_webhook_url"),
+    ({"url": "http://169.254.169.254/latest"}, "invalid_webhook_url"),
+])
+def test_webhook_registration_is_validated(client, body, code, app):
+    from pixshift import create_app
+    strict = create_app({"TESTING": True, "ALLOW_PRIVATE_URLS": False}).test_client()
+    response = strict.post("/api/webhooks", json=body)
+    assert response.status_code == 400 and response.get_json()["error"] == code
+
+
+def test_signature_matches_the_standard(app):
+    from standardwebhooks import Webhook
+    from pixshift.webhooks import sign
+    import datetime
+    ts = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    assert sign(SECRET, "msg_1", int(ts.timestamp()), b'{"a":1}') == Webhook(SECRET).sign("msg_1", ts, '{"a":1}')
