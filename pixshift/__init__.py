@@ -28,10 +28,11 @@ def create_app(test_config: dict | None = None) -> Flask:
                       channel=f"{app.config['QUEUE_NAME']}:socketio", async_mode=app.config.get("ASYNC_MODE", "threading"))
     app.extensions["pixshift"] = _runtime(app)
 
-    from . import api, downloads, security
+    from . import api, downloads, realtime, security, web  # noqa: F401  (realtime registers Socket.IO handlers)
     security.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(downloads.bp)
+    app.register_blueprint(web.bp)
 
     with app.app_context():
         # Until migrations exist (scale-out issue), create missing tables; never alters existing ones.

@@ -6,6 +6,7 @@ import signal
 
 from . import create_app
 from .extensions import socketio
+from .realtime import start_relay
 
 
 def start_inprocess_consumer(huey, workers: int):
@@ -28,6 +29,7 @@ def main() -> None:
     consumer = None
     if app.config["INPROCESS_WORKERS"] > 0:
         consumer = start_inprocess_consumer(tasks.huey, app.config["INPROCESS_WORKERS"])
+    start_relay(app)
     host, port = app.config["HOST"], app.config["PORT"]
     app.logger.info("PixShift listening on http://%s:%s/", host, port)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -19,6 +20,9 @@ _KEYS = {c.casefold(): c for c in COLUMNS}
 MAX_NAME_LENGTH = 500
 MAX_URL_LENGTH = 2048
 MAX_SERIAL = 10**18 - 1  # fits a 64-bit column
+# Bytes that are not UTF-8 are decoded to lone surrogates (surrogateescape); NUL is refused too:
+# PostgreSQL cannot store it in text, and it usually means a UTF-16 file or binary data.
+_NOT_TEXT = re.compile("[\x00\udc80-\udcff]")
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,9 @@ def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow
     """Return the products of a valid file, or raise CsvRejected naming each bad row and column."""
     limits = limits or Limits()
     problems = _Collector(limits.max_problems)
-    text = _decode(data, problems)
-    if text is None:
-        raise CsvRejected(problems.problems)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CsvRejected([Problem(1, None, "the file is UTF-16 text, not UTF-8; save it as CSV UTF-8")])
+    text, clean = _decode(data)
     if not text.strip():
         raise CsvRejected([Problem(1, None, "the file is empty; expected a header row: " + ", ".join(COLUMNS))])
 
@@ -87,25 +91,38 @@ def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow
     rows: list[ProductRow] = []
     seen_serials: dict[int, int] = {}
     image_count = 0
+    # Rows are counted as records (a quoted cell may span lines, and a lone CR ends a line too), so
+    # they match what a spreadsheet shows; ``next_line`` is the physical line the next record starts on.
+    row_number, next_line = 0, 1
     try:
         header = next(reader)
+        row_number, next_line = 1, reader.line_num + 1
+        if not clean and (message := _not_text(header, None)):
+            problems.add(1, None, message)
+            raise CsvRejected(problems.problems)
         order = _read_header(header, problems)
         if order is None:
             raise CsvRejected(problems.problems, problems.truncated)
+        names = {index: name for name, index in order.items()}
         for row_number, cells in enumerate(reader, start=2):
+            next_line = reader.line_num + 1
             if not any(c.strip() for c in cells):
                 continue
             if len(rows) >= limits.max_rows:
                 problems.add(row_number, None, f"too many rows: the limit is {limits.max_rows} products per file")
                 break
-            product = _read_row(row_number, cells, order, problems, limits, seen_serials)
-            if product is not None:
-                rows.append(product)
-                image_count += len(product.urls)
+            if not clean and (message := _not_text(cells, names)):
+                problems.add(row_number, None, message)
+            else:
+                product = _read_row(row_number, cells, order, problems, limits, seen_serials)
+                if product is not None:
+                    rows.append(product)
+                    image_count += len(product.urls)
             if problems.full:
                 break
     except csv.Error as exc:
-        problems.add(reader.line_num, None, f"malformed CSV near line {reader.line_num}: {exc}")
+        # The record that failed is the one after the last one read, wherever the reader gave up.
+        problems.add(row_number + 1, None, f"malformed CSV near line {next_line}: {exc}")
     except StopIteration:
         pass
 
@@ -118,14 +135,24 @@ def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow
     return rows
 
 
-def _decode(data: bytes, problems: _Collector) -> str | None:
+def _decode(data: bytes) -> tuple[str, bool]:
+    """The text, and whether it is clean: all UTF-8 and no NUL. Bad bytes are reported per row."""
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        row = data.count(b"\n", 0, exc.start) + 1
-        problems.add(row, None, f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                                "save it as CSV UTF-8")
-        return None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("utf-8-sig", errors="surrogateescape"), False
+    return text, "\x00" not in text
+
+
+def _not_text(cells: list[str], names: dict[int, str] | None) -> str | None:
+    for index, cell in enumerate(cells):
+        if match := _NOT_TEXT.search(cell):
+            where = (names or {}).get(index) or f"column {index + 1}"
+            if match.group() == "\x00":
+                return f"a NUL byte in {where}: the file is not CSV text (UTF-16?); save it as CSV UTF-8"
+            return (f"the file is not UTF-8 text (byte 0x{ord(match.group()) - 0xDC00:02x} in {where}); "
+                    "save it as CSV UTF-8")
+    return None
 
 
 def _read_header(header: list[str], problems: _Collector) -> dict[str, int] | None:
@@ -134,7 +161,9 @@ def _read_header(header: list[str], problems: _Collector) -> dict[str, int] | No
         name = _KEYS.get(raw.strip().casefold())
         if name is None:
             label = raw.strip() or f"column {index + 1} (empty)"
-            problems.add(1, label, f"unexpected column {label!r}; the columns are: " + ", ".join(COLUMNS))
+            hint = next((f" (is the file separated by {sep} instead of commas?)" for key, sep in
+                         ((";", "semicolons"), ("\t", "tabs")) if key in label), "")
+            problems.add(1, label, f"unexpected column {label[:80]!r}; the columns are: " + ", ".join(COLUMNS) + hint)
         elif name in order:
             problems.add(1, name, f"column {name!r} appears more than once")
         else:
@@ -172,10 +201,11 @@ def _read_serial(row: int, raw: str, problems: _Collector, seen: dict[int, int])
     if not text.isascii() or not text.isdigit():
         problems.add(row, COLUMNS[0], f"the serial number {text[:40]!r} is not a whole number")
         return -1
-    serial = int(text)
-    if serial > MAX_SERIAL:
+    digits = text.lstrip("0") or "0"  # int() of thousands of digits raises ValueError
+    if len(digits) > len(str(MAX_SERIAL)) or int(digits) > MAX_SERIAL:
         problems.add(row, COLUMNS[0], "the serial number is too large")
         return -1
+    serial = int(digits)
     if serial in seen:
         problems.add(row, COLUMNS[0], f"serial number {serial} is also used on row {seen[serial]}")
         return -1

@@ -1,8 +1,8 @@
 """Access control and browser hardening, applied to every response in one place.
 
-With ``PIXSHIFT_API_TOKENS`` set, every API call needs ``Authorization: Bearer <token>`` and a
-request is visible only to the token that created it (others get 404, not 403, so ids do not
-leak). Without tokens the service is open and request ids (random UUIDs) are the only secret.
+With ``PIXSHIFT_API_TOKENS`` set, every API call needs ``Authorization: Bearer <token>`` (pages:
+a login with the token) and a request is visible only to the token that created it (others get
+404, not 403, so ids do not leak). Without tokens the service is open and request ids (random UUIDs) are the only secret.
 Media files stay public by their unguessable URL in either case: output CSVs are consumed by
 systems that hold no PixShift token.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, redirect, request, session, url_for
 
-OPEN_ENDPOINTS = {"api.healthz", "api.readyz", "downloads.media", "static"}
+OPEN_ENDPOINTS = {"api.healthz", "api.readyz", "downloads.media", "static", "web.login", "web.sample_csv"}
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; style-src 'self'; "
@@ -46,10 +46,33 @@ def _authenticate():
             if hmac.compare_digest(token.encode(), presented.encode()):
                 g.owner = owner_of(token)
                 return None
+    # A browser that logged in with a token: pages (their forms carry CSRF tokens) and reads of
+    # the API. Writes to the API need the bearer header, so a cookie alone cannot be abused.
+    owner = session_owner()
+    if owner and (request.blueprint == "web" or request.method in ("GET", "HEAD")):
+        g.owner = owner
+        return None
+    if request.blueprint == "web":
+        return redirect(url_for("web.login", next=request.full_path))
     from .api.errors import error_response
     response, status = error_response(401, "unauthorized", "send an API token: Authorization: Bearer <token>")
     response.headers["WWW-Authenticate"] = 'Bearer realm="pixshift"'
     return response, status
+
+
+def session_owner() -> str | None:
+    """The owner a browser logged in as, if its token is still configured."""
+    owner = session.get("owner")
+    valid = {owner_of(t) for t in current_app.config["API_TOKENS"]}
+    return owner if owner in valid else None
+
+
+def login(token: str) -> bool:
+    for candidate in current_app.config["API_TOKENS"]:
+        if hmac.compare_digest(candidate.encode(), token.strip().encode()):
+            session["owner"] = owner_of(candidate)
+            return True
+    return False
 
 
 def _harden(response):

@@ -83,6 +83,7 @@ def inprocess_worker(app):
     from pixshift.__main__ import start_inprocess_consumer
     import tasks
 
+    tasks.huey.flush()  # tasks other tests enqueued without a worker are not this worker's business
     consumer = start_inprocess_consumer(tasks.huey, workers=8)
     yield consumer
     consumer.stop(graceful=False)

@@ -12,6 +12,12 @@ def error_response(status: int, error: str, message: str, **extra):
     return jsonify(body), status
 
 
+def wants_html() -> bool:
+    """Browsers get an error page; scripts (and fetch calls asking for JSON) get JSON."""
+    from flask import request
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
 @bp.app_errorhandler(HTTPException)
 def http_error(exc: HTTPException):
     code = {413: "too_large", 404: "not_found", 405: "method_not_allowed", 400: "bad_request"}.get(
@@ -20,6 +26,9 @@ def http_error(exc: HTTPException):
     if exc.code == 413:
         from flask import current_app
         message = f"the upload is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+    if wants_html():
+        from flask import render_template
+        return render_template("error.html", status=exc.code, message=message), exc.code or 500
     return error_response(exc.code or 500, code, message)
 
 
@@ -27,4 +36,8 @@ def http_error(exc: HTTPException):
 def unexpected_error(exc: Exception):
     from flask import current_app
     current_app.logger.exception("unhandled error")
-    return error_response(500, "internal_error", "PixShift hit an unexpected error; it has been logged")
+    message = "PixShift hit an unexpected error; it has been logged"
+    if wants_html():
+        from flask import render_template
+        return render_template("error.html", status=500, message=message), 500
+    return error_response(500, "internal_error", message)

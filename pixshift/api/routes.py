@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from flask import current_app, request, url_for
 from sqlalchemy import text
+from werkzeug.datastructures import FileStorage
 
 from ..csv_input import CsvRejected, Limits, parse_products, url_problem
 from ..extensions import db
@@ -32,12 +34,18 @@ def load_request(request_id: str) -> Request | tuple:
     return req
 
 
-@bp.post("/upload")
-def upload():
-    upload = request.files.get("file")
+@dataclass(frozen=True)
+class Accepted:
+    request_id: str
+    products: int
+    images: int
+
+
+def accept_upload(upload: FileStorage | None, webhook_url: str | None) -> Accepted | tuple:
+    """Validate, store and enqueue one CSV: the API and the upload page share this path."""
     if upload is None:
         return error_response(400, "missing_file", "send the CSV as a multipart form field named 'file'")
-    webhook_url = (request.form.get("webhook_url") or "").strip() or None
+    webhook_url = (webhook_url or "").strip() or None
     if webhook_url and (problem := url_problem(webhook_url)):
         return error_response(400, "invalid_webhook_url", f"webhook_url: {problem}")
     c = current_app.config
@@ -60,9 +68,17 @@ def upload():
         response = error_response(503, "queue_unavailable", "the work queue is unreachable; nothing was stored")
         response[0].headers["Retry-After"] = "10"
         return response
-    status_url = f"{public_base()}{url_for('api.status', request_id=request_id)}"
-    return {"request_id": request_id, "status_url": status_url, "state": "queued",
-            "products": len(rows), "images": sum(len(r.urls) for r in rows)}, 202, {"Location": status_url}
+    return Accepted(request_id, len(rows), sum(len(r.urls) for r in rows))
+
+
+@bp.post("/upload")
+def upload():
+    accepted = accept_upload(request.files.get("file"), request.form.get("webhook_url"))
+    if not isinstance(accepted, Accepted):
+        return accepted
+    status_url = f"{public_base()}{url_for('api.status', request_id=accepted.request_id)}"
+    return {"request_id": accepted.request_id, "status_url": status_url, "state": "queued",
+            "products": accepted.products, "images": accepted.images}, 202, {"Location": status_url}
 
 
 @bp.get("/status/<request_id>")

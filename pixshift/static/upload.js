@@ -1,0 +1,84 @@
+// Upload page: drag-and-drop or pick a CSV, check the obvious here, let the server check the rest.
+(function () {
+  "use strict";
+  var form = document.getElementById("upload-form");
+  var zone = document.getElementById("drop-zone");
+  var input = document.getElementById("file");
+  var fileName = document.getElementById("file-name");
+  var errors = document.getElementById("errors");
+  var button = document.getElementById("submit");
+  var maxBytes = Number(form.dataset.maxBytes);
+
+  function showErrors(list) {
+    errors.textContent = "";
+    list.forEach(function (e) {
+      var li = document.createElement("li");
+      li.className = "error";
+      li.dataset.row = e.row == null ? "" : String(e.row);
+      li.dataset.column = e.column || "";
+      if (e.row != null) {
+        var strong = document.createElement("strong");
+        strong.textContent = "Row " + e.row;
+        li.appendChild(strong);
+      }
+      if (e.column) {
+        li.appendChild(document.createTextNode(" · "));
+        var em = document.createElement("em");
+        em.textContent = e.column;
+        li.appendChild(em);
+      }
+      li.appendChild(document.createTextNode((e.row != null || e.column ? ": " : "") + e.message));
+      errors.appendChild(li);
+    });
+    errors.hidden = list.length === 0;
+  }
+
+  function problemWith(file) {
+    if (!file) return "Choose a CSV file.";
+    if (!/\.csv$/i.test(file.name) && file.type !== "text/csv") return file.name + " is not a CSV file.";
+    if (file.size === 0) return file.name + " is empty.";
+    if (file.size > maxBytes) return file.name + " is larger than " + Math.floor(maxBytes / 1048576) + " MB.";
+    return null;
+  }
+
+  function submit() {
+    var file = input.files[0];
+    var problem = problemWith(file);
+    if (problem) {
+      showErrors([{ row: null, column: null, message: problem }]);
+      return;
+    }
+    showErrors([]);
+    button.disabled = true;
+    button.textContent = "Uploading…";
+    fetch(form.action, { method: "POST", body: new FormData(form), headers: { Accept: "application/json" } })
+      .then(function (response) {
+        return response.json().catch(function () { return {}; }).then(function (body) {
+          if (response.status === 202 && body.redirect) {
+            window.location.assign(body.redirect);
+            return;
+          }
+          var list = body.details || [{ row: null, column: null, message: body.message || "Upload failed (" + response.status + ")." }];
+          showErrors(list);
+        });
+      })
+      .catch(function () { showErrors([{ row: null, column: null, message: "Could not reach PixShift." }]); })
+      .finally(function () { button.disabled = false; button.textContent = "Upload and process"; });
+  }
+
+  ["dragenter", "dragover"].forEach(function (type) {
+    zone.addEventListener(type, function (event) { event.preventDefault(); zone.classList.add("dragging"); });
+  });
+  zone.addEventListener("dragleave", function () { zone.classList.remove("dragging"); });
+  zone.addEventListener("drop", function (event) {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    var files = event.dataTransfer && event.dataTransfer.files;
+    if (!files || !files.length) return;
+    input.files = files;
+    fileName.textContent = files[0].name;
+    submit();
+  });
+  input.addEventListener("change", function () { fileName.textContent = input.files[0] ? input.files[0].name : ""; });
+  form.addEventListener("submit", function (event) { event.preventDefault(); submit(); });
+})();

@@ -1,0 +1,145 @@
+"""Page routes: thin callers of the same services and helpers the JSON API uses."""
+from __future__ import annotations
+
+from flask import (Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for)
+from sqlalchemy import func, select
+
+from ..api.routes import Accepted, accept_upload, load_request, public_base
+from ..api.webhooks import register_endpoint, visible_endpoints
+from ..csv_input import COLUMNS
+from ..extensions import db
+from ..models import Image, Request, WebhookDelivery, WebhookEndpoint
+from ..reporting import is_finished, request_status
+from ..security import can_see, current_owner, login as login_with
+from ..webhooks import delete_endpoint, endpoint_doc, resend
+from . import bp
+from .forms import ActionForm, LoginForm, UploadForm, WebhookForm
+
+SAMPLE_CSV = (
+    ",".join(COLUMNS) + "\r\n"
+    '1,Red sneaker,"https://images.example.com/sneaker-front.jpg, https://images.example.com/sneaker-side.jpg"\r\n'
+    '2,Canvas tote,https://images.example.com/tote.png\r\n'
+)
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+
+
+@bp.route("/", methods=["GET", "POST"])
+def index():
+    form = UploadForm()
+    errors: list[dict] = []
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            accepted = accept_upload(form.file.data, form.webhook_url.data)
+            if isinstance(accepted, Accepted):
+                target = url_for("web.request_page", request_id=accepted.request_id)
+                if _wants_json():
+                    return {"request_id": accepted.request_id, "redirect": target}, 202
+                return redirect(target, code=303)
+            response, status = accepted
+            body = response.get_json()
+            errors = body.get("details") or [{"row": None, "column": None, "message": body["message"]}]
+        else:
+            status = 400
+            errors = [{"row": None, "column": None, "message": m}
+                      for field_errors in form.errors.values() for m in field_errors]
+        if _wants_json():
+            return jsonify(error="invalid_upload", details=errors), status
+    return render_template("upload.html", form=form, errors=errors,
+                           max_bytes=current_app.config["MAX_CONTENT_LENGTH"]), status
+
+
+@bp.get("/sample.csv")
+def sample_csv():
+    return Response(SAMPLE_CSV, mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="pixshift-sample.csv"'})
+
+
+def _page_doc(request_id: str) -> dict:
+    req = load_request(request_id)
+    if not isinstance(req, Request):
+        abort(req[1])
+    page = max(1, request.args.get("page", 1, type=int))
+    return request_status(req, public_base(), page, current_app.config["STATUS_PAGE_SIZE"])
+
+
+@bp.get("/requests/<request_id>")
+def request_page(request_id: str):
+    return render_template("request.html", doc=_page_doc(request_id), action_form=ActionForm())
+
+
+@bp.get("/requests/<request_id>/results")
+def request_results(request_id: str):
+    """The finished-request section alone, fetched by the live page when the request ends."""
+    return render_template("_results.html", doc=_page_doc(request_id), action_form=ActionForm())
+
+
+@bp.get("/requests")
+def requests_list():
+    query = select(Request).order_by(Request.created_at.desc()).limit(50)
+    if current_app.config["API_TOKENS"]:
+        query = query.where(Request.owner == current_owner())
+    reqs = db.session.scalars(query).all()
+    counts: dict[str, dict[str, int]] = {}
+    if reqs:
+        for request_id, state, n in db.session.execute(
+                select(Image.request_id, Image.state, func.count())
+                .where(Image.request_id.in_([r.id for r in reqs])).group_by(Image.request_id, Image.state)):
+            counts.setdefault(request_id, {})[state] = n
+    return render_template("requests.html", reqs=reqs, counts=counts, is_finished=is_finished)
+
+
+@bp.route("/webhooks", methods=["GET", "POST"])
+def webhooks():
+    form = WebhookForm()
+    created = None
+    status = 200
+    if form.validate_on_submit():
+        endpoint = register_endpoint(form.url.data, form.description.data)
+        if isinstance(endpoint, WebhookEndpoint):
+            created = endpoint_doc(endpoint, with_secret=True)
+            form = WebhookForm(formdata=None)
+        else:
+            form.url.errors.append(endpoint[0].get_json()["message"])
+            status = 400
+    elif request.method == "POST":
+        status = 400
+    return render_template("webhooks.html", form=form, created=created, action_form=ActionForm(),
+                           endpoints=[endpoint_doc(e) for e in visible_endpoints()]), status
+
+
+@bp.post("/webhooks/<endpoint_id>/delete")
+def webhook_delete(endpoint_id: str):
+    endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+    if not ActionForm().validate_on_submit() or endpoint is None or not can_see(endpoint.owner):
+        abort(404)
+    delete_endpoint(endpoint)
+    flash(f"Deleted the endpoint {endpoint.url}.")
+    return redirect(url_for("web.webhooks"), code=303)
+
+
+@bp.post("/deliveries/<int:delivery_id>/resend")
+def delivery_resend(delivery_id: int):
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    if not ActionForm().validate_on_submit() or delivery is None or not can_see(delivery.event.request.owner):
+        abort(404)
+    request_id = delivery.event.request_id
+    resend(delivery)
+    from tasks import deliver_webhook
+    deliver_webhook(delivery_id)
+    flash("The webhook will be sent again.")
+    return redirect(url_for("web.request_page", request_id=request_id) + "#webhooks", code=303)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        if login_with(form.token.data):
+            target = request.args.get("next", "")
+            return redirect(target if target.startswith("/") and not target.startswith("//") else "/", code=303)
+        form.token.errors.append("That token is not valid.")
+    return render_template("login.html", form=form), 200 if request.method == "GET" else 400
