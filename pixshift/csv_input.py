@@ -92,11 +92,11 @@ def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow
     seen_serials: dict[int, int] = {}
     image_count = 0
     # Rows are counted as records (a quoted cell may span lines, and a lone CR ends a line too), so
-    # they match what a spreadsheet shows; ``next_line`` is the physical line the next record starts on.
-    row_number, next_line = 0, 1
+    # they match what a spreadsheet shows.
+    row_number, product_rows = 0, 0
     try:
         header = next(reader)
-        row_number, next_line = 1, reader.line_num + 1
+        row_number = 1
         if not clean and (message := _not_text(header, None)):
             problems.add(1, None, message)
             raise CsvRejected(problems.problems)
@@ -105,10 +105,10 @@ def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow
             raise CsvRejected(problems.problems, problems.truncated)
         names = {index: name for name, index in order.items()}
         for row_number, cells in enumerate(reader, start=2):
-            next_line = reader.line_num + 1
-            if not any(c.strip() for c in cells):
+            if not "".join(cells).strip():  # entirely empty (fast: a file may hold millions of these)
                 continue
-            if len(rows) >= limits.max_rows:
+            product_rows += 1  # valid or not: a bad row before the limit must not hide the limit
+            if product_rows > limits.max_rows:
                 problems.add(row_number, None, f"too many rows: the limit is {limits.max_rows} products per file")
                 break
             if not clean and (message := _not_text(cells, names)):
@@ -122,7 +122,7 @@ def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow
                 break
     except csv.Error as exc:
         # The record that failed is the one after the last one read, wherever the reader gave up.
-        problems.add(row_number + 1, None, f"malformed CSV near line {next_line}: {exc}")
+        problems.add(row_number + 1, None, f"malformed CSV near line {_first_line(text, row_number + 1)}: {exc}")
     except StopIteration:
         pass
 
@@ -133,6 +133,14 @@ def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow
     if problems.problems:
         raise CsvRejected(problems.problems, problems.truncated)
     return rows
+
+
+def _first_line(text: str, record: int) -> int:
+    """The physical line ``record`` (numbered from 1) starts on; only called for an error, so not kept."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    for _ in range(record - 1):
+        next(reader)
+    return reader.line_num + 1
 
 
 def _decode(data: bytes) -> tuple[str, bool]:
@@ -158,6 +166,8 @@ def _not_text(cells: list[str], names: dict[int, str] | None) -> str | None:
 def _read_header(header: list[str], problems: _Collector) -> dict[str, int] | None:
     order: dict[str, int] = {}
     for index, raw in enumerate(header):
+        if problems.full:  # a header of millions of empty cells must not take minutes
+            break
         name = _KEYS.get(raw.strip().casefold())
         if name is None:
             label = raw.strip() or f"column {index + 1} (empty)"

@@ -7,19 +7,21 @@ finish a request:
 - an image is claimed (queued -> processing) with a lease; ``attempts`` is bumped and acts as
   a fencing token, so a worker that outlived its lease cannot overwrite a newer attempt;
 - a worker that dies leaves an expired lease; ``reclaim_expired`` puts the image back in the
-  queue, or fails it once it has used its attempts; the same sweep re-enqueues a retry whose
-  scheduled task was lost, and re-runs a fan-out that never completed;
+  queue, or fails it once it has used its attempts; the same sweep re-enqueues queued images
+  whose task was lost, and re-runs a fan-out that never completed;
+- a queued image's ``lease_expires_at`` is its not-before time (a retry's backoff);
 - after an image ends, the request finishes when no unfinished image is left; the
   ``finished_at IS NULL`` guard lets exactly one caller finish it.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, or_, select, update
 
 from .compress import compress_to_ratio
 from .errors import ImageFailure
@@ -30,7 +32,10 @@ from .models import FINISHED_IMAGE_STATES, Image, ImageState, Request, RequestSt
 from .storage import DirectoryStore
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
 
+logger = logging.getLogger(__name__)
 _FINISHED_IMAGES = [s.value for s in FINISHED_IMAGE_STATES]
+_ORPHANS_PER_SWEEP = 10_000
+_CLOCK_TOLERANCE = timedelta(seconds=1)  # a delayed task may fire a little before the stored time
 
 
 @dataclass
@@ -67,13 +72,15 @@ def process_image(image_id: int, rt: Runtime) -> Outcome:
     claim = claim_image(image_id, rt.lease_seconds)
     if claim is None:
         return Outcome(None)
-    attempt, url = claim
+    attempt, url, request_id = claim
+    _publish(rt.bus, request_id, {"type": "image", "request_id": request_id, "image_id": image_id,
+                                  "state": ImageState.PROCESSING.value, "attempt": attempt})
     try:
-        fields = _fetch_and_compress(url, rt)
+        fields = _fetch_and_compress(image_id, attempt, url, rt)
     except ImageFailure as failure:
         if failure.retryable and attempt < rt.max_attempts:
             retry_in = rt.retry_delay * 2 ** (attempt - 1)
-            if _release(image_id, attempt, failure, retry_in + rt.lease_seconds):
+            if _release(image_id, attempt, failure, retry_in):
                 return Outcome(ImageState.QUEUED.value, retry_in=retry_in)
             return Outcome(None)
         fields = _failure_fields(failure, attempt)
@@ -83,12 +90,13 @@ def process_image(image_id: int, rt: Runtime) -> Outcome:
     return _finish_image(image_id, attempt, fields, rt)
 
 
-def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str] | None:
-    """Take the image for this worker: (attempt number, URL), or None if it is not claimable."""
+def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str, str] | None:
+    """Take the image for this worker: (attempt number, URL, request id), or None if not claimable."""
     now = utcnow()
     row = db.session.execute(
         update(Image)
-        .where(Image.id == image_id, Image.state == ImageState.QUEUED.value)
+        .where(Image.id == image_id, Image.state == ImageState.QUEUED.value,
+               or_(Image.lease_expires_at.is_(None), Image.lease_expires_at <= now + _CLOCK_TOLERANCE))
         .values(state=ImageState.PROCESSING.value, attempts=Image.attempts + 1,
                 lease_expires_at=now + timedelta(seconds=lease_seconds), started_at=now)
         .returning(Image.attempts, Image.input_url, Image.request_id)
@@ -101,11 +109,12 @@ def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str] | None:
         .values(state=RequestState.PROCESSING.value, started_at=now)
     )
     db.session.commit()
-    return row.attempts, row.input_url
+    return row.attempts, row.input_url, row.request_id
 
 
-def _fetch_and_compress(url: str, rt: Runtime) -> dict:
+def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime) -> dict:
     fetched = fetch_image(url, rt.fetch_policy)
+    renew_lease(image_id, attempt, rt.lease_seconds)
     with rt.cpu_slots:
         result = compress_to_ratio(fetched.data, ratio=rt.ratio, max_pixels=rt.max_pixels,
                                    min_quality=rt.min_quality, max_quality=rt.max_quality,
@@ -130,19 +139,30 @@ def _failure_fields(failure: ImageFailure, attempt: int) -> dict:
     return dict(state=ImageState.FAILED.value, error_code=failure.code, error_message=message)
 
 
-def _release(image_id: int, attempt: int, failure: ImageFailure, pick_up_within: float) -> bool:
-    """Give a retryable failure back to the queue; keeps the reason visible meanwhile.
+def _release(image_id: int, attempt: int, failure: ImageFailure, retry_in: float) -> bool:
+    """Give a retryable failure back to the queue, claimable again after ``retry_in`` seconds.
 
-    The deadline lets ``reclaim_expired`` enqueue it again if the delayed task is lost.
+    The reason stays visible meanwhile. If the delayed task is lost, the sweep finds the image
+    due and enqueues it again.
     """
     result = db.session.execute(
         update(Image)
         .where(Image.id == image_id, Image.attempts == attempt, Image.state == ImageState.PROCESSING.value)
-        .values(state=ImageState.QUEUED.value, lease_expires_at=utcnow() + timedelta(seconds=pick_up_within),
+        .values(state=ImageState.QUEUED.value, lease_expires_at=utcnow() + timedelta(seconds=retry_in),
                 error_code=failure.code, error_message=f"{failure.message} (will retry)")
     )
     db.session.commit()
     return result.rowcount == 1
+
+
+def renew_lease(image_id: int, attempt: int, lease_seconds: int) -> None:
+    """Keep the image while a slow step runs (waiting for a CPU slot counts against the lease)."""
+    db.session.execute(
+        update(Image).where(Image.id == image_id, Image.attempts == attempt,
+                            Image.state == ImageState.PROCESSING.value)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    db.session.commit()
 
 
 def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> Outcome:
@@ -176,15 +196,23 @@ def image_counts(request_id: str) -> dict:
 
 
 def _publish_image(image_id: int, request_id: str, bus: EventBus) -> None:
+    """Tell listeners an image ended; best effort, since the database is the record."""
     image = db.session.get(Image, image_id)
-    bus.publish(request_id, {
+    event = {
         "type": "image", "request_id": request_id, "image_id": image.id,
         "serial_number": image.product.serial_number, "position": image.position,
         "state": image.state, "error_code": image.error_code, "error_message": image.error_message,
         "input_bytes": image.input_bytes, "output_bytes": image.output_bytes, "quality": image.quality,
-        "counts": image_counts(request_id),
-    })
+    }
     db.session.commit()
+    _publish(bus, request_id, event)
+
+
+def _publish(bus: EventBus, request_id: str, event: dict) -> None:
+    try:
+        bus.publish(request_id, event)
+    except Exception:  # a bus outage must not fail the image or the request
+        logger.warning("could not publish a %s event for request %s", event["type"], request_id, exc_info=True)
 
 
 def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
@@ -192,10 +220,12 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
 
     Returns the webhook deliveries to enqueue; empty unless this call is the one that finished it.
     """
-    counts = image_counts(request_id)
-    if counts["done"] + counts["failed"] < counts["total"]:
+    unfinished = db.session.scalar(select(exists().where(
+        Image.request_id == request_id, Image.state.not_in(_FINISHED_IMAGES))))
+    if unfinished:
         db.session.commit()
         return []
+    counts = image_counts(request_id)
     if counts["failed"] == 0:
         state = RequestState.COMPLETED
     elif counts["done"] == 0:
@@ -213,8 +243,8 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
     req = db.session.get(Request, request_id)
     deliveries = create_event(req, counts, req.base_url or rt.base_url)
     db.session.commit()
-    rt.bus.publish(request_id, {"type": "request", "request_id": request_id, "state": state.value,
-                                "counts": counts, "finished_at": now.isoformat()})
+    _publish(rt.bus, request_id, {"type": "request", "request_id": request_id, "state": state.value,
+                                  "counts": counts, "finished_at": now.isoformat()})
     return deliveries
 
 
@@ -225,15 +255,17 @@ class Reclaimed:
     deliveries: list[int]  # webhook deliveries to enqueue (new, or whose task was lost)
 
 
-def reclaim_expired(rt: Runtime, now: datetime | None = None) -> Reclaimed:
+def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = None) -> Reclaimed:
     """Find work that a dead worker or a lost task left behind, so nothing stays stuck.
 
     - processing images whose lease expired: their worker died; requeue, or fail them once
       they have used ``max_attempts``;
-    - queued images past their pick-up deadline: their delayed retry task was lost;
+    - when the task queue is empty (``queue_empty``), queued images that are due: their task
+      was lost (a Redis restart, a worker killed between taking a task and claiming);
     - requests whose fan-out never completed (its task was lost);
     - requests with no unfinished image left but not finished (the finishing worker died);
     - webhook deliveries whose task is overdue.
+    Enqueuing an image twice is harmless: only one claim can succeed.
     """
     now = now or utcnow()
     expired = db.session.execute(
@@ -243,10 +275,10 @@ def reclaim_expired(rt: Runtime, now: datetime | None = None) -> Reclaimed:
     requeue: list[int] = []
     for image_id, attempts, request_id in expired:
         exhausted = attempts >= rt.max_attempts
-        values = dict(state=ImageState.QUEUED.value, lease_expires_at=now + timedelta(seconds=rt.lease_seconds),
+        values = dict(state=ImageState.QUEUED.value, lease_expires_at=None,
                       error_code="worker_lost", error_message="the worker processing this image stopped (will retry)")
         if exhausted:
-            values.update(state=ImageState.FAILED.value, finished_at=now, lease_expires_at=None,
+            values.update(state=ImageState.FAILED.value, finished_at=now,
                           error_message=f"the worker processing this image stopped {attempts} times; giving up")
         changed = db.session.execute(
             update(Image).where(Image.id == image_id, Image.attempts == attempts,
@@ -257,13 +289,14 @@ def reclaim_expired(rt: Runtime, now: datetime | None = None) -> Reclaimed:
             _publish_image(image_id, request_id, rt.bus)
         elif changed:
             requeue.append(image_id)
-    lost_retries = db.session.scalars(
-        select(Image.id).where(Image.state == ImageState.QUEUED.value, Image.lease_expires_at < now)
-    ).all()
-    for image_id in lost_retries:
-        db.session.execute(update(Image).where(Image.id == image_id, Image.state == ImageState.QUEUED.value)
-                           .values(lease_expires_at=now + timedelta(seconds=rt.lease_seconds)))
-    db.session.commit()
+    if queue_empty:
+        orphans = db.session.scalars(
+            select(Image.id).join(Request, Request.id == Image.request_id)
+            .where(Image.state == ImageState.QUEUED.value, Request.enqueued_at.is_not(None),
+                   or_(Image.lease_expires_at.is_(None), Image.lease_expires_at <= now))
+            .limit(_ORPHANS_PER_SWEEP)
+        ).all()
+        requeue += [i for i in orphans if i not in requeue]
     stale_fan_outs = db.session.scalars(
         select(Request.id).where(Request.enqueued_at.is_(None), Request.finished_at.is_(None),
                                  Request.created_at < now - timedelta(seconds=rt.lease_seconds))
@@ -275,10 +308,14 @@ def reclaim_expired(rt: Runtime, now: datetime | None = None) -> Reclaimed:
     deliveries = overdue_deliveries(now)
     for request_id in unfinished:
         deliveries += finish_request_if_complete(request_id, rt)
-    return Reclaimed(images=requeue + list(lost_retries), requests=list(stale_fan_outs), deliveries=deliveries)
+    return Reclaimed(images=requeue, requests=list(stale_fan_outs), deliveries=deliveries)
 
 
-def queued_image_ids(request_id: str) -> list[int]:
+def fan_out_targets(request_id: str) -> list[int]:
+    """The images a fan-out must enqueue; none when an earlier fan-out already completed."""
+    if db.session.scalar(select(Request.enqueued_at).where(Request.id == request_id)) is not None:
+        db.session.commit()
+        return []
     ids = db.session.scalars(
         select(Image.id).where(Image.request_id == request_id, Image.state == ImageState.QUEUED.value)
         .order_by(Image.id)

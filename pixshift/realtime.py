@@ -60,9 +60,13 @@ def snapshot(req: Request, page: int, per_page: int) -> dict:
             "images": {str(i): {"state": s, "error_message": m} for i, s, m in rows}}
 
 
-def relay(bus, interval: float = RELAY_INTERVAL) -> None:
-    """Forever: read the bus, merge events per request, emit a batch per room each interval."""
-    subscription = bus.subscribe()
+def relay(app: Flask, interval: float = RELAY_INTERVAL) -> None:
+    """Forever: read the bus, merge events per request, emit a batch per room each interval.
+
+    Counts and the request's state are read once per batch here rather than carried by every
+    image event, so a worker finishing an image costs no count query.
+    """
+    subscription = app.extensions["pixshift"].bus.subscribe()
     pending: dict[str, dict] = {}
     next_flush = time.monotonic() + interval
     while True:
@@ -70,20 +74,35 @@ def relay(bus, interval: float = RELAY_INTERVAL) -> None:
         if item is not None:
             request_id, event = item
             batch = pending.setdefault(request_id, {"request_id": request_id, "images": {}})
-            if event.get("counts"):
-                batch["counts"] = event["counts"]
             if event.get("type") == "image":
                 batch["images"][str(event["image_id"])] = {"state": event["state"],
                                                           "error_message": event.get("error_message")}
             elif event.get("type") == "request":
                 batch["state"] = event["state"]
+                batch["counts"] = event["counts"]
         if time.monotonic() >= next_flush:
-            for request_id, batch in pending.items():
-                socketio.emit("progress", batch, to=request_id, ignore_queue=True)
+            if pending:
+                _flush(app, pending)
             pending.clear()
             next_flush = time.monotonic() + interval
 
 
+def _flush(app: Flask, pending: dict[str, dict]) -> None:
+    with app.app_context():
+        try:
+            states = dict(db.session.execute(
+                select(Request.id, Request.state).where(Request.id.in_(list(pending)))).all())
+            for request_id, batch in pending.items():
+                batch.setdefault("counts", image_counts(request_id))
+                batch.setdefault("state", states.get(request_id))
+            db.session.commit()
+        except Exception:  # a database blip costs this batch its counts, not the relay
+            app.logger.warning("could not read counts for progress events", exc_info=True)
+            db.session.rollback()
+    for request_id, batch in pending.items():
+        socketio.emit("progress", batch, to=request_id, ignore_queue=True)
+
+
 def start_relay(app: Flask) -> None:
     """Run the relay beside the web server (threads or greenlets, whichever Socket.IO uses)."""
-    socketio.start_background_task(relay, app.extensions["pixshift"].bus)
+    socketio.start_background_task(relay, app)

@@ -46,16 +46,16 @@ def _runtime():
 @huey.task(priority=10)
 def start_request(request_id: str) -> int:
     """Fan the request out: one task per image, so images proceed in parallel on every worker."""
-    from pixshift.pipeline import mark_enqueued, queued_image_ids
+    from pixshift.pipeline import fan_out_targets, mark_enqueued
     with _flask_app().app_context():
-        ids = queued_image_ids(request_id)
+        ids = fan_out_targets(request_id)
         for image_id in ids:
             process_image(image_id)
         mark_enqueued(request_id)
     return len(ids)
 
 
-@huey.task()
+@huey.task(retries=3, retry_delay=5)  # Huey retries only what escaped the pipeline: database errors
 def process_image(image_id: int) -> str | None:
     from pixshift.pipeline import process_image as run
     with _flask_app().app_context():
@@ -79,12 +79,15 @@ def deliver_webhook(delivery_id: int) -> float | None:
     return retry_in
 
 
+# Every consumer runs the sweep; concurrent sweeps are safe (each change is a fenced UPDATE).
+# Huey's lock_task is not used: a consumer killed while holding it would stop all sweeps.
 @huey.periodic_task(crontab(minute="*"))
 def reclaim_expired_leases() -> int:
-    """Requeue images whose worker died; see ``pixshift.pipeline.reclaim_expired``."""
+    """Requeue work that dead workers or lost tasks left; see ``pixshift.pipeline.reclaim_expired``."""
     from pixshift.pipeline import reclaim_expired
+    queue_empty = huey.pending_count() == 0
     with _flask_app().app_context():
-        found = reclaim_expired(_runtime())
+        found = reclaim_expired(_runtime(), queue_empty=queue_empty)
     for image_id in found.images:
         process_image(image_id)
     for request_id in found.requests:

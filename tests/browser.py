@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -63,15 +64,28 @@ class PageWatch:
         self.console_errors: list[str] = []
         self.dialogs: list[str] = []
         self.requests: list[tuple[str, str]] = []  # (method, url)
+        self.failed_responses: list[str] = []  # "status method url", for failure reports
         self.accept_dialogs = False
+        self.started = time.monotonic()
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
         page.on("console", self._console)
         page.on("dialog", self._dialog)
         page.on("request", lambda r: self.requests.append((r.method, r.url)))
+        page.on("response", self._response)
+        self.socket_frames: list[str] = []  # Socket.IO frames received, for failure reports
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _console(self, msg) -> None:
         if msg.type == "error":
             self.console_errors.append(msg.text)
+
+    def _response(self, response) -> None:
+        if response.status >= 400:
+            self.failed_responses.append(f"{response.status} {response.request.method} {response.url}")
+
+    def _frame(self, payload) -> None:
+        text = payload if isinstance(payload, str) else repr(payload)
+        self.socket_frames.append(f"{time.monotonic() - self.started:7.2f}s {text[:300]}")
 
     def _dialog(self, dialog) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -85,7 +99,8 @@ class PageWatch:
 
     def summary(self) -> str:
         return (f"page errors: {self.page_errors}\nconsole errors: {self.console_errors}\n"
-                f"dialogs: {self.dialogs}")
+                f"failed responses: {self.failed_responses}\ndialogs: {self.dialogs}\n"
+                f"Socket.IO frames received (last 40):\n  " + "\n  ".join(self.socket_frames[-40:]))
 
 
 def drop_file(page, selector: str, name: str, content: str, mime: str) -> None:

@@ -35,6 +35,8 @@ RECORDER = """
   if (!location.pathname.startsWith('/requests/')) return;
   window.__seen = [];
   window.__states = [];
+  window.__midStates = [];
+  window.__chipStates = {};  // image id -> the states its chip showed, in order
   const read = () => {
     const done = document.querySelector('#count-done');
     const failed = document.querySelector('#count-failed');
@@ -45,6 +47,14 @@ RECORDER = """
     const state = document.querySelector('#request-state');
     const s = state && state.textContent.trim();
     if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
+    // The state shown while some but not all images are finished (should be "processing").
+    const total = parseInt(document.querySelector('#count-total')?.textContent, 10);
+    const n = window.__seen[window.__seen.length - 1];
+    if (s && n > 0 && n < total && !window.__midStates.includes(s)) window.__midStates.push(s);
+    for (const chip of document.querySelectorAll('.chip')) {
+      const seen = window.__chipStates[chip.dataset.imageId] ||= [];
+      if (seen[seen.length - 1] !== chip.dataset.state) seen.push(chip.dataset.state);
+    }
   };
   const start = () => {
     read();
@@ -186,10 +196,20 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
             "document.querySelector('#request-state').textContent.trim())", timeout=FINISH_TIMEOUT_MS)
         seen = page.evaluate("window.__seen")
         states = page.evaluate("window.__states")
-        print(f"done+failed seen on the page: {seen}; states seen: {states}")
+        print(f"done+failed seen on the page: {seen}; states seen: {states}; "
+              f"chip states seen: {page.evaluate('window.__chipStates')}")
         assert len(set(seen)) >= 2, f"done+failed never changed on the page: {seen} (states {states})"
         assert seen == sorted(seen), f"done+failed went backwards: {seen}"
         assert page.evaluate("window.__noReload") == 1, "the progress page reloaded"
+        mid_states = page.evaluate("window.__midStates")
+        assert mid_states == ["processing"], (
+            f"#request-state showed {mid_states} while {seen} of the images were finished; expected processing")
+        # Each slow image is processing for 0.5-1.5 s, so a live page shows most chips in processing;
+        # a page that only gets "done"/"failed" events shows at most the 3 (workers) its snapshot caught.
+        chip_states = page.evaluate("window.__chipStates")
+        went_processing = [i for i, states in chip_states.items() if "processing" in states]
+        assert len(went_processing) >= 5, (
+            f"only {len(went_processing)} of {n_images} chips were ever shown as processing: {chip_states}")
         assert page.locator("#request-state").text_content().strip() == "completed_with_errors", states
         assert page.locator("#count-done").text_content().strip() == str(n_images - 1)
         assert page.locator("#count-failed").text_content().strip() == "1"
@@ -212,6 +232,8 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         results = page.locator("#results .result")
         results.nth(n_images - 1).wait_for()
         assert results.count() == n_images
+        for i in range(n_images):  # thumbnails may load lazily: look at each, as a person scrolling would
+            results.nth(i).scroll_into_view_if_needed()
         page.wait_for_function(
             "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
         thumbs = page.locator("#results .result").evaluate_all("""els => els.map(r => ({

@@ -254,13 +254,19 @@ def test_bytes_that_are_not_utf8_or_nul_name_their_row(data):
 
 @FAST
 @given(products(min_size=2, max_size=10), st.integers(1, 9), st.data())
-def test_limits_name_the_first_row_past_them(rows, max_rows, data):
+def test_the_row_limit_names_the_first_row_past_it_even_after_a_bad_row(rows, max_rows, data):
+    broken = data.draw(st.none() | st.integers(0, min(max_rows, len(rows)) - 1))
+    if broken is not None:
+        rows[broken][0] = "not a number"
     text, numbers = data.draw(render(rows))
     result = outcome(text.encode("utf-8"), Limits(max_rows=max_rows))
-    if len(rows) <= max_rows:
-        assert isinstance(result, list) and len(result) == len(rows)
+    expected = [(numbers[broken], SN)] if broken is not None else []
+    if len(rows) > max_rows:
+        expected.append((numbers[max_rows], None))
+    if expected:
+        assert [(p.row, p.column) for p in result.problems] == expected
     else:
-        assert [(p.row, p.column) for p in result.problems] == [(numbers[max_rows], None)]
+        assert isinstance(result, list) and len(result) == len(rows)
 
 
 # -- the API ----------------------------------------------------------------------------------------

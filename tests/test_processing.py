@@ -40,9 +40,11 @@ def test_progress_events_are_published_as_images_finish(app, client, inprocess_w
         wait_until(finished, 60, interval=0, message="the request event")
     finally:
         subscription.close()
-    images = [e for e in events if e["type"] == "image"]
+    started = [e for e in events if e["type"] == "image" and e["state"] == "processing"]
+    images = [e for e in events if e["type"] == "image" and e["state"] != "processing"]
     assert len(images) == 4
-    assert sorted(e["counts"]["done"] + e["counts"]["failed"] for e in images)[-1] == 4
+    assert len({e["image_id"] for e in images}) == 4
+    assert {e["image_id"] for e in started} == {e["image_id"] for e in images}
     assert {e["state"] for e in images} == {"done", "failed"}
     failed = [e for e in images if e["state"] == "failed"]
     assert failed[0]["error_code"] == "http_404" and failed[0]["serial_number"] == 2
@@ -82,9 +84,9 @@ def test_image_of_a_dead_worker_is_requeued_then_processed(app, image_server):
         [image_id] = _image_ids(request_id)
         assert pipeline.claim_image(image_id, rt.lease_seconds)[0] == 1  # ...and the worker dies here
         assert pipeline.claim_image(image_id, rt.lease_seconds) is None  # leased: nobody else takes it
-        assert pipeline.reclaim_expired(rt).images == []  # the lease has not expired yet
+        assert pipeline.reclaim_expired(rt, queue_empty=False).images == []  # the lease has not expired yet
         _expire_leases(request_id)
-        assert pipeline.reclaim_expired(rt).images == [image_id]
+        assert pipeline.reclaim_expired(rt, queue_empty=False).images == [image_id]
         image = db.session.get(Image, image_id)
         assert (image.state, image.error_code) == ("queued", "worker_lost")
         assert pipeline.process_image(image_id, rt).state == "done"
@@ -102,7 +104,7 @@ def test_image_fails_with_a_reason_after_its_attempts_and_the_request_finishes(a
         for _ in range(2):  # two workers die holding the first image
             pipeline.claim_image(first, rt.lease_seconds)
             _expire_leases(request_id)
-            pipeline.reclaim_expired(rt)
+            pipeline.reclaim_expired(rt, queue_empty=False)
         image = db.session.get(Image, first)
         assert image.state == "failed" and "stopped 2 times" in image.error_message
         req = db.session.get(Request, request_id)
@@ -114,9 +116,9 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_attempt(app, 
     request_id = _new_request(app, [image_server.url("photo1.jpg")])
     with app.app_context():
         [image_id] = _image_ids(request_id)
-        old_attempt, _ = pipeline.claim_image(image_id, rt.lease_seconds)
+        old_attempt, _, _ = pipeline.claim_image(image_id, rt.lease_seconds)
         _expire_leases(request_id)
-        pipeline.reclaim_expired(rt)
+        pipeline.reclaim_expired(rt, queue_empty=False)
         assert pipeline.process_image(image_id, rt).state == "done"
         stale = pipeline._finish_image(image_id, old_attempt, {"state": "failed", "error_code": "x"}, rt)
         assert stale.state is None
@@ -125,31 +127,45 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_attempt(app, 
 
 def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
     rt = app.extensions["pixshift"]
-    rt = dataclasses.replace(rt, fetch_policy=dataclasses.replace(rt.fetch_policy, retries=0))
+    rt = dataclasses.replace(rt, retry_delay=30, fetch_policy=dataclasses.replace(rt.fetch_policy, retries=0))
     image_server.reset()
     request_id = _new_request(app, [image_server.url("flaky/1/photo2.jpg")])
     with app.app_context():
         [image_id] = _image_ids(request_id)
+        pipeline.mark_enqueued(request_id)
         outcome = pipeline.process_image(image_id, rt)
         assert outcome.state == "queued" and outcome.retry_in == rt.retry_delay
         assert db.session.get(Image, image_id).error_code == "http_503"
-        assert pipeline.reclaim_expired(rt).images == []  # its retry task is due, not lost
-        _expire_leases(request_id)  # ...but the task was lost: the sweep enqueues it again
-        assert pipeline.reclaim_expired(rt).images == [image_id]
+        assert pipeline.claim_image(image_id, rt.lease_seconds) is None  # not before its backoff
+        _expire_leases(request_id)  # the backoff is over...
+        assert pipeline.reclaim_expired(rt, queue_empty=False).images == []  # ...its task may be queued
+        assert pipeline.reclaim_expired(rt, queue_empty=True).images == [image_id]  # ...or was lost
         assert pipeline.process_image(image_id, rt).state == "done"
+
+
+def test_a_lost_image_task_is_enqueued_again_once_the_queue_is_empty(app, image_server):
+    rt = app.extensions["pixshift"]
+    request_id = _new_request(app, [image_server.url("photo1.jpg")])
+    with app.app_context():
+        [image_id] = _image_ids(request_id)
+        assert pipeline.fan_out_targets(request_id) == [image_id]
+        pipeline.mark_enqueued(request_id)  # ...and the task is lost (say, Redis restarted)
+        assert pipeline.fan_out_targets(request_id) == []  # a second fan-out adds nothing
+        assert image_id not in pipeline.reclaim_expired(rt, queue_empty=False).images  # may still be queued
+        assert image_id in pipeline.reclaim_expired(rt, queue_empty=True).images
 
 
 def test_a_fan_out_that_never_completed_is_run_again(app):
     rt = app.extensions["pixshift"]
     request_id = _new_request(app, ["http://127.0.0.1:1/a.jpg"])
     with app.app_context():
-        assert request_id not in pipeline.reclaim_expired(rt).requests  # just created
+        assert request_id not in pipeline.reclaim_expired(rt, queue_empty=False).requests  # just created
         db.session.execute(update(Request).where(Request.id == request_id)
                            .values(created_at=utcnow() - timedelta(seconds=rt.lease_seconds + 1)))
         db.session.commit()
-        assert request_id in pipeline.reclaim_expired(rt).requests
+        assert request_id in pipeline.reclaim_expired(rt, queue_empty=False).requests
         pipeline.mark_enqueued(request_id)
-        assert request_id not in pipeline.reclaim_expired(rt).requests
+        assert request_id not in pipeline.reclaim_expired(rt, queue_empty=False).requests
 
 
 def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, image_server):
