@@ -62,8 +62,13 @@ def _runtime(app: Flask):
         cpu_slots=threading.BoundedSemaphore(c["CPU_SLOTS"]),
         webhooks=WebhookSettings(secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"],
                                  schedule=c["WEBHOOK_RETRY_SCHEDULE"]),
-        base_url=c["PUBLIC_BASE_URL"] or f"http://{c['HOST']}:{c['PORT']}",
+        base_url=c["PUBLIC_BASE_URL"] or f"http://{_reachable(c['HOST'])}:{c['PORT']}",
     )
+
+
+def _reachable(host: str) -> str:
+    """A host for links when we listen on every interface (0.0.0.0 is not an address to visit)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def _instance_secret(app: Flask) -> str:

@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from .api.errors import error_response
 from .api.routes import load_request, public_base
+from .csv_input import MAX_SERIAL
 from .extensions import db
 from .models import Image, Product, Request
 from .reporting import MEDIA_NAME, MIME_TYPES, is_finished, media_key, media_name, output_csv_lines
@@ -34,6 +35,8 @@ def media(request_id: str, name: str):
     if not match:
         return error_response(404, "not_found", "no such file")
     serial, n, is_input, is_thumb, ext = match.groups()
+    if int(serial) > MAX_SERIAL or int(n) > 100_000:
+        return error_response(404, "not_found", "no such file")
     image = db.session.execute(
         select(Image).join(Product).where(Image.request_id == request_id, Product.serial_number == int(serial),
                                           Image.position == int(n) - 1)
@@ -42,6 +45,9 @@ def media(request_id: str, name: str):
     if not key or media_name(int(serial), image, input=bool(is_input), thumb=bool(is_thumb)) != name:
         return error_response(404, "not_found", "no such file (the image may not be processed yet)")
     store = current_app.extensions["pixshift"].store
+    if not store.exists(key):
+        current_app.logger.error("media %s of request %s is missing from the store", key, request_id)
+        return error_response(503, "media_unavailable", "the file is not reachable in the media store right now")
     # Content-addressed: the bytes behind a key never change, so caches may keep them for good.
     response = send_file(store.path(key), mimetype=MIME_TYPES.get(ext, "application/octet-stream"),
                          etag=key, conditional=True, max_age=31536000)

@@ -61,7 +61,7 @@ class Request(db.Model):
     state: Mapped[str] = mapped_column(String(24), default=RequestState.QUEUED.value, index=True)
     filename: Mapped[str | None] = mapped_column(String(255))
     webhook_url: Mapped[str | None] = mapped_column(Text)
-    base_url: Mapped[str | None] = mapped_column(String(255))  # how the uploader reached us, for links in events
+    base_url: Mapped[str | None] = mapped_column(Text)  # how the uploader reached us, for links in events
     owner: Mapped[str | None] = mapped_column(String(64), index=True)  # hash of the API token that made it
     product_count: Mapped[int] = mapped_column(Integer)
     image_count: Mapped[int] = mapped_column(Integer)

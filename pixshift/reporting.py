@@ -22,7 +22,7 @@ OUTPUT_COLUMN = "Output Image URLs"
 _EXTENSIONS = {"JPEG": "jpg", "WEBP": "webp", "PNG": "png", "GIF": "gif"}
 MIME_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "png": "image/png", "gif": "image/gif"}
 # <serial>-<n>[-input][-thumb].<ext>, n counting images of the product from 1.
-MEDIA_NAME = re.compile(r"^(\d+)-(\d+)(-input)?(-thumb)?\.(jpg|webp|png|gif|bin)$")
+MEDIA_NAME = re.compile(r"^(\d{1,19})-(\d{1,6})(-input)?(-thumb)?\.(jpg|webp|png|gif|bin)$")
 
 
 def is_finished(req: Request) -> bool:

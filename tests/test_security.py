@@ -103,3 +103,42 @@ def test_an_unexpected_error_is_json_without_a_stack_trace(app, client, monkeypa
     assert response.status_code == 500
     body = response.get_json()
     assert body["error"] == "internal_error" and "secret" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", [
+    "/media/{id}/99999999999999999999-1.jpg",
+    "/media/{id}/1-99999999999.jpg",
+    "/media/{id}/" + "9" * 5000 + "-1.jpg",
+    "/media/{id}/../../etc/passwd",
+    "/media/{id}/1-1.exe",
+])
+def test_odd_media_names_are_404_not_500(client, path):
+    response = client.get(path.format(id="00000000-0000-4000-8000-000000000000"))
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=abc", "per_page=0", "per_page=501", "page=99999999999999999999",
+                                   "page=2"])
+def test_bad_status_pages_are_400(client, query):
+    request_id = _upload(client).get_json()["request_id"]
+    response = client.get(f"/status/{request_id}?{query}")
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_page"
+
+
+def test_any_spelling_of_a_request_id_finds_it(client):
+    request_id = _upload(client).get_json()["request_id"]
+    for spelling in (request_id.upper(), request_id.replace("-", ""), "urn:uuid:" + request_id):
+        assert client.get(f"/status/{spelling}").get_json()["request_id"] == request_id
+
+
+def test_readiness_names_failing_checks_without_details(app, client, monkeypatch):
+    assert client.get("/readyz").get_json() == {"status": "ok", "checks": {
+        "database": "ok", "media": "ok", "queue": "ok"}}
+    store = app.extensions["pixshift"].store
+
+    def broken():
+        raise OSError("/secret/path is read-only")
+    monkeypatch.setattr(store, "check", broken)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["media"] == "error" and "secret" not in response.get_data(as_text=True)

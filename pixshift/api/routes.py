@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from flask import current_app, request, url_for
+from flask import current_app, request
 from sqlalchemy import text
 from werkzeug.datastructures import FileStorage
 
@@ -25,7 +25,7 @@ def public_base() -> str:
 
 def load_request(request_id: str) -> Request | tuple:
     try:
-        uuid.UUID(request_id)
+        request_id = str(uuid.UUID(request_id))  # any spelling of a UUID finds the request
     except ValueError:
         return error_response(400, "invalid_request_id", f"{request_id[:80]!r} is not a request id")
     req = db.session.get(Request, request_id)
@@ -76,7 +76,7 @@ def upload():
     accepted = accept_upload(request.files.get("file"), request.form.get("webhook_url"))
     if not isinstance(accepted, Accepted):
         return accepted
-    status_url = f"{public_base()}{url_for('api.status', request_id=accepted.request_id)}"
+    status_url = f"{public_base()}/status/{accepted.request_id}"
     return {"request_id": accepted.request_id, "status_url": status_url, "state": "queued",
             "products": accepted.products, "images": accepted.images}, 202, {"Location": status_url}
 
@@ -86,12 +86,24 @@ def status(request_id: str):
     req = load_request(request_id)
     if not isinstance(req, Request):
         return req
-    default = current_app.config["STATUS_PAGE_SIZE"]
-    page = request.args.get("page", 1, type=int)
-    per_page = request.args.get("per_page", default, type=int)
-    if page < 1 or not 1 <= per_page <= 1000:
-        return error_response(400, "invalid_page", "page must be >= 1 and per_page between 1 and 1000")
+    page = _int_arg("page", 1)
+    per_page = _int_arg("per_page", current_app.config["STATUS_PAGE_SIZE"])
+    pages = max(1, -(-req.product_count // per_page)) if per_page else 0
+    if page is None or per_page is None or not 1 <= per_page <= MAX_PER_PAGE or not 1 <= page <= pages:
+        return error_response(400, "invalid_page", f"page must be a whole number from 1 to the last page "
+                                                   f"and per_page from 1 to {MAX_PER_PAGE}")
     return request_status(req, public_base(), page, per_page)
+
+
+MAX_PER_PAGE = 500
+
+
+def _int_arg(name: str, default: int) -> int | None:
+    """A query parameter as a small whole number; None when it is not one (so it is a 400, not ignored)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
 
 
 @bp.get("/healthz")
@@ -108,8 +120,9 @@ def readyz():
         try:
             check()
             checks[name] = "ok"
-        except Exception as exc:  # report every failing dependency, not just the first
-            checks[name] = f"error: {type(exc).__name__}: {exc}"
+        except Exception:  # report every failing dependency; details go to the log, not to strangers
+            current_app.logger.warning("readiness check %s failed", name, exc_info=True)
+            checks[name] = "error"
     ok = all(v == "ok" for v in checks.values())
     return {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
 

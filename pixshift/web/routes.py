@@ -62,8 +62,11 @@ def _page_doc(request_id: str) -> dict:
     req = load_request(request_id)
     if not isinstance(req, Request):
         abort(req[1])
-    page = max(1, request.args.get("page", 1, type=int))
-    return request_status(req, public_base(), page, current_app.config["STATUS_PAGE_SIZE"])
+    per_page = current_app.config["STATUS_PAGE_SIZE"]
+    pages = max(1, -(-req.product_count // per_page))
+    raw = request.args.get("page", "1")
+    page = min(int(raw), pages) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 1
+    return request_status(req, public_base(), max(1, page), per_page)
 
 
 @bp.get("/requests/<request_id>")
