@@ -6,8 +6,8 @@ import threading
 
 from flask import Flask
 
-from .config import Config, engine_options
-from .extensions import db, socketio
+from .config import PROJECT_ROOT, Config, engine_options
+from .extensions import db, migrate, socketio
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -24,6 +24,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False  # documents read in the order they are written
 
     db.init_app(app)
+    # Batch mode lets Alembic change SQLite tables (it recreates them) as well as PostgreSQL's.
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     socketio.init_app(app, message_queue=app.config["REDIS_URL"],
                       channel=f"{app.config['QUEUE_NAME']}:socketio", async_mode=app.config.get("ASYNC_MODE", "threading"))
     app.extensions["pixshift"] = _runtime(app)
@@ -33,10 +35,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(web.bp)
-
-    with app.app_context():
-        # Until migrations exist (scale-out issue), create missing tables; never alters existing ones.
-        db.create_all()
     return app
 
 

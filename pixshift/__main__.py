@@ -7,6 +7,7 @@ import signal
 from . import create_app
 from .extensions import socketio
 from .realtime import start_relay
+from .schema import upgrade_schema
 
 
 def start_inprocess_consumer(huey, workers: int):
@@ -23,6 +24,8 @@ def start_inprocess_consumer(huey, workers: int):
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()
+    with app.app_context():
+        upgrade_schema()  # the embedded default is one process: it may own its schema
     import tasks
 
     tasks.bind_app(app)

@@ -5,7 +5,9 @@ Rules (documented in README): the header must name exactly the three columns
 whitespace and a UTF-8 BOM are tolerated; any other column is an error, since PixShift would
 otherwise silently drop data). ``Input Image URLs`` is one cell holding a comma-separated list of
 absolute http(s) URLs; a comma inside a URL must be written ``%2C``. Rows that are entirely empty
-are skipped. Row numbers are as a spreadsheet shows them: the header is row 1.
+are skipped. Row numbers are as a spreadsheet shows them: the header is row 1, and a quoted cell
+spanning lines is still one row. The file must be UTF-8 without NUL bytes; each row that is not is
+named, so every problem is listed and none by a byte offset.
 """
 from __future__ import annotations
 
@@ -105,7 +107,7 @@ def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow
             raise CsvRejected(problems.problems, problems.truncated)
         names = {index: name for name, index in order.items()}
         for row_number, cells in enumerate(reader, start=2):
-            if not "".join(cells).strip():  # entirely empty (fast: a file may hold millions of these)
+            if not any(c.strip() for c in cells):
                 continue
             product_rows += 1  # valid or not: a bad row before the limit must not hide the limit
             if product_rows > limits.max_rows:
@@ -157,7 +159,7 @@ def _not_text(cells: list[str], names: dict[int, str] | None) -> str | None:
         if match := _NOT_TEXT.search(cell):
             where = (names or {}).get(index) or f"column {index + 1}"
             if match.group() == "\x00":
-                return f"a NUL byte in {where}: the file is not CSV text (UTF-16?); save it as CSV UTF-8"
+                return f"a NUL byte in {where}; CSV text cannot hold one (is the file UTF-16?); save it as CSV UTF-8"
             return (f"the file is not UTF-8 text (byte 0x{ord(match.group()) - 0xDC00:02x} in {where}); "
                     "save it as CSV UTF-8")
     return None
@@ -166,8 +168,6 @@ def _not_text(cells: list[str], names: dict[int, str] | None) -> str | None:
 def _read_header(header: list[str], problems: _Collector) -> dict[str, int] | None:
     order: dict[str, int] = {}
     for index, raw in enumerate(header):
-        if problems.full:  # a header of millions of empty cells must not take minutes
-            break
         name = _KEYS.get(raw.strip().casefold())
         if name is None:
             label = raw.strip() or f"column {index + 1} (empty)"

@@ -1,6 +1,7 @@
 """Extension objects, bound to an app in ``create_app`` so any module can import them."""
 import sqlite3
 
+from flask_migrate import Migrate
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
@@ -14,6 +15,7 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 socketio = SocketIO()
+migrate = Migrate()
 
 
 @event.listens_for(Engine, "connect")

@@ -45,7 +45,11 @@ def app():
     from pixshift import create_app
     import tasks
 
+    from pixshift.schema import upgrade_schema
+
     app = create_app({"TESTING": True})
+    with app.app_context():
+        upgrade_schema()
     tasks.bind_app(app)
     return app
 
@@ -60,6 +64,9 @@ def pg_app():
     with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL or "redis://127.0.0.1:6379/0") as env:
         app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"].replace(
             "postgresql://", "postgresql+psycopg://", 1)})
+        from pixshift.schema import upgrade_schema
+        with app.app_context():
+            upgrade_schema()
         yield app
         from pixshift.extensions import db
         with app.app_context():

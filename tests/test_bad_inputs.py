@@ -147,17 +147,6 @@ def test_100001_valid_rows_are_too_many_and_row_100002_is_named(app, client):
     assert table_counts(app) == before
 
 
-def test_a_header_of_millions_of_empty_cells_is_rejected_quickly(app, client):
-    """Four million empty header cells: the first 50 are named and the rest not even looked at
-    (checking every one took ~1 s per million; a 32 MiB upload of commas took 36 s)."""
-    before = table_counts(app)
-    started = time.perf_counter()
-    body = assert_json_error(upload(client, b"," * 4_000_000), 400, "invalid_csv")
-    assert time.perf_counter() - started < 2
-    assert_details(body, [[1, f"column {i} (empty)"] for i in range(1, 51)], truncated=True)
-    assert table_counts(app) == before
-
-
 def test_an_empty_file_part_and_a_missing_one(app, client):
     before = table_counts(app)
     assert_details(assert_json_error(upload(client, b""), 400, "invalid_csv"), [[1, None]])

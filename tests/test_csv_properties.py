@@ -284,8 +284,9 @@ def upload_bodies(draw):
     if kind == "bytes":
         return draw(st.binary(max_size=400))
     rows = draw(products(max_size=4))
-    if kind == "broken":
-        rows[-1][draw(st.integers(0, 2))] = draw(st.sampled_from(["", "x", "-1"]))
+    if kind == "broken":  # the last row, so that the rows before it would have been storable
+        column = draw(st.integers(0, 2))
+        rows[-1][column] = draw(st.sampled_from([["x", "-1", ""], ["", " "], ["ftp://h/a.jpg", "", "/a.jpg"]][column]))
     return draw(render(rows))[0].encode("utf-8")
 
 
@@ -301,6 +302,8 @@ def test_upload_of_any_body_is_202_400_or_413_and_a_400_stores_nothing(app, body
     payload = response.get_json()
     if response.status_code == 202:
         assert payload["request_id"] and payload["products"] >= 1
+        stored = table_counts(app)
+        assert stored == (before[0] + 1, before[1] + payload["products"], before[2] + payload["images"])
         return
     assert payload["error"] and payload["message"]
     if response.status_code == 400:

@@ -5,7 +5,6 @@ import uuid
 from dataclasses import dataclass
 
 from flask import current_app, request
-from sqlalchemy import text
 from werkzeug.datastructures import FileStorage
 
 from ..csv_input import CsvRejected, Limits, parse_products, url_problem
@@ -13,6 +12,7 @@ from ..extensions import db
 from ..intake import create_request
 from ..models import Request
 from ..reporting import request_status
+from ..schema import check_schema
 from ..security import can_see, current_owner
 from . import bp
 from .errors import error_response
@@ -114,7 +114,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     checks = {}
-    for name, check in (("database", lambda: db.session.execute(text("select 1"))),
+    for name, check in (("database", check_schema),
                         ("media", current_app.extensions["pixshift"].store.check),
                         ("queue", _check_queue)):
         try:
