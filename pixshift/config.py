@@ -55,6 +55,8 @@ class Config:
         self.MAX_ATTEMPTS = _int("PIXSHIFT_MAX_ATTEMPTS", 3)
         self.RETRY_DELAY = _float("PIXSHIFT_RETRY_DELAY", 30.0)
         self.LEASE_SECONDS = _int("PIXSHIFT_LEASE_SECONDS", 300)
+        # How often each consumer sweeps for work that dead workers or lost tasks left behind.
+        self.SWEEP_SECONDS = _int("PIXSHIFT_SWEEP_SECONDS", 60)
 
         # Compression.
         self.COMPRESSION_RATIO = _float("PIXSHIFT_COMPRESSION_RATIO", 0.5)

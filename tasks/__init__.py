@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 from huey import PriorityRedisHuey, SqliteHuey, crontab
+from huey.consumer import Scheduler
 
 from pixshift.config import Config
 
@@ -19,6 +20,10 @@ if _config.REDIS_URL:
 else:
     _config.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
     huey = SqliteHuey(_config.QUEUE_NAME, filename=str(_config.INSTANCE_PATH / "huey.db"))
+
+# Huey checks periodic tasks once a minute; the sweep below matches every check, so this sets
+# its cadence (tests shorten it to watch recovery from a killed worker in seconds).
+Scheduler.periodic_task_seconds = _config.SWEEP_SECONDS
 
 _app = None
 _app_lock = threading.Lock()

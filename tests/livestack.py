@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -58,10 +59,18 @@ def scaleout_env(database_url: str, redis_url: str):
             r.delete(key)
 
 
-class Stack:
-    """``python -m pixshift`` on a free port, plus ``huey_consumer`` processes when asked."""
+# The commands docker-compose.yml runs; tests/test_deployment.py checks the file uses the same.
+MIGRATE_COMMAND = ["flask", "--app", "pixshift", "db", "upgrade"]
+WEB_COMMAND = ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+WORKER_COMMAND = ["huey_consumer", "tasks.huey", "-k", "thread", "-w", "16"]
 
-    def __init__(self, tmp_path: Path, env: dict, *, separate_consumer: bool, workers: int = 8) -> None:
+
+class Stack:
+    """``python -m pixshift`` on a free port, plus ``huey_consumer`` processes when asked;
+    or, with ``gunicorn=True``, the scale-out web process exactly as docker-compose.yml runs it."""
+
+    def __init__(self, tmp_path: Path, env: dict, *, separate_consumer: bool, workers: int = 8,
+                 gunicorn: bool = False) -> None:
         self.tmp_path = Path(tmp_path)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -81,10 +90,16 @@ class Stack:
             self.env["PIXSHIFT_INPROCESS_WORKERS"] = str(workers)
         self.processes: dict[str, subprocess.Popen] = {}
         self.session = requests.Session()
+        self.gunicorn = gunicorn
 
     def __enter__(self) -> "Stack":
         try:
-            self.start("web", [sys.executable, "-m", "pixshift"])
+            if self.gunicorn:
+                subprocess.run([str(BIN / MIGRATE_COMMAND[0]), *MIGRATE_COMMAND[1:]], env=self.env, check=True,
+                               cwd=ROOT, capture_output=True)
+                self.start("web", [str(BIN / WEB_COMMAND[0]), *WEB_COMMAND[1:]])
+            else:
+                self.start("web", [sys.executable, "-m", "pixshift"])
             wait_until(self._healthy, 30, message=f"PixShift at {self.base_url}\n{self.logs()}")
             if self.separate_consumer:
                 self.start_consumer("worker-1")
@@ -98,15 +113,15 @@ class Stack:
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.tmp_path / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=Path(__file__).resolve().parent.parent)
+        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.processes[name] = proc
         return proc
 
     def start_consumer(self, name: str) -> subprocess.Popen:
-        """The same command docker-compose.yml's worker service runs."""
-        return self.start(name, [str(BIN / "huey_consumer"), "tasks.huey", "-k", "thread",
-                                 "-w", str(self.workers), "-d", "0.05", "-m", "0.5"])
+        """The command docker-compose.yml's worker service runs (polling faster, to keep tests short)."""
+        argv = [str(BIN / WORKER_COMMAND[0]), *WORKER_COMMAND[1:]]
+        argv[argv.index("-w") + 1] = str(self.workers)
+        return self.start(name, [*argv, "-d", "0.05", "-m", "0.5"])
 
     def stop(self) -> None:
         for proc in self.processes.values():

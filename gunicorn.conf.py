@@ -1,0 +1,15 @@
+"""gunicorn settings for PixShift's web process (scale-out)."""
+from pixshift.config import Config
+
+_config = Config()
+
+bind = f"{_config.HOST}:{_config.PORT}"
+# Flask-SocketIO needs an async worker for WebSockets; one eventlet worker serves thousands of
+# connections. More web capacity = more gunicorn instances behind a load balancer with sticky
+# sessions (Socket.IO's Redis message queue keeps them in step).
+worker_class = "eventlet"
+workers = 1
+worker_connections = 1000
+timeout = 60
+graceful_timeout = 20
+accesslog = "-"

@@ -1,0 +1,10 @@
+"""Scale-out web entry point: ``gunicorn -c gunicorn.conf.py wsgi:app`` (eventlet worker).
+
+Workers are separate ``huey_consumer tasks.huey`` processes; this process serves pages, the API
+and Socket.IO, and relays progress events from Redis to its own browsers.
+"""
+from pixshift import create_app
+from pixshift.realtime import start_relay
+
+app = create_app({"ASYNC_MODE": "eventlet"})
+start_relay(app)
