@@ -1,0 +1,74 @@
+"""Pages without a browser: forms need their CSRF token, the no-JavaScript upload works,
+text is escaped, and browsers get HTML errors."""
+from __future__ import annotations
+
+import io
+import re
+
+from pixshift.extensions import db
+from pixshift.models import WebhookEndpoint
+
+CSV = b"Serial Number,Product Name,Input Image URLs\n1,<b>bold</b> & <script>alert(1)</script>,http://127.0.0.1:9/a.jpg\n"
+HTML = {"Accept": "text/html"}
+
+
+def csrf_token(client, path: str) -> str:
+    page = client.get(path, headers=HTML).get_data(as_text=True)
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+
+
+def test_the_upload_form_works_without_javascript(client):
+    token = csrf_token(client, "/")
+    response = client.post("/", data={"csrf_token": token, "file": (io.BytesIO(CSV), "p.csv")}, headers=HTML)
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"], headers=HTML)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp;" in html
+
+
+def test_upload_form_errors_are_shown_inline_with_row_and_column(client):
+    token = csrf_token(client, "/")
+    bad = b"Serial Number,Product Name,Input Image URLs\n1,,http://x.example/a.jpg\n"
+    response = client.post("/", data={"csrf_token": token, "file": (io.BytesIO(bad), "p.csv")}, headers=HTML)
+    assert response.status_code == 400
+    assert 'data-row="2" data-column="Product Name"' in response.get_data(as_text=True)
+
+
+def test_forms_without_their_csrf_token_are_refused(app, client):
+    before = _endpoints(app)
+    assert client.post("/webhooks", data={"url": "http://127.0.0.1:9/hook"}, headers=HTML).status_code == 400
+    assert _endpoints(app) == before
+    assert client.post("/", data={"file": (io.BytesIO(CSV), "p.csv")}, headers=HTML).status_code == 400
+    endpoint = client.post("/api/webhooks", json={"url": "http://127.0.0.1:9/hook"}).get_json()
+    assert client.post(f"/webhooks/{endpoint['id']}/delete", headers=HTML).status_code == 404
+    assert endpoint["id"] in {e["id"] for e in client.get("/api/webhooks").get_json()["endpoints"]}
+    client.delete(f"/api/webhooks/{endpoint['id']}")
+
+
+def test_the_webhook_form_shows_the_secret_once(app, client):
+    token = csrf_token(client, "/webhooks")
+    response = client.post("/webhooks", data={"csrf_token": token, "url": "http://127.0.0.1:9/hook",
+                                              "description": "<i>shop</i>"}, headers=HTML)
+    html = response.get_data(as_text=True)
+    secret = re.search(r'id="endpoint-secret">(whsec_[^<]+)<', html).group(1)
+    assert "&lt;i&gt;shop&lt;/i&gt;" in html
+    assert secret not in client.get("/webhooks", headers=HTML).get_data(as_text=True)
+    with app.app_context():
+        endpoint = db.session.scalar(db.select(WebhookEndpoint).where(WebhookEndpoint.secret == secret))
+        endpoint_id = endpoint.id
+    client.delete(f"/api/webhooks/{endpoint_id}")
+
+
+def test_pages_carry_a_content_security_policy_and_errors_are_html_for_browsers(client):
+    page = client.get("/", headers=HTML)
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "<script>" not in page.get_data(as_text=True)  # no inline scripts: the CSP would block them
+    missing = client.get("/requests/00000000-0000-4000-8000-000000000000", headers=HTML)
+    assert missing.status_code == 404 and missing.content_type.startswith("text/html")
+
+
+def _endpoints(app) -> int:
+    with app.app_context():
+        return db.session.scalar(db.select(db.func.count()).select_from(WebhookEndpoint))

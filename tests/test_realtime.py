@@ -1,0 +1,85 @@
+"""Live progress over Socket.IO (Flask-SocketIO's test client): a snapshot on joining, then
+coalesced batches while a real consumer processes the images."""
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from pixshift.extensions import socketio
+
+
+@pytest.fixture(scope="session")
+def relay(app):
+    from pixshift.realtime import start_relay
+    start_relay(app)
+
+
+def _upload(client, server, paths):
+    csv = "Serial Number,Product Name,Input Image URLs\n" + "".join(
+        f"{n},P{n},{server.url(p)}\n" for n, p in enumerate(paths, start=1))
+    response = client.post("/upload", data={"file": (io.BytesIO(csv.encode()), "p.csv")})
+    assert response.status_code == 202
+    return response.get_json()["request_id"]
+
+
+def _receive_until(sio, predicate, timeout=30):
+    got = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got += sio.get_received()
+        if any(predicate(m) for m in got):
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; received {got}")
+
+
+def test_join_gives_a_snapshot_then_live_batches(app, client, inprocess_worker, relay, image_server):
+    paths = [f"slow/photo1.jpg?delay=0.3&n={n}" for n in range(6)] + ["missing/x.jpg"]
+    request_id = _upload(client, image_server, paths)
+    sio = socketio.test_client(app, flask_test_client=client)
+    assert sio.is_connected()
+    sio.emit("join", {"request_id": request_id})
+    received = _receive_until(sio, lambda m: m["name"] == "progress" and m["args"][0].get("state") in
+                              ("completed", "completed_with_errors"))
+    sio.disconnect()
+    assert received[0]["name"] == "snapshot"
+    snapshot = received[0]["args"][0]
+    assert snapshot["request_id"] == request_id and snapshot["counts"]["total"] == 7
+    assert len(snapshot["images"]) == 7
+    batches = [m["args"][0] for m in received if m["name"] == "progress"]
+    assert all(b["request_id"] == request_id for b in batches)
+    finished = [b["counts"]["done"] + b["counts"]["failed"] for b in batches]
+    assert finished == sorted(finished) and finished[-1] == 7
+    states = {}
+    for b in batches:
+        for image_id, image in b["images"].items():
+            states[image_id] = image["state"]
+    assert sorted(states.values()) == ["done"] * 6 + ["failed"]
+    assert batches[-1]["state"] == "completed_with_errors"
+    # Coalesced: seven images, each processing then ending, arrive in fewer batches than events.
+    assert len(batches) < 14
+
+
+def test_joining_an_unknown_or_malformed_request_is_an_error_event(app, client):
+    sio = socketio.test_client(app, flask_test_client=client)
+    sio.emit("join", {"request_id": "not-a-uuid"})
+    sio.emit("join", {"request_id": "00000000-0000-4000-8000-000000000000"})
+    errors = [m["args"][0]["error"] for m in sio.get_received() if m["name"] == "error"]
+    sio.disconnect()
+    assert errors == ["invalid_request_id", "request_not_found"]
+
+
+def test_a_late_joiner_gets_the_finished_state_at_once(app, client, inprocess_worker, relay, image_server):
+    request_id = _upload(client, image_server, ["photo2.jpg"])
+    deadline = time.monotonic() + 30
+    while client.get(f"/status/{request_id}").get_json()["state"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sio = socketio.test_client(app, flask_test_client=client)
+    sio.emit("join", {"request_id": request_id})
+    [snapshot] = [m["args"][0] for m in sio.get_received() if m["name"] == "snapshot"]
+    sio.disconnect()
+    assert snapshot["state"] == "completed" and snapshot["counts"]["done"] == 1
+    assert list(snapshot["images"].values())[0]["state"] == "done"
