@@ -23,6 +23,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["MEDIA_ROOT"].mkdir(parents=True, exist_ok=True)
     app.json.sort_keys = False  # documents read in the order they are written
 
+    # Socket.IO handlers must be declared before the first init_app: Flask-SocketIO copies its
+    # handler list into each new server, but handlers declared later reach only the current one.
+    from . import realtime  # noqa: F401
+
     db.init_app(app)
     # Batch mode lets Alembic change SQLite tables (it recreates them) as well as PostgreSQL's.
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
@@ -30,7 +34,8 @@ def create_app(test_config: dict | None = None) -> Flask:
                       channel=f"{app.config['QUEUE_NAME']}:socketio", async_mode=app.config.get("ASYNC_MODE", "threading"))
     app.extensions["pixshift"] = _runtime(app)
 
-    from . import api, downloads, realtime, security, web  # noqa: F401  (realtime registers Socket.IO handlers)
+    from . import api, downloads, logs, security, web
+    logs.init_app(app)
     security.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(downloads.bp)

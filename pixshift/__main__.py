@@ -1,10 +1,9 @@
 """``python -m pixshift``: the web app and a worker pool in one process (the embedded default)."""
 from __future__ import annotations
 
-import logging
 import signal
 
-from . import create_app
+from . import create_app, logs
 from .extensions import socketio
 from .realtime import start_relay
 from .schema import upgrade_schema
@@ -22,8 +21,8 @@ def start_inprocess_consumer(huey, workers: int):
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()
+    logs.configure(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
     with app.app_context():
         upgrade_schema()  # the embedded default is one process: it may own its schema
     import tasks

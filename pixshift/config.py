@@ -92,6 +92,10 @@ class Config:
 
         self.STATUS_PAGE_SIZE = _int("PIXSHIFT_STATUS_PAGE_SIZE", 100)
 
+        # Logging: "text" or "json" lines, each tagged with the HTTP call, request and image ids.
+        self.LOG_FORMAT = _env("PIXSHIFT_LOG_FORMAT", "text")
+        self.LOG_LEVEL = _env("PIXSHIFT_LOG_LEVEL", "INFO")
+
     def as_flask_config(self) -> dict:
         return {k: getattr(self, k) for k in dir(self) if k.isupper()}
 

@@ -98,5 +98,8 @@ class RedisSubscription:
         self._pubsub.close()
 
 
+_LOCAL_BUS = LocalBus()  # one per process: the web relay and the worker threads must share it
+
+
 def make_bus(redis_url: str | None, prefix: str) -> EventBus:
-    return RedisBus(redis_url, prefix) if redis_url else LocalBus()
+    return RedisBus(redis_url, prefix) if redis_url else _LOCAL_BUS

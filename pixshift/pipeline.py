@@ -23,6 +23,7 @@ from typing import Callable
 
 from sqlalchemy import exists, func, or_, select, update
 
+from . import logs
 from .compress import compress_to_ratio
 from .errors import ImageFailure
 from .events import EventBus
@@ -73,6 +74,14 @@ def process_image(image_id: int, rt: Runtime) -> Outcome:
     if claim is None:
         return Outcome(None)
     attempt, url, request_id = claim
+    token = logs.bind(request_id=request_id, image_id=image_id)
+    try:
+        return _attempt(image_id, attempt, url, request_id, rt)
+    finally:
+        logs.unbind(token)
+
+
+def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime) -> Outcome:
     _publish(rt.bus, request_id, {"type": "image", "request_id": request_id, "image_id": image_id,
                                   "state": ImageState.PROCESSING.value, "attempt": attempt})
     try:
@@ -80,11 +89,13 @@ def process_image(image_id: int, rt: Runtime) -> Outcome:
     except ImageFailure as failure:
         if failure.retryable and attempt < rt.max_attempts:
             retry_in = rt.retry_delay * 2 ** (attempt - 1)
+            logger.info("attempt %d failed (%s), retrying in %.1f s", attempt, failure, retry_in)
             if _release(image_id, attempt, failure, retry_in):
                 return Outcome(ImageState.QUEUED.value, retry_in=retry_in)
             return Outcome(None)
         fields = _failure_fields(failure, attempt)
     except Exception as exc:  # a bug or an unexpected library error must not leave the image stuck
+        logger.exception("unexpected error processing image")
         fields = _failure_fields(ImageFailure("internal_error", f"unexpected error: {type(exc).__name__}: {exc}"),
                                  attempt)
     return _finish_image(image_id, attempt, fields, rt)
@@ -174,7 +185,13 @@ def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> Out
     ).first()
     db.session.commit()
     if result is None:  # our lease expired and another attempt owns the image now
+        logger.warning("attempt %d finished after its lease was taken over; result dropped", attempt)
         return Outcome(None)
+    if fields["state"] == ImageState.DONE.value:
+        logger.info("done: %d -> %d bytes at quality %d in %d encodes", fields["input_bytes"],
+                    fields["output_bytes"], fields["quality"], fields["encodes"])
+    else:
+        logger.info("failed: %s: %s", fields["error_code"], fields["error_message"])
     request_id = result.request_id
     _publish_image(image_id, request_id, rt.bus)
     return Outcome(fields["state"], deliveries=tuple(finish_request_if_complete(request_id, rt)))

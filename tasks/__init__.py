@@ -39,8 +39,9 @@ def _flask_app():
     global _app
     with _app_lock:
         if _app is None:
-            from pixshift import create_app  # a consumer process builds its own app, once
+            from pixshift import create_app, logs  # a consumer process builds its own app, once
             _app = create_app()
+            logs.configure(_app.config["LOG_FORMAT"], _app.config["LOG_LEVEL"])
     return _app
 
 
@@ -62,9 +63,14 @@ def start_request(request_id: str) -> int:
 
 @huey.task(retries=3, retry_delay=5)  # Huey retries only what escaped the pipeline: database errors
 def process_image(image_id: int) -> str | None:
+    from pixshift import logs
     from pixshift.pipeline import process_image as run
-    with _flask_app().app_context():
-        outcome = run(image_id, _runtime())
+    token = logs.bind(image_id=image_id)
+    try:
+        with _flask_app().app_context():
+            outcome = run(image_id, _runtime())
+    finally:
+        logs.unbind(token)
     if outcome.retry_in is not None:
         process_image.schedule(args=(image_id,), delay=outcome.retry_in)
     for delivery_id in outcome.deliveries:

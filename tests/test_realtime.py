@@ -10,10 +10,22 @@ import pytest
 from pixshift.extensions import socketio
 
 
-@pytest.fixture(scope="session")
-def relay(app):
+@pytest.fixture(scope="module")
+def live_app(app):
+    """An app built here, so Socket.IO is bound to it even if other tests built apps since
+    (Flask-SocketIO binds one app per process, as production has). The in-process bus is
+    shared by every app in the process, so the session's worker threads reach this relay."""
+    from pixshift import create_app
     from pixshift.realtime import start_relay
-    start_relay(app)
+
+    live = create_app({"TESTING": True})
+    start_relay(live)
+    return live
+
+
+@pytest.fixture()
+def live_client(live_app):
+    return live_app.test_client()
 
 
 def _upload(client, server, paths):
@@ -35,7 +47,8 @@ def _receive_until(sio, predicate, timeout=30):
     raise AssertionError(f"timed out; received {got}")
 
 
-def test_join_gives_a_snapshot_then_live_batches(app, client, inprocess_worker, relay, image_server):
+def test_join_gives_a_snapshot_then_live_batches(live_app, live_client, inprocess_worker, image_server):
+    app, client = live_app, live_client
     paths = [f"slow/photo1.jpg?delay=0.3&n={n}" for n in range(6)] + ["missing/x.jpg"]
     request_id = _upload(client, image_server, paths)
     sio = socketio.test_client(app, flask_test_client=client)
@@ -62,7 +75,8 @@ def test_join_gives_a_snapshot_then_live_batches(app, client, inprocess_worker, 
     assert len(batches) < 14
 
 
-def test_joining_an_unknown_or_malformed_request_is_an_error_event(app, client):
+def test_joining_an_unknown_or_malformed_request_is_an_error_event(live_app, live_client):
+    app, client = live_app, live_client
     sio = socketio.test_client(app, flask_test_client=client)
     sio.emit("join", {"request_id": "not-a-uuid"})
     sio.emit("join", {"request_id": "00000000-0000-4000-8000-000000000000"})
@@ -71,7 +85,8 @@ def test_joining_an_unknown_or_malformed_request_is_an_error_event(app, client):
     assert errors == ["invalid_request_id", "request_not_found"]
 
 
-def test_a_late_joiner_gets_the_finished_state_at_once(app, client, inprocess_worker, relay, image_server):
+def test_a_late_joiner_gets_the_finished_state_at_once(live_app, live_client, inprocess_worker, image_server):
+    app, client = live_app, live_client
     request_id = _upload(client, image_server, ["photo2.jpg"])
     deadline = time.monotonic() + 30
     while client.get(f"/status/{request_id}").get_json()["state"] != "completed":

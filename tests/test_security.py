@@ -142,3 +142,27 @@ def test_readiness_names_failing_checks_without_details(app, client, monkeypatch
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["media"] == "error" and "secret" not in response.get_data(as_text=True)
+
+
+def test_every_response_carries_a_request_id(client):
+    generated = client.get("/healthz").headers["X-Request-ID"]
+    assert len(generated) == 32
+    assert client.get("/healthz", headers={"X-Request-ID": "trace-42"}).headers["X-Request-ID"] == "trace-42"
+    assert client.get("/healthz", headers={"X-Request-ID": "bad id <x>"}).headers["X-Request-ID"] != "bad id <x>"
+
+
+def test_log_lines_carry_the_ids_in_context():
+    import json
+    import logging
+    from pixshift import logs
+
+    record = logging.LogRecord("pixshift.pipeline", logging.INFO, __file__, 1, "done", None, None)
+    token = logs.bind(request_id="r-1", image_id=7)
+    try:
+        logs.ContextFilter().filter(record)
+    finally:
+        logs.unbind(token)
+    assert json.loads(logs.JsonFormatter().format(record)) | {"time": None} == {
+        "time": None, "level": "INFO", "logger": "pixshift.pipeline", "message": "done",
+        "request_id": "r-1", "image_id": 7}
+    assert logs.TextFormatter("%(message)s").format(record) == "done [request_id=r-1 image_id=7]"

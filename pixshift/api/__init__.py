@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from . import errors, routes, webhooks  # noqa: E402,F401  (register handlers and routes on bp)
+from . import docs, errors, routes, webhooks  # noqa: E402,F401  (register handlers and routes on bp)
