@@ -37,8 +37,12 @@
     if (!file) return "Choose a CSV file.";
     if (!/\.csv$/i.test(file.name) && file.type !== "text/csv") return file.name + " is not a CSV file.";
     if (file.size === 0) return file.name + " is empty.";
-    if (file.size > maxBytes) return file.name + " is larger than " + Math.floor(maxBytes / 1048576) + " MB.";
+    if (file.size > maxBytes) return file.name + " is larger than the limit of " + size(maxBytes) + ".";
     return null;
+  }
+
+  function size(bytes) {
+    return bytes >= 1048576 ? (bytes / 1048576).toFixed(1) + " MB" : Math.ceil(bytes / 1024) + " KB";
   }
 
   function submit() {
