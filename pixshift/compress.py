@@ -98,8 +98,8 @@ def compress_to_ratio(
 ) -> CompressedImage:
     """Re-encode `data` to at most floor(len(data) * ratio) bytes at the highest quality that fits.
 
-    JPEG stays JPEG, images with real transparency become WebP (lossy colour, lossless alpha), the
-    rest becomes JPEG. Only if min_quality does not fit is the image downscaled. Raises ImageFailure
+    JPEG stays JPEG, WebP stays WebP, images with real transparency become WebP (lossy colour,
+    lossless alpha), the rest becomes JPEG. Only if min_quality does not fit is the image downscaled. Raises ImageFailure
     ("not_an_image", "corrupt_image", "too_many_pixels", "unsupported_image", "cannot_compress").
     """
     _check_arguments(ratio, max_pixels, min_quality, max_quality, thumbnail_size)
@@ -107,7 +107,8 @@ def compress_to_ratio(
     notes: list[str] = []
     source = _open(data, max_pixels)
     image, icc = _pixels(_decode_upright(source, notes), notes)
-    fmt = "WEBP" if image.mode == "RGBA" else "JPEG"
+    # WebP stays WebP (a WebP re-encoded as JPEG needs far more bytes for the same look).
+    fmt = "WEBP" if image.mode == "RGBA" or source.format == "WEBP" else "JPEG"
     encode = functools.partial(_encode, fmt=fmt, icc=icc)
     prior = _free_point(source, len(data), icc) if fmt == "JPEG" and "cmyk_to_rgb" not in notes else None
 

@@ -258,13 +258,12 @@ def test_animated_gif_uses_the_first_frame(picture):
     assert statistics.mean(diff.resize((50, 30)).get_flattened_data()) < 12
 
 
-def test_webp_input_becomes_jpeg(picture):
+def test_webp_input_stays_webp_at_full_size(picture):
     data = save(picture.resize((800, 500)), "WEBP", quality=80)
     result = compress_to_ratio(data)
     check(result, data)
-    assert (result.format, result.input_format) == ("JPEG", "WEBP")
-    if "downscaled" in result.notes:
-        assert result.scale < 1 and result.width == round(800 * result.scale)
+    assert (result.format, result.input_format) == ("WEBP", "WEBP")
+    assert "downscaled" not in result.notes and result.width == 800
 
 
 def test_downscales_when_min_quality_does_not_fit(picture):
