@@ -1,17 +1,26 @@
-"""PixShift: upload a product CSV, get every image fetched, compressed to half its bytes and stored."""
+"""PixShift: upload a product CSV, get every image fetched, compressed to half its bytes and stored.
+
+Importing the package is cheap on purpose: gunicorn's config and the CLI import ``pixshift.config``
+or ``pixshift.cli`` before eventlet patches the standard library, so Flask, SQLAlchemy and the
+rest load only in ``create_app``.
+"""
 from __future__ import annotations
 
 import secrets
 import threading
+from typing import TYPE_CHECKING
 
-from flask import Flask
-
-from .config import PROJECT_ROOT, Config, engine_options
-from .extensions import db, migrate, socketio
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the web app; workers build it too, for the database and the runtime."""
+    from flask import Flask
+
+    from .config import PROJECT_ROOT, Config, engine_options
+    from .extensions import db, migrate, socketio
+
     config = Config()
     app = Flask(__name__, instance_path=str(config.INSTANCE_PATH))
     app.config.from_mapping(config.as_flask_config())
@@ -20,7 +29,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _instance_secret(app)
-    app.config["MEDIA_ROOT"].mkdir(parents=True, exist_ok=True)
+    if not app.config["MEDIA_URL"]:
+        app.config["MEDIA_ROOT"].mkdir(parents=True, exist_ok=True)
+    if app.config["MEDIA_DELIVERY"] not in ("proxy", "presigned", "public"):
+        raise ValueError("PIXSHIFT_MEDIA_DELIVERY must be proxy, presigned or public")
+    if app.config["MEDIA_DELIVERY"] == "public" and not app.config["MEDIA_PUBLIC_BASE_URL"]:
+        raise ValueError("PIXSHIFT_MEDIA_DELIVERY=public needs PIXSHIFT_MEDIA_PUBLIC_BASE_URL")
     app.json.sort_keys = False  # documents read in the order they are written
 
     # Socket.IO handlers must be declared before the first init_app: Flask-SocketIO copies its
@@ -47,12 +61,12 @@ def _runtime(app: Flask):
     from .events import make_bus
     from .fetch import FetchPolicy
     from .pipeline import Runtime
-    from .storage import DirectoryStore
+    from .storage import make_store
     from .webhooks import WebhookSettings
 
     c = app.config
     return Runtime(
-        store=DirectoryStore(c["MEDIA_ROOT"]),
+        store=make_store(c["MEDIA_URL"], c["MEDIA_ROOT"], c["S3_ENDPOINT_URL"]),
         bus=make_bus(c["REDIS_URL"], c["QUEUE_NAME"]),
         fetch_policy=FetchPolicy(
             allow_private=c["ALLOW_PRIVATE_URLS"], max_bytes=c["MAX_IMAGE_BYTES"],

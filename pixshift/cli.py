@@ -35,6 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_SERVER = "http://127.0.0.1:5000"
 FINISHED = frozenset({"completed", "completed_with_errors", "failed"})
 SHOWN_FAILURES = 20
+QUIET_POLL = 5.0  # seconds without a live event before asking GET /status anyway
 
 
 def _version() -> str:
@@ -98,8 +99,10 @@ class Client:
         try:
             response = self.session.request(method, self.server + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise CliError(f"cannot reach PixShift at {self.server}: {exc}",
-                           body={"error": "unreachable", "message": str(exc)}) from None
+            reason = ("timed out" if isinstance(exc, requests.Timeout)
+                      else "connection refused" if "refused" in str(exc).lower() else type(exc).__name__)
+            raise CliError(f"cannot reach PixShift at {self.server} ({reason})",
+                           body={"error": "unreachable", "message": f"{reason}: {exc}"}) from None
         if response.status_code not in ok:
             raise ApiError(response)
         return response
@@ -223,7 +226,7 @@ def wait_finished(client: Client, request_id: str, progress: Progress, *, live: 
                                      "request_id": request_id})
             if mode == "live":
                 try:
-                    kind, data = feed.updates.get(timeout=_left(deadline, 10.0))
+                    kind, data = feed.updates.get(timeout=_left(deadline, QUIET_POLL))
                 except queue.Empty:
                     kind, data = "quiet", None
                 if kind in ("snapshot", "progress") and isinstance(data, dict):
@@ -271,11 +274,11 @@ def cmd_upload(args, out) -> int:
             _print_json(out, accepted)
         else:
             out.write(f"{request_id}\n")
-            _err(f"accepted: {accepted['products']} products, {accepted['images']} images; "
+            _err(f"accepted: {_n(accepted['products'], 'product')}, {_n(accepted['images'], 'image')}; "
                  f"follow with: pixshift status {request_id} --wait")
         return EXIT_OK
     if not args.json:
-        _err(f"accepted {request_id}: {accepted['products']} products, {accepted['images']} images")
+        _err(f"accepted {request_id}: {_n(accepted['products'], 'product')}, {_n(accepted['images'], 'image')}")
     doc = wait_finished(client, request_id, _progress(args), live=args.live, interval=args.interval,
                         timeout=args.wait_timeout)
     return _report(doc, args, out)
@@ -326,7 +329,7 @@ def cmd_download(args, out) -> int:
     if args.json:
         _print_json(out, {"request_id": args.request_id, "path": str(destination), "bytes": size, "products": rows})
     else:
-        out.write(f"wrote {destination} ({rows} products, {size} bytes)\n")
+        out.write(f"wrote {destination} ({_n(rows, 'product')}, {size} bytes)\n")
     return EXIT_OK
 
 
@@ -388,6 +391,10 @@ def _report(doc: dict, args, out) -> int:
             if len(failures) > SHOWN_FAILURES:
                 out.write(f"  … and {len(failures) - SHOWN_FAILURES} more (--json shows them all)\n")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _print_json(out, value) -> None:

@@ -1,7 +1,8 @@
 """All of PixShift's settings, read from environment variables in this one place.
 
-Every setting is documented in README.md's configuration table. Nothing else in the
-code base reads ``os.environ``.
+Every setting is documented in README.md's configuration table. Nothing else in the server
+reads ``os.environ`` (the ``pixshift`` CLI, a client, reads its own ``PIXSHIFT_SERVER`` and
+``PIXSHIFT_TOKEN``; boto3 reads the standard ``AWS_*`` credentials).
 """
 from __future__ import annotations
 
@@ -45,6 +46,14 @@ class Config:
         )
         self.REDIS_URL = _env("REDIS_URL")
         self.MEDIA_ROOT = Path(_env("MEDIA_ROOT", str(self.INSTANCE_PATH / "media"))).resolve()
+        # Object storage instead of MEDIA_ROOT: s3://bucket/prefix (credentials: the usual AWS_* variables).
+        self.MEDIA_URL = _env("PIXSHIFT_MEDIA_URL")
+        self.S3_ENDPOINT_URL = _env("PIXSHIFT_S3_ENDPOINT_URL")  # an S3-compatible server; unset: AWS
+        # How output URLs reach the bytes: "proxy" (PixShift streams them), "presigned" (PixShift
+        # redirects to a presigned URL of the bucket) or "public" (URLs point at MEDIA_PUBLIC_BASE_URL).
+        self.MEDIA_DELIVERY = _env("PIXSHIFT_MEDIA_DELIVERY", "proxy")
+        self.MEDIA_PUBLIC_BASE_URL = (_env("PIXSHIFT_MEDIA_PUBLIC_BASE_URL") or "").rstrip("/") or None
+        self.PRESIGN_SECONDS = _int("PIXSHIFT_PRESIGN_SECONDS", 3600)
         # Name of the Huey queue and prefix of the event channels: lets deployments share a Redis.
         self.QUEUE_NAME = _env("PIXSHIFT_QUEUE_NAME", "pixshift")
         self.SECRET_KEY = _env("PIXSHIFT_SECRET_KEY")

@@ -14,7 +14,8 @@ def create_request(rows: list[ProductRow], *, filename: str | None, webhook_url:
                    owner: str | None = None, base_url: str | None = None) -> str:
     """Insert the request in bulk and return its id (a random UUID: unguessable)."""
     request_id = str(uuid.uuid4())
-    db.session.add(Request(id=request_id, filename=(filename or "")[:255] or None, webhook_url=webhook_url,
+    filename = "".join(c for c in (filename or "") if c.isprintable())[:255]  # no NUL or controls
+    db.session.add(Request(id=request_id, filename=filename or None, webhook_url=webhook_url,
                            owner=owner, base_url=base_url, product_count=len(rows), image_count=sum(len(r.urls) for r in rows)))
     db.session.flush()
     product_ids = db.session.scalars(

@@ -30,10 +30,12 @@ from .events import EventBus
 from .extensions import db
 from .fetch import FetchPolicy, fetch_image
 from .models import FINISHED_IMAGE_STATES, Image, ImageState, Request, RequestState, utcnow
-from .storage import DirectoryStore
+from .storage import MediaStore
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
 
 logger = logging.getLogger(__name__)
+MIME_TYPES = {"JPEG": "image/jpeg", "WEBP": "image/webp", "PNG": "image/png", "GIF": "image/gif",
+              "TIFF": "image/tiff", "BMP": "image/bmp"}
 _FINISHED_IMAGES = [s.value for s in FINISHED_IMAGE_STATES]
 _ORPHANS_PER_SWEEP = 10_000
 _CLOCK_TOLERANCE = timedelta(seconds=1)  # a delayed task may fire a little before the stored time
@@ -43,7 +45,7 @@ _CLOCK_TOLERANCE = timedelta(seconds=1)  # a delayed task may fire a little befo
 class Runtime:
     """What processing needs besides the database, built once per process from the config."""
 
-    store: DirectoryStore
+    store: MediaStore
     bus: EventBus
     fetch_policy: FetchPolicy
     ratio: float = 0.5
@@ -130,14 +132,16 @@ def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime) -> d
         result = compress_to_ratio(fetched.data, ratio=rt.ratio, max_pixels=rt.max_pixels,
                                    min_quality=rt.min_quality, max_quality=rt.max_quality,
                                    thumbnail_size=rt.thumbnail_size)
+    # Every object is stored before the image is recorded done, so done always means retrievable.
     return dict(
         state=ImageState.DONE.value,
-        input_key=rt.store.put(fetched.data), input_bytes=len(fetched.data),
+        input_key=rt.store.put(fetched.data, MIME_TYPES.get(result.input_format, "application/octet-stream")),
+        input_bytes=len(fetched.data),
         input_format=result.input_format, input_width=result.input_width, input_height=result.input_height,
-        input_thumb_key=rt.store.put(result.input_thumbnail),
-        output_key=rt.store.put(result.data), output_bytes=len(result.data),
+        input_thumb_key=rt.store.put(result.input_thumbnail, result.mime_type),
+        output_key=rt.store.put(result.data, result.mime_type), output_bytes=len(result.data),
         output_format=result.format, output_width=result.width, output_height=result.height,
-        output_thumb_key=rt.store.put(result.output_thumbnail),
+        output_thumb_key=rt.store.put(result.output_thumbnail, result.mime_type),
         quality=result.quality, scale=result.scale, encodes=result.encodes,
         notes=",".join(result.notes) or None, error_code=None, error_message=None,
     )

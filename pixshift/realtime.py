@@ -61,7 +61,18 @@ def snapshot(req: Request, page: int, per_page: int) -> dict:
 
 
 def relay(app: Flask, interval: float = RELAY_INTERVAL) -> None:
-    """Forever: read the bus, merge events per request, emit a batch per room each interval.
+    """Forever: relay the bus, resubscribing after a failure (a Redis restart, say): browsers keep
+    their page and, on their next event or reconnect, the current state."""
+    while True:
+        try:
+            _relay_subscription(app, interval)
+        except Exception:
+            app.logger.warning("progress relay lost the event bus; resubscribing", exc_info=True)
+            time.sleep(1.0)
+
+
+def _relay_subscription(app: Flask, interval: float) -> None:
+    """Read the bus, merge events per request, emit a batch per room each interval.
 
     Counts and the request's state are read once per batch here rather than carried by every
     image event, so a worker finishing an image costs no count query.

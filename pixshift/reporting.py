@@ -10,6 +10,7 @@ import io
 import re
 from typing import Iterator
 
+from flask import current_app
 from sqlalchemy import select
 
 from .csv_input import COLUMNS
@@ -42,10 +43,21 @@ def media_key(image: Image, *, input: bool, thumb: bool) -> str | None:
     return image.output_thumb_key if thumb else image.output_key
 
 
+def media_url(base: str, request_id: str, serial: int, image: Image, *, input: bool = False,
+              thumb: bool = False) -> str:
+    """Where a client gets one stored file: PixShift's stable URL (it streams, or redirects to a
+    presigned URL), or with PIXSHIFT_MEDIA_DELIVERY=public the object's own public URL."""
+    config = current_app.config
+    if config["MEDIA_DELIVERY"] == "public":
+        store = current_app.extensions["pixshift"].store
+        return f"{config['MEDIA_PUBLIC_BASE_URL']}/{store.public_path(media_key(image, input=input, thumb=thumb))}"
+    return f"{base}/media/{request_id}/{media_name(serial, image, input=input, thumb=thumb)}"
+
+
 def output_url(base: str, request_id: str, serial: int, image: Image) -> str | None:
     if image.state != ImageState.DONE.value:
         return None
-    return f"{base}/media/{request_id}/{media_name(serial, image)}"
+    return media_url(base, request_id, serial, image)
 
 
 def request_summary(req: Request, base: str) -> dict:
@@ -111,7 +123,6 @@ def _images_of(products: list[Product]) -> dict[int, list[Image]]:
 
 
 def _image_doc(base: str, request_id: str, serial: int, im: Image) -> dict:
-    prefix = f"{base}/media/{request_id}/"
     done = im.state == ImageState.DONE.value
     return {
         "id": im.id,
@@ -131,10 +142,10 @@ def _image_doc(base: str, request_id: str, serial: int, im: Image) -> dict:
         "attempts": im.attempts,
         "error": {"code": im.error_code, "message": im.error_message} if im.error_code else None,
         "thumbnails": {
-            "input": prefix + media_name(serial, im, input=True, thumb=True),
-            "output": prefix + media_name(serial, im, thumb=True),
+            "input": media_url(base, request_id, serial, im, input=True, thumb=True),
+            "output": media_url(base, request_id, serial, im, thumb=True),
         } if done else None,
-        "original": prefix + media_name(serial, im, input=True) if im.input_key else None,
+        "original": media_url(base, request_id, serial, im, input=True) if im.input_key else None,
     }
 
 

@@ -13,7 +13,8 @@ import hmac
 
 from flask import Flask, current_app, g, redirect, request, session, url_for
 
-OPEN_ENDPOINTS = {"api.healthz", "api.readyz", "downloads.media", "static", "web.login", "web.sample_csv"}
+OPEN_ENDPOINTS = {"api.healthz", "api.readyz", "api.openapi_json", "api.api_docs", "downloads.media", "static",
+                  "web.login", "web.sample_csv"}
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; style-src 'self'; "

@@ -14,12 +14,13 @@ from huey.consumer import Scheduler
 from pixshift.config import Config
 
 _config = Config()
+# results=False: the tasks' outcomes live in the database; Huey would keep every return value forever.
 if _config.REDIS_URL:
     # Priorities let a new request's fan-out start ahead of a long queue of image tasks.
-    huey = PriorityRedisHuey(_config.QUEUE_NAME, url=_config.REDIS_URL)
+    huey = PriorityRedisHuey(_config.QUEUE_NAME, url=_config.REDIS_URL, results=False)
 else:
     _config.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
-    huey = SqliteHuey(_config.QUEUE_NAME, filename=str(_config.INSTANCE_PATH / "huey.db"))
+    huey = SqliteHuey(_config.QUEUE_NAME, filename=str(_config.INSTANCE_PATH / "huey.db"), results=False)
 
 # Huey checks periodic tasks once a minute; the sweep below matches every check, so this sets
 # its cadence (tests shorten it to watch recovery from a killed worker in seconds).

@@ -96,19 +96,35 @@ def inprocess_worker(app):
     consumer.stop(graceful=False)
 
 
-BACKENDS = ["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)]
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS) for the object-storage tests, shared by the session."""
+    from seaweed import SeaweedServer
+
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()
+
+
+BACKENDS = ["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout), "s3"]
 
 
 @pytest.fixture(params=BACKENDS)
 def stack(request, tmp_path):
     """A live PixShift in real processes: ``python -m pixshift`` alone (embedded), or with
-    PostgreSQL + Redis and a separate ``huey_consumer`` (scale-out)."""
+    PostgreSQL + Redis and a separate ``huey_consumer`` (scale-out), or embedded with its media
+    on a real S3 server, served through presigned redirects (s3)."""
     if request.param == "scaleout":
         if not (TEST_DATABASE_URL and TEST_REDIS_URL):
             pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
         with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
             with Stack(tmp_path, env, separate_consumer=True) as s:
                 yield s
+    elif request.param == "s3":
+        seaweed = request.getfixturevalue("seaweed")
+        env = seaweed.env(prefix=f"t-{tmp_path.name}")
+        with Stack(tmp_path, {**env, "PIXSHIFT_MEDIA_DELIVERY": "presigned"}, separate_consumer=False) as s:
+            yield s
     else:
         with Stack(tmp_path, {}, separate_consumer=False) as s:
             yield s

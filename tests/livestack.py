@@ -146,8 +146,8 @@ class Stack:
         if self.processes["web"].poll() is not None:
             raise RuntimeError(f"PixShift exited with {self.processes['web'].returncode}\n{self.logs()}")
         try:
-            return self.session.get(self.base_url + "/healthz", timeout=1).ok
-        except requests.ConnectionError:
+            return self.session.get(self.base_url + "/healthz", timeout=2).ok
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             return False
 
     def url(self, path: str) -> str:

@@ -26,22 +26,26 @@ def test_compose_runs_the_commands_the_integration_test_runs():
 
 def test_compose_has_every_service_healthchecked_and_ordered():
     services = compose()["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "web", "worker"}
-    for name in ("postgres", "redis", "web", "worker"):
+    assert set(services) == {"postgres", "redis", "seaweedfs", "migrate", "web", "worker"}
+    for name in ("postgres", "redis", "seaweedfs", "web", "worker"):
         assert services[name]["healthcheck"]["test"], name
     for name in ("web", "worker"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert services[name]["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("redis://")
     assert "ports" not in services["worker"], "workers must scale with --scale worker=N, so no fixed ports"
 
 
-def test_media_and_databases_live_on_volumes():
+def test_media_is_on_object_storage_and_databases_on_volumes():
     doc = compose()
-    assert {"media", "pgdata", "redisdata"} <= set(doc["volumes"])
+    assert {"seaweed", "pgdata", "redisdata"} <= set(doc["volumes"])
     for name in ("web", "worker"):
-        assert "media:/data/media" in doc["services"][name]["volumes"]
+        env = doc["services"][name]["environment"]
+        assert env["PIXSHIFT_MEDIA_URL"].startswith("s3://")
+        assert env["PIXSHIFT_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+        assert "volumes" not in doc["services"][name], "no shared directory: media is in S3"
     assert doc["services"]["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
 
 

@@ -21,12 +21,16 @@ pytestmark = pytest.mark.scaleout
 N_IMAGES = 64
 
 
-@pytest.fixture()
-def scaleout(tmp_path):
+@pytest.fixture(params=["directory", "s3"])
+def scaleout(request, tmp_path):
+    """gunicorn + two consumers on PostgreSQL and Redis; media in a shared directory, or on a real
+    S3 server so that no shared file system is involved."""
     if not (TEST_DATABASE_URL and TEST_REDIS_URL):
         pytest.skip("set DATABASE_URL and REDIS_URL to run the scale-out test")
     with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
         env.update({"PIXSHIFT_LEASE_SECONDS": "4", "PIXSHIFT_SWEEP_SECONDS": "1", "PIXSHIFT_RETRY_DELAY": "0.5"})
+        if request.param == "s3":
+            env.update(request.getfixturevalue("seaweed").env(prefix=env["PIXSHIFT_QUEUE_NAME"]))
         with Stack(tmp_path, env, separate_consumer=True, gunicorn=True, workers=8) as stack:
             stack.start_consumer("worker-2")
             yield stack

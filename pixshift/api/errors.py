@@ -12,6 +12,18 @@ def error_response(status: int, error: str, message: str, **extra):
     return jsonify(body), status
 
 
+def clean_text(value: object, limit: int) -> str | None:
+    """A string fit to store: UTF-8 encodable, no NUL (PostgreSQL refuses it), at most ``limit``
+    characters; None when ``value`` is not such a string."""
+    if not isinstance(value, str) or "\x00" in value or len(value) > limit:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from JSON escapes
+        return None
+    return value
+
+
 def wants_html() -> bool:
     """Browsers get an error page; scripts (and fetch calls asking for JSON) get JSON."""
     from flask import request

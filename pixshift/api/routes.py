@@ -11,7 +11,8 @@ from ..csv_input import CsvRejected, Limits, parse_products, url_problem
 from ..extensions import db
 from ..intake import create_request
 from ..models import Request
-from ..reporting import request_status
+from ..deletion import delete_request as remove_request
+from ..reporting import is_finished, request_status
 from ..schema import check_schema
 from ..security import can_see, current_owner
 from . import bp
@@ -21,6 +22,17 @@ from .errors import error_response
 def public_base() -> str:
     """Where clients reach us: PUBLIC_BASE_URL, or the URL this client used."""
     return current_app.config["PUBLIC_BASE_URL"] or request.url_root.rstrip("/")
+
+
+MAX_ID = 2**63 - 1  # ids in URLs beyond a 64-bit column cannot exist: 404, not a database error
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+        return True
+    except ValueError:
+        return False
 
 
 def load_request(request_id: str) -> Request | tuple:
@@ -104,6 +116,19 @@ def _int_arg(name: str, default: int) -> int | None:
     if raw is None:
         return default
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
+
+
+@bp.delete("/requests/<request_id>")
+def delete_request(request_id: str):
+    req = load_request(request_id)
+    if not isinstance(req, Request):
+        return req
+    if not is_finished(req):
+        return error_response(409, "not_finished", f"request {req.id} is {req.state}; it can be deleted once "
+                                                   "every image is done or failed")
+    removed = remove_request(req, current_app.extensions["pixshift"].store)
+    current_app.logger.info("deleted request %s and %d stored objects", request_id, removed)
+    return "", 204
 
 
 @bp.get("/healthz")

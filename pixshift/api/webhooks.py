@@ -14,7 +14,8 @@ from ..models import WebhookDelivery, WebhookEndpoint
 from ..security import can_see, current_owner
 from ..webhooks import delete_endpoint, endpoint_doc, new_secret, resend
 from . import bp
-from .errors import error_response
+from .errors import clean_text, error_response
+from .routes import MAX_ID, is_uuid
 
 
 def register_endpoint(url: str, description: str | None) -> WebhookEndpoint | tuple:
@@ -42,10 +43,12 @@ def visible_endpoints() -> list[WebhookEndpoint]:
 @bp.post("/api/webhooks")
 def create_webhook():
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("url"), str):
-        return error_response(400, "invalid_body", 'send JSON like {"url": "https://…", "description": "…"}')
-    description = body.get("description")
-    endpoint = register_endpoint(body["url"], description if isinstance(description, str) else None)
+    url = clean_text(body.get("url"), 2048) if isinstance(body, dict) else None
+    description = body.get("description") if isinstance(body, dict) else None
+    if url is None or (description is not None and clean_text(description, 255) is None):
+        return error_response(400, "invalid_body", 'send JSON like {"url": "https://…", "description": "…"} '
+                                                   "(text without NUL, description at most 255 characters)")
+    endpoint = register_endpoint(url, description)
     if not isinstance(endpoint, WebhookEndpoint):
         return endpoint
     return endpoint_doc(endpoint, with_secret=True), 201
@@ -58,7 +61,7 @@ def list_webhooks():
 
 @bp.delete("/api/webhooks/<endpoint_id>")
 def delete_webhook(endpoint_id: str):
-    endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+    endpoint = db.session.get(WebhookEndpoint, endpoint_id) if is_uuid(endpoint_id) else None
     if endpoint is None or endpoint.deleted_at is not None or not can_see(endpoint.owner):
         return error_response(404, "webhook_not_found", f"no webhook endpoint with id {endpoint_id[:80]}")
     delete_endpoint(endpoint)
@@ -67,7 +70,7 @@ def delete_webhook(endpoint_id: str):
 
 @bp.post("/api/deliveries/<int:delivery_id>/resend")
 def resend_delivery(delivery_id: int):
-    delivery = db.session.get(WebhookDelivery, delivery_id)
+    delivery = db.session.get(WebhookDelivery, delivery_id) if delivery_id <= MAX_ID else None
     if delivery is None or not can_see(delivery.event.request.owner if delivery.event.request else None):
         return error_response(404, "delivery_not_found", f"no webhook delivery with id {delivery_id}")
     resend(delivery)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import (Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for)
 from sqlalchemy import func, select
 
-from ..api.routes import Accepted, accept_upload, load_request, public_base
+from ..api.routes import MAX_ID, Accepted, accept_upload, is_uuid, load_request, public_base
 from ..api.webhooks import register_endpoint, visible_endpoints
 from ..csv_input import COLUMNS
 from ..extensions import db
@@ -116,7 +116,7 @@ def webhooks():
 
 @bp.post("/webhooks/<endpoint_id>/delete")
 def webhook_delete(endpoint_id: str):
-    endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+    endpoint = db.session.get(WebhookEndpoint, endpoint_id) if is_uuid(endpoint_id) else None
     if not ActionForm().validate_on_submit() or endpoint is None or not can_see(endpoint.owner):
         abort(404)
     delete_endpoint(endpoint)
@@ -126,7 +126,7 @@ def webhook_delete(endpoint_id: str):
 
 @bp.post("/deliveries/<int:delivery_id>/resend")
 def delivery_resend(delivery_id: int):
-    delivery = db.session.get(WebhookDelivery, delivery_id)
+    delivery = db.session.get(WebhookDelivery, delivery_id) if delivery_id <= MAX_ID else None
     if not ActionForm().validate_on_submit() or delivery is None or not can_see(delivery.event.request.owner):
         abort(404)
     request_id = delivery.event.request_id
