@@ -2,6 +2,11 @@
 
     PYTHONPATH=. .venv/bin/python bench/compress_search.py [IMAGE_DIR ...]
     PYTHONPATH=. .venv/bin/python bench/compress_search.py --threads
+    PYTHONPATH=. .venv/bin/python bench/compress_search.py --bench-corpus
+
+``--bench-corpus`` takes the JPEGs of the benchmark's corpus (bench/corpus.py) as they are and prints
+every encode the search makes for each (quality -> bytes, against the budget): where the encodes
+beyond two go.
 
 Every image (synthetic photos, plus any PNG/JPEG found in IMAGE_DIRs) is saved as JPEG at
 quality 75, 85, 90 and 95 and compressed to half. For each result, quality + 1 is encoded to check
@@ -15,11 +20,13 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_compress import photo  # noqa: E402  (the test's synthetic photo)
 
 from pixshift.compress import _encode, compress_to_ratio  # noqa: E402
@@ -119,8 +126,45 @@ def thread_scaling() -> None:
         print(f"{label:34s} 1 thread {one:6.1f}/s  2 threads {two:6.1f}/s  x{two / one:.2f}")
 
 
+def trace_bench_corpus() -> None:
+    """Each encode of the search on the benchmark corpus, to see where the encodes beyond two go."""
+    import tempfile
+
+    import pixshift.compress as compress
+    from bench.corpus import build
+
+    corpus = build(Path(tempfile.mkdtemp(prefix="pixshift-search-")))
+    real_encode = compress._encode
+    counts = []
+    for item in corpus.of("jpeg"):
+        data = corpus.path(item).read_bytes()
+        budget = len(data) // 2
+        steps: list[tuple[int, int]] = []
+
+        def encode(image, quality, **kw):
+            out = real_encode(image, quality, **kw)
+            if image.width > 1:  # not the 1x1 header probe
+                steps.append((quality, len(out)))
+            return out
+
+        compress._encode = encode
+        try:
+            r = compress_to_ratio(data)
+        finally:
+            compress._encode = real_encode
+        steps = steps[1:-1]  # the input thumbnail is encoded first, the output's last
+        counts.append(r.encodes)
+        trail = " ".join(f"q{q}:{n / budget:.3f}" for q, n in steps)
+        print(f"{item.name} {item.width}x{item.height} source q{item.source_quality} -> q{r.quality} "
+              f"in {r.encodes}: {trail}  (bytes / budget)")
+    print(f"encodes mean {statistics.mean(counts):.2f}, max {max(counts)}, "
+          f"distribution {dict(sorted(Counter(counts).items()))}")
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--threads"]:
         thread_scaling()
+    elif sys.argv[1:] == ["--bench-corpus"]:
+        trace_bench_corpus()
     else:
         main(sys.argv[1:])

@@ -100,6 +100,8 @@ class Config:
             float(x) for x in (_env("PIXSHIFT_WEBHOOK_RETRY_SCHEDULE") or "5,300,1800,7200,18000,36000,36000").split(","))
 
         self.STATUS_PAGE_SIZE = _int("PIXSHIFT_STATUS_PAGE_SIZE", 100)
+        # How long a rendered status page of an unfinished request may be served again (0: never).
+        self.STATUS_CACHE_SECONDS = _float("PIXSHIFT_STATUS_CACHE_SECONDS", 1.0)
 
         # Logging: "text" or "json" lines, each tagged with the HTTP call, request and image ids.
         self.LOG_FORMAT = _env("PIXSHIFT_LOG_FORMAT", "text")

@@ -88,17 +88,21 @@ def _webhook_deliveries(request_id: str) -> list[dict]:
 def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) -> dict:
     """The summary plus one page of products with their images, in CSV order."""
     doc = request_summary(req, base)
-    products = db.session.scalars(
-        select(Product).where(Product.request_id == req.id).order_by(Product.position)
+    # Plain rows, not ORM objects: a page is read-only, and building 100 products and their
+    # images as tracked instances cost most of the request.
+    products = db.session.execute(
+        select(Product.id, Product.serial_number, Product.name, Product.row)
+        .where(Product.request_id == req.id).order_by(Product.position)
         .limit(per_page).offset((page - 1) * per_page)
     ).all()
     images = _images_of(products)
+    url = _url_maker(base, req.id)
     doc["items"] = [
         {
             "serial_number": p.serial_number,
             "name": p.name,
             "row": p.row,
-            "images": [_image_doc(base, req.id, p.serial_number, im) for im in images.get(p.id, [])],
+            "images": [_image_doc(url, p.serial_number, im) for im in images.get(p.id, [])],
         }
         for p in products
     ]
@@ -110,26 +114,47 @@ def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) 
     return doc
 
 
-def _images_of(products: list[Product]) -> dict[int, list[Image]]:
-    by_product: dict[int, list[Image]] = {}
+def _images_of(products) -> dict[int, list]:
+    """The images of these products as read-only rows (attribute access like Image), by product id."""
+    by_product: dict[int, list] = {}
     if not products:
         return by_product
-    rows = db.session.scalars(
-        select(Image).where(Image.product_id.in_([p.id for p in products])).order_by(Image.product_id, Image.position)
+    rows = db.session.execute(
+        select(*Image.__table__.columns).where(Image.product_id.in_([p.id for p in products]))
+        .order_by(Image.product_id, Image.position)
     ).all()
     for image in rows:
         by_product.setdefault(image.product_id, []).append(image)
     return by_product
 
 
-def _image_doc(base: str, request_id: str, serial: int, im: Image) -> dict:
+def _url_maker(base: str, request_id: str):
+    """The four media URLs of an image (output, input thumbnail, output thumbnail, original), with
+    the configuration read once per page rather than per URL; the same URLs media_url makes."""
+    if current_app.config["MEDIA_DELIVERY"] == "public":
+        return lambda serial, im: (media_url(base, request_id, serial, im),
+                                   media_url(base, request_id, serial, im, input=True, thumb=True),
+                                   media_url(base, request_id, serial, im, thumb=True),
+                                   media_url(base, request_id, serial, im, input=True))
+    prefix = f"{base}/media/{request_id}/"
+
+    def urls(serial: int, im) -> tuple[str, str, str, str]:  # media_name's names, spelled out
+        stem = f"{prefix}{serial}-{im.position + 1}"
+        out = _EXTENSIONS.get(im.output_format or "", "bin")
+        return (f"{stem}.{out}", f"{stem}-input-thumb.{out}", f"{stem}-thumb.{out}",
+                f"{stem}-input.{_EXTENSIONS.get(im.input_format or '', 'bin')}")
+    return urls
+
+
+def _image_doc(url, serial: int, im) -> dict:
     done = im.state == ImageState.DONE.value
+    output, input_thumb, output_thumb, original = url(serial, im)
     return {
         "id": im.id,
         "position": im.position + 1,
         "state": im.state,
         "input_url": im.input_url,
-        "output_url": output_url(base, request_id, serial, im),
+        "output_url": output if done else None,
         "input_bytes": im.input_bytes,
         "output_bytes": im.output_bytes,
         "saving_percent": round(100 * (1 - im.output_bytes / im.input_bytes), 1) if done else None,
@@ -141,11 +166,8 @@ def _image_doc(base: str, request_id: str, serial: int, im: Image) -> dict:
         "notes": im.notes.split(",") if im.notes else [],
         "attempts": im.attempts,
         "error": {"code": im.error_code, "message": im.error_message} if im.error_code else None,
-        "thumbnails": {
-            "input": media_url(base, request_id, serial, im, input=True, thumb=True),
-            "output": media_url(base, request_id, serial, im, thumb=True),
-        } if done else None,
-        "original": media_url(base, request_id, serial, im, input=True) if im.input_key else None,
+        "thumbnails": {"input": input_thumb, "output": output_thumb} if done else None,
+        "original": original if im.input_key else None,
     }
 
 

@@ -1,6 +1,8 @@
 """POST /upload, GET /status/<id>, health checks."""
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -104,10 +106,34 @@ def status(request_id: str):
     if page is None or per_page is None or not 1 <= per_page <= MAX_PER_PAGE or not 1 <= page <= pages:
         return error_response(400, "invalid_page", f"page must be a whole number from 1 to the last page "
                                                    f"and per_page from 1 to {MAX_PER_PAGE}")
-    return request_status(req, public_base(), page, per_page)
+    ttl = current_app.config["STATUS_CACHE_SECONDS"]
+    if ttl <= 0 or is_finished(req):  # a finished request's page is always fresh (webhook states change)
+        return request_status(req, public_base(), page, per_page)
+    return _cached_page(req, page, per_page, ttl)
 
 
 MAX_PER_PAGE = 500
+
+# Rendered status pages of unfinished requests, kept for STATUS_CACHE_SECONDS: a hundred clients
+# polling a big request once a second then cost one render a second, not a hundred (a page of 100
+# products is ~180 kB of JSON and ~10 ms of CPU). Per process; visibility is checked before it.
+_page_cache: dict[tuple, tuple[float, bytes]] = {}
+_page_cache_lock = threading.Lock()
+_PAGE_CACHE_MAX = 256
+
+
+def _cached_page(req: Request, page: int, per_page: int, ttl: float):
+    key = (req.id, page, per_page, public_base())
+    now = time.monotonic()
+    hit = _page_cache.get(key)
+    if hit is None or hit[0] <= now:
+        body = current_app.json.response(request_status(req, public_base(), page, per_page)).get_data()
+        with _page_cache_lock:
+            if len(_page_cache) >= _PAGE_CACHE_MAX:
+                for stale in [k for k, (expires, _) in _page_cache.items() if expires <= now] or list(_page_cache):
+                    del _page_cache[stale]
+            _page_cache[key] = hit = (now + ttl, body)
+    return current_app.response_class(hit[1], mimetype="application/json")
 
 
 def _int_arg(name: str, default: int) -> int | None:

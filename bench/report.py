@@ -1,0 +1,150 @@
+"""The benchmark's table: every figure of one run, its target and whether it is met."""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+MODE_NAMES = {"embedded": "embedded default", "scaleout": "Redis + PostgreSQL, 2 consumers"}
+SECTIONS = ("1. Codec limit", "2. End to end", "3. Slow hosts", "4. Big CSV", "5. Status under load",
+            "6. Compression")
+
+
+def _mib(kib: float) -> str:
+    return f"{kib / 1024:.0f} MiB"
+
+
+def _mark(ok: bool | None) -> str:
+    return "—" if ok is None else ("met" if ok else "**MISSED**")
+
+
+def memory_ok(entries: list[dict]) -> bool:
+    """Web memory must not grow with the CSV beyond the file itself: the peak over the idle process
+    may be the file's bytes twice (the upload and its decoded text) plus 32 MiB of fixed overhead."""
+    return all(e["growth_kib"] * 1024 <= 2 * e["csv_bytes"] + 32 * 2**20 for e in entries)
+
+
+def render(r: dict) -> str:
+    import PIL
+
+    modes = r["modes"]
+    codec = r["codec"]
+    c = r["corpus"]
+    lines = [
+        f"## PixShift benchmark{' (smoke: tiny sizes, figures meaningless)' if r['smoke'] else ''}",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {r['cores']} cores, Python {platform.python_version()}, "
+        f"Pillow {PIL.__version__}; run took {r['seconds']:.0f} s; {r['background_cores']:.2f} cores busy with other "
+        "work before it started (a shared machine slows every figure but the CPU-per-image ones).",
+        f"Corpus: {c['jpeg']['files']} JPEGs {c['jpeg']['mp_min']:.1f}–{c['jpeg']['mp_max']:.1f} MP "
+        f"(mean {c['jpeg']['mp_mean']:.1f} MP, {c['jpeg']['bytes_mean'] / 1e3:.0f} kB, {c['jpeg']['bpp_mean']:.2f} bits/pixel, "
+        f"saved at q{'/'.join(map(str, c['jpeg']['qualities']))}); {c['png']['files']} PNGs "
+        f"{c['png']['mp_min']:.1f}–{c['png']['mp_max']:.1f} MP ({c['png']['alpha']} with alpha, "
+        f"{c['png']['bytes_mean'] / 1e6:.1f} MB mean); photo-like mosaics of the real fixture photos (bench/corpus.py).",
+        "",
+        "| section | measure | " + " | ".join(MODE_NAMES[m] for m in modes) + " | target | result |",
+        "|---|---|" + "---|" * len(modes) + "---|---|",
+    ]
+
+    def row(section: str, measure: str, cells: list[str], target: str = "", ok: bool | None = None) -> None:
+        lines.append(f"| {section} | {measure} | " + " | ".join(cells) + f" | {target} | {_mark(ok) if target else ''} |")
+
+    def per_mode(fn) -> list[str]:
+        return [fn(r[m]) if m in r else "n/a" for m in modes]
+
+    # 1. codec limit
+    for kind, label in (("jpeg", "JPEG set"), ("png", "PNG set")):
+        k = codec[kind]
+        row(SECTIONS[0] if kind == "jpeg" else "", f"decode + 1 encode, {label}, {k['processes']} processes",
+            [f"{k['images_per_s']:.1f} images/s ({k['cpu_ms_per_image']:.1f} ms CPU per image)"] * len(modes))
+
+    # 2. end to end
+    for kind, label in (("jpeg", "JPEG set"), ("png", "PNG set")):
+        limit = codec[kind]["images_per_s"]
+        fractions = {m: r[m][f"e2e_{kind}"]["images_per_s"] / limit for m in modes if m in r}
+        ok = None
+        if kind == "jpeg" and fractions:
+            ok = fractions.get("embedded", 0) >= 0.8 and all(f >= fractions.get("embedded", 0) * 0.95 for f in fractions.values())
+        row(SECTIONS[1] if kind == "jpeg" else "", f"{label}: images/s, share of codec limit",
+            per_mode(lambda x: f"{x[f'e2e_{kind}']['images_per_s']:.1f} images/s = **{100 * x[f'e2e_{kind}']['images_per_s'] / limit:.0f}%** "
+                               f"({x[f'e2e_{kind}']['images']} images, {x[f'e2e_{kind}']['seconds']:.1f} s)"),
+            "≥ 80% (embedded); scale-out no worse" if kind == "jpeg" else "", ok)
+        row("", f"{label}: PixShift CPU per image (codec's share of it); machine busy, cores used by others",
+            per_mode(lambda x: f"{x[f'e2e_{kind}']['cpu_ms_per_image']:.0f} ms "
+                               f"({100 * codec[kind]['cpu_ms_per_image'] / x[f'e2e_{kind}']['cpu_ms_per_image']:.0f}%); "
+                               f"{100 * x[f'e2e_{kind}']['machine_busy']:.0f}%, {x[f'e2e_{kind}']['other_cores']:.2f}"))
+
+    # 3. slow hosts
+    row(SECTIONS[2], "wall time vs serial (n × delay)",
+        per_mode(lambda x: f"{x['slow']['seconds']:.2f} s vs {x['slow']['serial_s']:.0f} s = **{x['slow']['fraction_of_serial']:.3f}** "
+                           f"({x['slow']['images']} × {1000 * x['slow']['delay_s']:.0f} ms, {x['slow']['max_in_flight']} at once)"),
+        "≤ 0.1", all(r[m]["slow"]["fraction_of_serial"] <= 0.1 for m in modes if m in r))
+
+    # 4. big CSV
+    def latency(x: dict) -> str:
+        b = x["big_csv"]
+        return f"**{b['latency_median_s']:.2f} s** (median of {len(b['latency_s'])})"
+    rows = r[modes[0]]["big_csv"]["memory"][1]["rows"] if modes and modes[0] in r else 0
+    lat_rows = r["sizes"]["latency_rows"]
+    row(SECTIONS[3], f"POST /upload, {lat_rows:,} rows × 3 URLs", per_mode(latency),
+        "< 1 s", all(r[m]["big_csv"]["latency_median_s"] < 1 for m in modes if m in r))
+    def memory(x: dict) -> str:
+        return "; ".join(f"{e['rows'] // 1000 if e['rows'] >= 1000 else e['rows']}{'k' if e['rows'] >= 1000 else ''} rows "
+                         f"({e['csv_bytes'] / 1e6:.1f} MB): +{_mib(e['growth_kib'])}" for e in x["big_csv"]["memory"])
+    row("", "web peak RSS growth while taking the CSV (file size)", per_mode(memory),
+        "≤ 2 × file + 32 MiB", all(memory_ok(r[m]["big_csv"]["memory"]) for m in modes if m in r))
+    del rows
+
+    # 5. status
+    def status(key: str):
+        def cell(x: dict) -> str:
+            st = x["status"]
+            drain = st.get(f"drain_{key}_s", 0)
+            return (f"p50 {st[key]['p50_ms']:.0f} ms, **p99 {st[key]['p99_ms']:.0f} ms** "
+                    f"({st[key]['requests']} answered, {st[key]['errors']} failed or timed out"
+                    + (f"; backlog drained {drain:.0f} s after the clients stopped" if drain >= 1 else "") + ")")
+        return cell
+    s0 = r[modes[0]]["status"] if modes and modes[0] in r else None
+    who = f"{s0['clients']} clients" if s0 else "clients"
+    n = f"{s0['images']:,}-image" if s0 else ""
+    row(SECTIONS[4], f"GET /status (first page done) of a {n} request being processed, {who} polling 1/s",
+        per_mode(status("during")), "p99 < 50 ms",
+        all(r[m]["status"]["during"]["p99_ms"] < 50 and not r[m]["status"]["during"]["errors"] for m in modes if m in r))
+    row("", "… the same, workers stopped (web process alone)", per_mode(status("idle")), "p99 < 50 ms",
+        all(r[m]["status"]["idle"]["p99_ms"] < 50 and not r[m]["status"]["idle"]["errors"] for m in modes if m in r))
+    row("", f"… web alone, {who} back to back (capacity)",
+        per_mode(lambda x: f"{x['status']['closed']['rate']:.0f} req/s, p50 {x['status']['closed']['p50_ms']:.0f} ms, "
+                           f"p99 {x['status']['closed']['p99_ms']:.0f} ms"))
+    row("", "response size: default page (100 products); per_page=1",
+        per_mode(lambda x: f"{x['status']['response_bytes'] / 1e3:.0f} kB; {x['status']['per_page_1_bytes'] / 1e3:.1f} kB"))
+    row("", "small images (320×240) processed meanwhile: the pipeline's per-image overhead",
+        per_mode(lambda x: f"{x['status']['processed_per_s']:.0f} images/s"))
+
+    # 6. compression
+    def comp(kind: str):
+        def cell(x: dict) -> str:
+            e = x[f"e2e_{kind}"]
+            if not e["encodes"]:
+                return "no image done"
+            return (f"**{statistics.fmean(e['encodes']):.2f}** mean, {max(e['encodes'])} max; "
+                    f"q{min(e['qualities'])}–{max(e['qualities'])} (mean {statistics.fmean(e['qualities']):.0f}); "
+                    f"bytes ≤ {max(e['ratios']):.3f}; {'/'.join(e['formats'])}; {e['done']}/{e['images']} done")
+        return cell
+    ok = all(statistics.fmean(r[m]["e2e_jpeg"]["encodes"] or [99]) <= 3 and max(r[m]["e2e_jpeg"]["ratios"] or [1]) <= 0.5
+             and r[m]["e2e_jpeg"]["done"] == r[m]["e2e_jpeg"]["images"] for m in modes if m in r)
+    row(SECTIONS[5], "JPEG set: encodes per image; quality; output/input; formats", per_mode(comp("jpeg")),
+        "≤ 3 mean, every output ≤ 0.5", ok)
+    row("", "PNG set: same", per_mode(comp("png")), "every output ≤ 0.5",
+        all(max(r[m]["e2e_png"]["ratios"] or [1]) <= 0.5 for m in modes if m in r))
+    by_q: dict[int, list] = {}
+    for name, d in r["direct"].items():
+        if name.startswith("jpeg/"):
+            q = next(i for i in r["corpus_items"] if i["name"] == name)["source_quality"] if "corpus_items" in r else None
+            by_q.setdefault(q, []).append(d)
+    best = sum(d["best"] for d in r["direct"].values())
+    jpeg_direct = [d for name, d in r["direct"].items() if name.startswith("jpeg/")]
+    row("", "same images compressed in the bench process: best quality (q+1 overflows); encodes by source quality",
+        [f"{best}/{len(r['direct'])} best; " + "; ".join(
+            f"q{q}: {statistics.fmean(d['encodes'] for d in ds):.1f} encodes → q{min(d['quality'] for d in ds)}–{max(d['quality'] for d in ds)}"
+            for q, ds in sorted(by_q.items(), key=lambda kv: kv[0] or 0)) if jpeg_direct else ""] * len(modes))
+    return "\n".join(lines) + "\n"
