@@ -72,3 +72,14 @@ def test_pages_carry_a_content_security_policy_and_errors_are_html_for_browsers(
 def _endpoints(app) -> int:
     with app.app_context():
         return db.session.scalar(db.select(db.func.count()).select_from(WebhookEndpoint))
+
+
+def test_the_requests_list_shows_only_this_browsers_uploads(app, client):
+    token = csrf_token(client, "/")
+    response = client.post("/", data={"csrf_token": token, "file": (io.BytesIO(CSV), "mine.csv")}, headers=HTML)
+    request_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert request_id in client.get("/requests", headers=HTML).get_data(as_text=True)
+    api_upload = client.post("/upload", data={"file": (io.BytesIO(CSV), "api.csv")}).get_json()["request_id"]
+    stranger = app.test_client()
+    listed = stranger.get("/requests", headers=HTML).get_data(as_text=True)
+    assert request_id not in listed and api_upload not in listed

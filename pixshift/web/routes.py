@@ -1,7 +1,8 @@
 """Page routes: thin callers of the same services and helpers the JSON API uses."""
 from __future__ import annotations
 
-from flask import (Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for)
+from flask import (Response, abort, current_app, flash, jsonify, redirect, render_template, request, session,
+                   url_for)
 from sqlalchemy import func, select
 
 from ..api.routes import MAX_ID, Accepted, accept_upload, is_uuid, load_request, public_base
@@ -35,6 +36,7 @@ def index():
         if form.validate_on_submit():
             accepted = accept_upload(form.file.data, form.webhook_url.data)
             if isinstance(accepted, Accepted):
+                _remember(accepted.request_id)
                 target = url_for("web.request_page", request_id=accepted.request_id)
                 if _wants_json():
                     return {"request_id": accepted.request_id, "redirect": target}, 202
@@ -50,6 +52,14 @@ def index():
             return jsonify(error="invalid_upload", details=errors), status
     return render_template("upload.html", form=form, errors=errors,
                            max_bytes=current_app.config["MAX_CONTENT_LENGTH"]), status
+
+
+RECENT = 50
+
+
+def _remember(request_id: str) -> None:
+    """Keep the ids this browser uploaded (signed session cookie) for its /requests page."""
+    session["recent"] = [request_id, *session.get("recent", [])][:RECENT]
 
 
 @bp.get("/sample.csv")
@@ -82,9 +92,13 @@ def request_results(request_id: str):
 
 @bp.get("/requests")
 def requests_list():
-    query = select(Request).order_by(Request.created_at.desc()).limit(50)
+    """With tokens: the token's requests. Without: only those uploaded from this browser, since
+    request ids are then the only secret and a public list would hand them out."""
+    query = select(Request).order_by(Request.created_at.desc()).limit(RECENT)
     if current_app.config["API_TOKENS"]:
         query = query.where(Request.owner == current_owner())
+    else:
+        query = query.where(Request.id.in_(session.get("recent", [])))
     reqs = db.session.scalars(query).all()
     counts: dict[str, dict[str, int]] = {}
     if reqs:
