@@ -7,25 +7,20 @@ from flask import Blueprint, Response, current_app, redirect, request, stream_wi
 from sqlalchemy import select
 
 from .api.errors import error_response
-from .api.routes import is_uuid, load_request, public_base
+from .api.routes import is_uuid, load_finished_request, public_base
 from .csv_input import MAX_SERIAL
 from .extensions import db
 from .models import Image, Product, Request
-from .reporting import MEDIA_NAME, MIME_TYPES, is_finished, media_key, media_name, output_csv_lines
+from .reporting import MEDIA_NAME, MIME_TYPES, media_key, media_name, output_csv_lines
 
 bp = Blueprint("downloads", __name__)
 
 
 @bp.get("/requests/<request_id>/output.csv")
 def output_csv(request_id: str):
-    req = load_request(request_id)
+    req = load_finished_request(request_id, "the CSV is ready")
     if not isinstance(req, Request):
         return req
-    if not is_finished(req):
-        response = error_response(409, "not_finished", f"request {req.id} is {req.state}; the CSV is ready when "
-                                                       "every image is done or failed")
-        response[0].headers["Retry-After"] = "5"
-        return response
     lines = output_csv_lines(req, public_base())
     return Response(stream_with_context(lines), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="pixshift-{req.id}.csv"'})

@@ -48,6 +48,17 @@ def load_request(request_id: str) -> Request | tuple:
     return req
 
 
+def load_finished_request(request_id: str, action: str) -> Request | tuple:
+    """The request if it has finished; else 409 with Retry-After, naming what waits for it."""
+    req = load_request(request_id)
+    if isinstance(req, Request) and not is_finished(req):
+        response = error_response(409, "not_finished", f"request {req.id} is {req.state}; {action} once every image "
+                                                       "is done or failed")
+        response[0].headers["Retry-After"] = "5"
+        return response
+    return req
+
+
 @dataclass(frozen=True)
 class Accepted:
     request_id: str
@@ -146,12 +157,9 @@ def _int_arg(name: str, default: int) -> int | None:
 
 @bp.delete("/requests/<request_id>")
 def delete_request(request_id: str):
-    req = load_request(request_id)
+    req = load_finished_request(request_id, "it can be deleted")
     if not isinstance(req, Request):
         return req
-    if not is_finished(req):
-        return error_response(409, "not_finished", f"request {req.id} is {req.state}; it can be deleted once "
-                                                   "every image is done or failed")
     removed = remove_request(req, current_app.extensions["pixshift"].store)
     current_app.logger.info("deleted request %s and %d stored objects", request_id, removed)
     return "", 204
