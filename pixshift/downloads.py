@@ -11,7 +11,8 @@ from .api.routes import is_uuid, load_finished_request, public_base
 from .csv_input import MAX_SERIAL
 from .extensions import db
 from .models import Image, Product, Request
-from .reporting import MEDIA_NAME, MIME_TYPES, media_key, media_name, output_csv_lines
+from .formats import mime_type_of_extension
+from .reporting import MEDIA_NAME, media_key, media_name, output_csv_lines
 
 bp = Blueprint("downloads", __name__)
 
@@ -41,7 +42,7 @@ def media(request_id: str, name: str):
     key = image and media_key(image, input=bool(is_input), thumb=bool(is_thumb))
     if not key or media_name(int(serial), image, input=bool(is_input), thumb=bool(is_thumb)) != name:
         return error_response(404, "not_found", "no such file (the image may not be processed yet)")
-    return serve_media(key, MIME_TYPES.get(ext, "application/octet-stream"))
+    return serve_media(key, mime_type_of_extension(ext))
 
 
 def serve_media(key: str, mimetype: str):

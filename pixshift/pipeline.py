@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import exists, func, or_, select, update
 
-from . import logs
+from . import formats, logs
 from .compress import compress_to_ratio
 from .errors import ImageFailure
 from .events import EventBus
@@ -33,8 +33,6 @@ from .storage import MediaStore
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
 
 logger = logging.getLogger(__name__)
-MIME_TYPES = {"JPEG": "image/jpeg", "WEBP": "image/webp", "PNG": "image/png", "GIF": "image/gif",
-              "TIFF": "image/tiff", "BMP": "image/bmp"}
 _FINISHED_IMAGES = [s.value for s in FINISHED_IMAGE_STATES]
 _ORPHANS_PER_SWEEP = 10_000
 _CLOCK_TOLERANCE = timedelta(seconds=1)  # a delayed task may fire a little before the stored time
@@ -134,7 +132,7 @@ def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime) -> d
     # Every object is stored before the image is recorded done, so done always means retrievable.
     return dict(
         state=ImageState.DONE.value,
-        input_key=rt.store.put(fetched.data, MIME_TYPES.get(result.input_format, "application/octet-stream")),
+        input_key=rt.store.put(fetched.data, formats.mime_type(result.input_format)),
         input_bytes=len(fetched.data),
         input_format=result.input_format, input_width=result.input_width, input_height=result.input_height,
         input_thumb_key=rt.store.put(result.input_thumbnail, result.mime_type),

@@ -14,16 +14,15 @@ from flask import current_app
 from sqlalchemy import select
 
 from .csv_input import COLUMNS
+from . import formats
 from .extensions import db
 from .models import FINISHED_REQUEST_STATES, Image, ImageState, Product, Request, WebhookEvent, iso
 from .pipeline import image_counts
 from .webhooks import delivery_doc
 
 OUTPUT_COLUMN = "Output Image URLs"
-_EXTENSIONS = {"JPEG": "jpg", "WEBP": "webp", "PNG": "png", "GIF": "gif"}
-MIME_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "png": "image/png", "gif": "image/gif"}
 # <serial>-<n>[-input][-thumb].<ext>, n counting images of the product from 1.
-MEDIA_NAME = re.compile(r"^(\d{1,19})-(\d{1,6})(-input)?(-thumb)?\.(jpg|webp|png|gif|bin)$")
+MEDIA_NAME = re.compile(rf"^(\d{{1,19}})-(\d{{1,6}})(-input)?(-thumb)?\.({'|'.join(formats.EXTENSIONS)})$")
 
 
 def is_finished(req: Request) -> bool:
@@ -34,7 +33,7 @@ def media_name(serial: int, image: Image, *, input: bool = False, thumb: bool = 
     """The stable public file name of one stored file of an image (thumbnails follow the output format)."""
     fmt = image.input_format if input and not thumb else image.output_format
     kind = ("-input" if input else "") + ("-thumb" if thumb else "")
-    return f"{serial}-{image.position + 1}{kind}.{_EXTENSIONS.get(fmt or '', 'bin')}"
+    return f"{serial}-{image.position + 1}{kind}.{formats.extension(fmt)}"
 
 
 def media_key(image: Image, *, input: bool, thumb: bool) -> str | None:
@@ -138,11 +137,9 @@ def _url_maker(base: str, request_id: str):
                                    media_url(base, request_id, serial, im, input=True))
     prefix = f"{base}/media/{request_id}/"
 
-    def urls(serial: int, im) -> tuple[str, str, str, str]:  # media_name's names, spelled out
-        stem = f"{prefix}{serial}-{im.position + 1}"
-        out = _EXTENSIONS.get(im.output_format or "", "bin")
-        return (f"{stem}.{out}", f"{stem}-input-thumb.{out}", f"{stem}-thumb.{out}",
-                f"{stem}-input.{_EXTENSIONS.get(im.input_format or '', 'bin')}")
+    def urls(serial: int, im) -> tuple[str, str, str, str]:
+        return (prefix + media_name(serial, im), prefix + media_name(serial, im, input=True, thumb=True),
+                prefix + media_name(serial, im, thumb=True), prefix + media_name(serial, im, input=True))
     return urls
 
 
