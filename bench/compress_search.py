@@ -135,7 +135,7 @@ def trace_bench_corpus() -> None:
 
     corpus = build(Path(tempfile.mkdtemp(prefix="pixshift-search-")))
     real_encode = compress._encode
-    counts = []
+    counts, probes, bests = [], [], 0
     for item in corpus.of("jpeg"):
         data = corpus.path(item).read_bytes()
         budget = len(data) // 2
@@ -143,8 +143,8 @@ def trace_bench_corpus() -> None:
 
         def encode(image, quality, **kw):
             out = real_encode(image, quality, **kw)
-            if image.width > 1:  # not the 1x1 header probe
-                steps.append((quality, len(out)))
+            if image.width > 1:  # not the 1x1 header measurement
+                steps.append((quality, len(out), image.height))
             return out
 
         compress._encode = encode
@@ -154,11 +154,17 @@ def trace_bench_corpus() -> None:
             compress._encode = real_encode
         steps = steps[1:-1]  # the input thumbnail is encoded first, the output's last
         counts.append(r.encodes)
-        trail = " ".join(f"q{q}:{n / budget:.3f}" for q, n in steps)
+        probes.append(r.probe_encodes)
+        best = r.quality == 95 or len(jpeg_bytes(_decoded(data, r), r.quality + 1)) > budget
+        bests += best
+        # a probe encode (fewer rows) shows as p<quality>: its bytes scaled to the full height, headers
+        # included (so ~1% high), over the budget
+        trail = " ".join(f"{'q' if h == r.height else 'p'}{q}:{n * r.height / h / budget:.3f}" for q, n, h in steps)
         print(f"{item.name} {item.width}x{item.height} source q{item.source_quality} -> q{r.quality} "
-              f"in {r.encodes}: {trail}  (bytes / budget)")
-    print(f"encodes mean {statistics.mean(counts):.2f}, max {max(counts)}, "
-          f"distribution {dict(sorted(Counter(counts).items()))}")
+              f"{'best' if best else 'NOT BEST'} in {r.encodes} + {r.probe_encodes} probes: {trail}  (bytes / budget)")
+    print(f"full-size encodes mean {statistics.mean(counts):.2f}, max {max(counts)}, "
+          f"distribution {dict(sorted(Counter(counts).items()))}; probe encodes mean {statistics.mean(probes):.2f}; "
+          f"best quality {bests}/{len(counts)}")
 
 
 if __name__ == "__main__":
