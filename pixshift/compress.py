@@ -7,7 +7,7 @@ so PixShift's worker threads can encode on all cores.
 The quality search is model-guided, not a blind binary search (see /work/shared/PERFORMANCE-NOTES.md):
 log(bytes) is close to linear in log(libjpeg's quantization-table scale), a JPEG source gives a free
 first point (re-encoding at its own quality gives about its own size), and interpolation between
-measured sizes closes in on the answer. On images of 768 rows or more the search runs on a probe,
+measured sizes closes in on the answer. For JPEG output of 768 rows or more the search runs on a probe,
 every 8th (or 4th) band of 16 rows: a JPEG's size beyond its headers is the sum of its blocks', so
 the probe's size estimates the full image's at an eighth of the cost, within 1-3%. Full-size
 encodes only confirm: each one calibrates the probe's estimate, and the search ends at a quality q
@@ -122,8 +122,7 @@ def compress_to_ratio(
     encode = functools.partial(_encode, fmt=fmt, icc=icc)
     prior = _free_point(source, len(data), icc) if fmt == "JPEG" and "cmyk_to_rgb" not in notes else None
 
-    box = _thumbnail_box(image.size, thumbnail_size)
-    input_thumbnail = _thumbnail(image, encode, box)
+    input_thumbnail, box = _input_thumbnail(image, encode, thumbnail_size)
     output, quality, size, encodes, probes = _fit(image, encode, fmt, budget, min_quality, max_quality, prior)
     if size != image.size:
         notes.append("downscaled")
@@ -355,7 +354,9 @@ def _fit(
             f"the budget is {budget} bytes, but even a 1x1 image at quality {qmin} takes {smallest}",
         )
     slope = _default_slope(fmt, prior[0] if prior else None)
-    found, probes = _search_with_probe(image, encode, budget, smallest, qmin, qmax, prior, slope)
+    # The probe's estimate rests on JPEG's fixed block coding; WebP adapts to the whole picture.
+    found, probes = _search_with_probe(image, encode, budget, smallest, qmin, qmax, prior, slope) \
+        if fmt == "JPEG" else (None, 0)
     if found is not None:
         output, quality, encodes = found
         return output, quality, image.size, encodes, probes
@@ -423,17 +424,26 @@ def _search_with_probe(
     probe_prior = (prior[0], round(fixed + (prior[1] - fixed) * fraction)) if prior else None
     probe_budget = fixed + (budget - fixed) * fraction
     lo, hi, best, encodes = qmin - 1, qmax + 1, None, 0
+    # Without a free point (not a JPEG source: PNG, GIF, WebP) max_quality is the likeliest answer,
+    # and one full encode there beats any probe; if it overflows, it calibrates the probe.
+    quality: int | None = qmax if prior is None else None
     while hi - lo > 1 and encodes < _MAX_CONFIRMING_ENCODES:
-        _, quality, _ = _search_quality(probe, encode_probe, probe_budget, lo + 1, hi - 1, probe_prior, slope, sizes)
-        if quality <= lo:
-            break  # nothing above the last fit is predicted to fit
+        if quality is None:  # search the probe for the next quality to confirm
+            _, quality, _ = _search_quality(probe, encode_probe, probe_budget, lo + 1, hi - 1, probe_prior, slope, sizes)
+            if quality <= lo:
+                break  # nothing above the last fit is predicted to fit
         data = encode(image, quality)
         encodes += 1
         if len(data) <= budget:
             lo, best = quality, data
         else:
             hi = quality
+        if hi - lo <= 1:
+            break
+        if quality not in sizes:
+            encode_probe(probe, quality)
         probe_budget = fixed + (budget - fixed) * (sizes[quality] - fixed) / max(len(data) - fixed, 1)
+        quality = None
     return ((best, lo, encodes) if best is not None else None), len(sizes)
 
 
@@ -559,21 +569,28 @@ def _extrapolate(
 # --- thumbnails ------------------------------------------------------------------------------
 
 
-def _thumbnail_box(size: tuple[int, int], longest: int) -> tuple[int, int]:
-    scale = min(1.0, longest / max(size))
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-
-
-def _thumbnail(image: Image.Image, encode: Encoder, box: tuple[int, int]) -> bytes:
-    """Shrink the decode we already have: no second full decode. reduce() (a box average by a whole
-    factor, never below the box) then Lanczos over the last step: 4 ms for 2.5 MP, where
-    Lanczos alone takes 27 and a wider Lanczos stretch (reducing_gap 1.5) 5."""
-    return encode(image.resize(box, Image.Resampling.LANCZOS, reducing_gap=1.0), _THUMBNAIL_QUALITY)
+def _input_thumbnail(image: Image.Image, encode: Encoder, longest: int) -> tuple[bytes, tuple[int, int]]:
+    """Shrink the decode we already have: no second decode. A large image is box-averaged by the
+    whole factor that brings its long side to at most `longest` (2.5 ms for 2.5 MP; that factor
+    is 4 or more, so the side lands within 75-100% of it, and a Lanczos step to the exact size
+    would cost as much again); a smaller one gets Lanczos to exactly `longest`, which is cheap there.
+    Returns the thumbnail and its size."""
+    factor = -(-max(image.size) // longest)
+    if factor >= 4:
+        small = image.reduce(factor)
+    else:
+        scale = min(1.0, longest / max(image.size))
+        box = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        small = image.resize(box, Image.Resampling.LANCZOS, reducing_gap=1.0)
+    return encode(small, _THUMBNAIL_QUALITY), small.size
 
 
 def _output_thumbnail(data: bytes, encode: Encoder, box: tuple[int, int]) -> bytes:
-    """Thumbnail of what we ship. For JPEG, draft() makes the decoder scale down by 2, 4 or 8 in the
-    DCT while keeping both sides >= the box (3 ms for 2.5 MP at 1/8, a third of a full decode)."""
+    """Thumbnail of what we ship, the size of the input's. For JPEG, draft() makes the decoder scale
+    down by 2, 4 or 8 in the DCT while keeping both sides >= the box (3 ms for 2.5 MP at 1/8, a third
+    of a full decode); Lanczos covers the rest, which is less than 2x."""
     output = Image.open(io.BytesIO(data))
     output.draft(output.mode, box)  # no-op for WebP
-    return _thumbnail(output, encode, box)
+    if output.size != box:
+        output = output.resize(box, Image.Resampling.LANCZOS, reducing_gap=1.0)
+    return encode(output, _THUMBNAIL_QUALITY)

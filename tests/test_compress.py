@@ -268,6 +268,26 @@ def test_webp_input_stays_webp_at_full_size(picture):
     assert "downscaled" not in result.notes and result.width == 800
 
 
+def test_large_png_photo_is_searched_on_a_probe_calibrated_by_the_max_quality_encode(picture):
+    """No free point for a PNG: max_quality is encoded at full size first and, when it overflows,
+    calibrates the probe the rest of the search runs on; the answer is still the best quality."""
+    data = save(picture, "PNG")
+    result = compress_to_ratio(data, ratio=0.05)
+    check(result, data, ratio=0.05)
+    assert (result.format, result.width, result.quality < 95) == ("JPEG", 1600, True)
+    assert result.probe_encodes >= 1 and result.encodes <= 3
+    assert_best_quality(decode(data).convert("RGB"), result, len(data) // 20)
+
+
+def test_large_webp_is_searched_at_full_size(picture):
+    """WebP's size is not a sum over blocks, so no probe: every step is a full encode."""
+    data = save(picture, "WEBP", quality=90)
+    result = compress_to_ratio(data)
+    check(result, data)
+    assert (result.format, result.width, result.probe_encodes) == ("WEBP", 1600, 0)
+    assert_best_quality(decode(data).convert("RGB"), result, len(data) // 2)
+
+
 def test_downscales_when_min_quality_does_not_fit(picture):
     data = save(picture, "JPEG", quality=75)
     result = compress_to_ratio(data, min_quality=70)
