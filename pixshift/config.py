@@ -61,6 +61,9 @@ class Config:
         # Workers.
         self.INPROCESS_WORKERS = _int("PIXSHIFT_INPROCESS_WORKERS", 16)
         self.CPU_SLOTS = _int("PIXSHIFT_CPU_SLOTS", os.cpu_count() or 1)
+        # Worker threads lower their own priority by this much (nice; 0 keeps it): a web server on
+        # the same machine, or in the same process on the embedded default, answers first.
+        self.WORKER_NICE = _int("PIXSHIFT_WORKER_NICE", 10)
         self.MAX_ATTEMPTS = _int("PIXSHIFT_MAX_ATTEMPTS", 3)
         self.RETRY_DELAY = _float("PIXSHIFT_RETRY_DELAY", 30.0)
         self.LEASE_SECONDS = _int("PIXSHIFT_LEASE_SECONDS", 300)

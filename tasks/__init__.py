@@ -6,6 +6,7 @@ instance folder.
 """
 from __future__ import annotations
 
+import os
 import threading
 
 from huey import PriorityRedisHuey, SqliteHuey, crontab
@@ -28,6 +29,17 @@ Scheduler.periodic_task_seconds = _config.SWEEP_SECONDS
 
 _app = None
 _app_lock = threading.Lock()
+
+
+@huey.on_startup()
+def lower_worker_priority() -> None:
+    """Each worker thread yields the CPU to request handling (on Linux nice is per thread, so on
+    the embedded default this leaves the web server's threads in the same process as they are)."""
+    if _config.WORKER_NICE > 0:
+        try:
+            os.nice(_config.WORKER_NICE)
+        except OSError:  # not allowed here: run at the normal priority
+            pass
 
 
 def bind_app(app) -> None:
