@@ -166,8 +166,8 @@ def describe(root: Path) -> Corpus:
 
 
 def _jpeg_quality(im: Image.Image) -> int | None:
-    from pixshift.compress import _jpeg_quality as estimate  # exact for files Pillow wrote
-    return estimate(getattr(im, "quantization", None) or {})
+    from pixshift.compress import jpeg_quality  # exact for files Pillow wrote
+    return jpeg_quality(im)
 
 
 if __name__ == "__main__":  # python -m bench.corpus [DIR]: build it and show how it compresses

@@ -272,19 +272,27 @@ def _quality_for_scale(scale: float) -> float:
 def _free_point(source: Image.Image, nbytes: int, icc: bytes | None) -> tuple[float, int] | None:
     """The free first point (quality, bytes) of a JPEG source: re-encoded at its own quality it
     comes out at about its own size, less the metadata we drop. From the header: no encode."""
-    quality = _jpeg_quality(getattr(source, "quantization", None) or {}) if source.format == "JPEG" else None
+    quality = jpeg_quality(source)
     if quality is None:
         return None
     metadata = sum(len(segment) + 4 for _, segment in getattr(source, "applist", []))
     return quality, max(nbytes - metadata + len(icc or b""), 1)
 
 
-def _jpeg_quality(tables: dict[int, list[int]]) -> int | None:
-    """The libjpeg quality whose scaled standard tables best match these (exact for files written
-    by libjpeg, so by Pillow and most software; the nearest equivalent for other tables)."""
-    if 0 not in tables:
+def jpeg_quality(image: Image.Image) -> int | None:
+    """The quality a JPEG was saved at, from its quantization tables; None if not a JPEG."""
+    tables = getattr(image, "quantization", None) or {}
+    if image.format != "JPEG" or 0 not in tables:
         return None
-    pairs = [(tables[0], _STD_LUMA)] + ([(tables[1], _STD_CHROMA)] if 1 in tables else [])
+    return _quality_of_tables(tuple(tables[0]), tuple(tables.get(1, ())))
+
+
+@functools.lru_cache(maxsize=256)
+def _quality_of_tables(luma: tuple[int, ...], chroma: tuple[int, ...] = ()) -> int:
+    """The libjpeg quality whose scaled standard tables best match these (exact for files written
+    by libjpeg, so by Pillow and most software; the nearest equivalent for other tables). Cached:
+    a batch's images mostly share their tables, and the comparison costs ~1 ms in Python."""
+    pairs = [(luma, _STD_LUMA)] + ([(chroma, _STD_CHROMA)] if chroma else [])
 
     def mismatch(quality: int) -> int:
         scale = _table_scale(quality)
@@ -294,7 +302,7 @@ def _jpeg_quality(tables: dict[int, list[int]]) -> int | None:
             for value, base in zip(table, std)
         )
 
-    guess = round(_quality_for_scale(100 * sum(tables[0]) / sum(_STD_LUMA)))
+    guess = round(_quality_for_scale(100 * sum(luma) / sum(_STD_LUMA)))
     return min(range(max(1, guess - 3), min(100, guess + 3) + 1), key=mismatch)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,7 +29,7 @@ from .errors import ImageFailure
 from .events import EventBus
 from .extensions import db
 from .fetch import FetchPolicy, fetch_image
-from .models import FINISHED_IMAGE_STATES, Image, ImageState, Request, RequestState, utcnow
+from .models import FINISHED_IMAGE_STATES, Image, ImageState, Product, Request, RequestState, utcnow
 from .storage import MediaStore
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
 
@@ -123,8 +124,10 @@ def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str, str] | Non
 
 
 def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime) -> dict:
+    claimed = time.monotonic()
     fetched = fetch_image(url, rt.fetch_policy)
-    renew_lease(image_id, attempt, rt.lease_seconds)
+    if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left
+        renew_lease(image_id, attempt, rt.lease_seconds)
     with rt.cpu_slots:
         result = compress_to_ratio(fetched.data, ratio=rt.ratio, max_pixels=rt.max_pixels,
                                    min_quality=rt.min_quality, max_quality=rt.max_quality,
@@ -184,6 +187,7 @@ def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> Out
         .values(lease_expires_at=None, finished_at=utcnow(), **fields)
         .returning(Image.request_id)
     ).first()
+    event = _image_event(image_id) if result is not None else None  # read in the same transaction
     db.session.commit()
     if result is None:  # our lease expired and another attempt owns the image now
         logger.warning("attempt %d finished after its lease was taken over; result dropped", attempt)
@@ -194,7 +198,7 @@ def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> Out
     else:
         logger.info("failed: %s: %s", fields["error_code"], fields["error_message"])
     request_id = result.request_id
-    _publish_image(image_id, request_id, rt.bus)
+    _publish(rt.bus, request_id, event)
     return Outcome(fields["state"], deliveries=tuple(finish_request_if_complete(request_id, rt)))
 
 
@@ -213,15 +217,24 @@ def image_counts(request_id: str) -> dict:
     }
 
 
+def _image_event(image_id: int) -> dict:
+    """The event that tells listeners an image ended: one SELECT, no ORM objects."""
+    row = db.session.execute(
+        select(Image.id, Image.request_id, Product.serial_number, Image.position, Image.state, Image.error_code,
+               Image.error_message, Image.input_bytes, Image.output_bytes, Image.quality)
+        .join(Product, Product.id == Image.product_id).where(Image.id == image_id)
+    ).one()
+    return {
+        "type": "image", "request_id": row.request_id, "image_id": row.id, "serial_number": row.serial_number,
+        "position": row.position, "state": row.state, "error_code": row.error_code,
+        "error_message": row.error_message, "input_bytes": row.input_bytes, "output_bytes": row.output_bytes,
+        "quality": row.quality,
+    }
+
+
 def _publish_image(image_id: int, request_id: str, bus: EventBus) -> None:
     """Tell listeners an image ended; best effort, since the database is the record."""
-    image = db.session.get(Image, image_id)
-    event = {
-        "type": "image", "request_id": request_id, "image_id": image.id,
-        "serial_number": image.product.serial_number, "position": image.position,
-        "state": image.state, "error_code": image.error_code, "error_message": image.error_message,
-        "input_bytes": image.input_bytes, "output_bytes": image.output_bytes, "quality": image.quality,
-    }
+    event = _image_event(image_id)
     db.session.commit()
     _publish(bus, request_id, event)
 

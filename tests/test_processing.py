@@ -125,6 +125,20 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_attempt(app, 
         assert db.session.get(Image, image_id).state == "done"
 
 
+def test_the_lease_is_renewed_after_a_slow_download_only(app, image_server, monkeypatch):
+    rt = dataclasses.replace(app.extensions["pixshift"], lease_seconds=2)
+    renewals = []
+    monkeypatch.setattr(pipeline, "renew_lease", lambda *args: renewals.append(args))
+    image_server.reset()
+    request_id = _new_request(app, [image_server.url("photo1.jpg"), image_server.url("slow/photo2.jpg?delay=0.8")])
+    with app.app_context():
+        fast, slow = _image_ids(request_id)
+        assert pipeline.process_image(fast, rt).state == "done"
+        assert renewals == []  # a quarter of the lease had not passed: one UPDATE and commit saved
+        assert pipeline.process_image(slow, rt).state == "done"
+        assert renewals == [(slow, 1, 2)]
+
+
 def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
     rt = app.extensions["pixshift"]
     rt = dataclasses.replace(rt, retry_delay=30, fetch_policy=dataclasses.replace(rt.fetch_policy, retries=0))
