@@ -7,7 +7,6 @@ rest load only in ``create_app``.
 from __future__ import annotations
 
 import secrets
-import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -76,7 +75,7 @@ def _runtime(app: Flask):
         ratio=c["COMPRESSION_RATIO"], min_quality=c["MIN_QUALITY"], max_quality=c["MAX_QUALITY"],
         max_pixels=c["MAX_IMAGE_PIXELS"], thumbnail_size=c["THUMBNAIL_SIZE"],
         lease_seconds=c["LEASE_SECONDS"], max_attempts=c["MAX_ATTEMPTS"], retry_delay=c["RETRY_DELAY"],
-        cpu_slots=threading.BoundedSemaphore(c["CPU_SLOTS"]),
+        cpu_slots=c["CPU_SLOTS"],
         webhooks=WebhookSettings(secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"],
                                  schedule=c["WEBHOOK_RETRY_SCHEDULE"]),
         base_url=c["PUBLIC_BASE_URL"] or f"http://{_reachable(c['HOST'])}:{c['PORT']}",

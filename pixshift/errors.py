@@ -16,3 +16,6 @@ class ImageFailure(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+    def __reduce__(self):  # pickles whole, so it crosses back from a compression child process
+        return type(self), (self.code, self.message), {"retryable": self.retryable}

@@ -16,14 +16,13 @@ finish a request:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import exists, func, or_, select, update
 
-from . import formats, logs
+from . import codec_processes, formats, logs
 from .compress import compress_to_ratio
 from .errors import ImageFailure
 from .events import EventBus
@@ -56,9 +55,9 @@ class Runtime:
     retry_delay: float = 30.0
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=None))
     base_url: str = "http://127.0.0.1:5000"  # for links in events when the upload did not record one
-    # Downloads overlap in many threads; decoding and encoding are held to the number of cores
-    # so that memory stays bounded and threads do not fight over the CPU.
-    cpu_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
+    # Downloads overlap in many threads; decoding and encoding run in this many child processes
+    # (pixshift.codec_processes), so memory stays bounded and a codec crash ends only a child.
+    cpu_slots: int = 2
 
 
 @dataclass(frozen=True)
@@ -128,10 +127,9 @@ def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime) -> d
     fetched = fetch_image(url, rt.fetch_policy)
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left
         renew_lease(image_id, attempt, rt.lease_seconds)
-    with rt.cpu_slots:
-        result = compress_to_ratio(fetched.data, ratio=rt.ratio, max_pixels=rt.max_pixels,
-                                   min_quality=rt.min_quality, max_quality=rt.max_quality,
-                                   thumbnail_size=rt.thumbnail_size)
+    result = codec_processes.run(compress_to_ratio, fetched.data, processes=rt.cpu_slots,
+                                 ratio=rt.ratio, max_pixels=rt.max_pixels, min_quality=rt.min_quality,
+                                 max_quality=rt.max_quality, thumbnail_size=rt.thumbnail_size)
     # Every object is stored before the image is recorded done, so done always means retrievable.
     return dict(
         state=ImageState.DONE.value,
