@@ -98,5 +98,5 @@ def search_one(path: str) -> dict:
         buf = io.BytesIO()
         im.save(buf, r.format, quality=r.quality + 1, **({"alpha_quality": 100} if r.format == "WEBP" else {}))
         best = buf.tell() > len(data) // 2
-    return {"format": r.format, "quality": r.quality, "encodes": r.encodes, "ratio": len(r.data) / len(data),
-            "best": best}
+    return {"format": r.format, "quality": r.quality, "encodes": r.encodes, "probe_encodes": r.probe_encodes,
+            "ratio": len(r.data) / len(data), "best": best}

@@ -132,7 +132,7 @@ def render(r: dict) -> str:
         return cell
     ok = all(statistics.fmean(r[m]["e2e_jpeg"]["encodes"] or [99]) <= 3 and max(r[m]["e2e_jpeg"]["ratios"] or [1]) <= 0.5
              and r[m]["e2e_jpeg"]["done"] == r[m]["e2e_jpeg"]["images"] for m in modes if m in r)
-    row(SECTIONS[5], "JPEG set: encodes per image; quality; output/input; formats", per_mode(comp("jpeg")),
+    row(SECTIONS[5], "JPEG set: full-size encodes per image; quality; output/input; formats", per_mode(comp("jpeg")),
         "≤ 3 mean, every output ≤ 0.5", ok)
     row("", "PNG set: same", per_mode(comp("png")), "every output ≤ 0.5",
         all(max(r[m]["e2e_png"]["ratios"] or [1]) <= 0.5 for m in modes if m in r))
@@ -143,8 +143,10 @@ def render(r: dict) -> str:
             by_q.setdefault(q, []).append(d)
     best = sum(d["best"] for d in r["direct"].values())
     jpeg_direct = [d for name, d in r["direct"].items() if name.startswith("jpeg/")]
-    row("", "same images compressed in the bench process: best quality (q+1 overflows); encodes by source quality",
+    row("", "same images compressed in the bench process: best quality (q+1 overflows); full-size + probe "
+            "encodes (a probe is 1/8 or 1/4 of the rows) by source quality",
         [f"{best}/{len(r['direct'])} best; " + "; ".join(
-            f"q{q}: {statistics.fmean(d['encodes'] for d in ds):.1f} encodes → q{min(d['quality'] for d in ds)}–{max(d['quality'] for d in ds)}"
+            f"q{q}: {statistics.fmean(d['encodes'] for d in ds):.1f} + {statistics.fmean(d.get('probe_encodes', 0) for d in ds):.1f}"
+            f" encodes → q{min(d['quality'] for d in ds)}–{max(d['quality'] for d in ds)}"
             for q, ds in sorted(by_q.items(), key=lambda kv: kv[0] or 0)) if jpeg_direct else ""] * len(modes))
     return "\n".join(lines) + "\n"

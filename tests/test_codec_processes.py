@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from livestack import wait_until
+from livestack import Stack, wait_until
 
 from pixshift import codec_processes
 from pixshift.compress import compress_to_ratio
@@ -52,3 +52,41 @@ def test_children_exit_with_a_service_killed_without_cleanup(tmp_path):
     service.wait()
     wait_until(lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
                10, message=f"compression child {child} to exit")
+
+
+def _pool_workers(service: int) -> list[int]:
+    """The compression children of a service: the fork server's children."""
+    def kids(pid: int) -> list[int]:
+        found = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+        return found
+    servers = [c for c in kids(service) if b"forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [w for s in servers for w in kids(s)]
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_killing_compression_children_mid_image_costs_one_attempt_not_the_service(tmp_path, image_server):
+    """python -m pixshift keeps serving; the image is retried on a fresh pool and ends done."""
+    from test_pipeline_e2e import make_csv
+
+    env = {"PIXSHIFT_RETRY_DELAY": "0.2", "PIXSHIFT_CPU_SLOTS": "1"}
+    with Stack(tmp_path, env, separate_consumer=False, workers=2) as stack:
+        big = "gen/6000x4000.jpg?q=95"  # 24 MP: about a second of decoding and encoding
+        image_server.generated(6000, 4000, quality=95)  # made before the clock starts
+        request_id = stack.upload(make_csv(image_server, [(1, "Big", [big])])).json()["request_id"]
+        service = stack.processes["web"].pid
+        wait_until(lambda: any(_cpu_ticks(w) > 20 for w in _pool_workers(service)), 60,
+                   message="a compression child to be busy")  # 0.2 s of CPU: mid-image
+        victims = _pool_workers(service)
+        for pid in victims:
+            os.kill(pid, 9)
+        doc = stack.wait_finished(request_id, timeout=120)
+        image = doc["items"][0]["images"][0]
+        assert (doc["state"], image["state"], image["attempts"]) == ("completed", "done", 2), image
+        assert stack.session.get(stack.base_url + "/healthz").ok
+        assert not set(_pool_workers(service)) & set(victims)
