@@ -2,37 +2,103 @@
 from __future__ import annotations
 
 import uuid
+from itertools import islice
+from typing import Iterable, Iterator
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from .csv_input import ProductRow
 from .extensions import db
-from .models import Image, Product, Request
+from .models import Image, ImageState, Product, Request
 
-_BATCH = 1000  # products per INSERT
+_BATCH = 1000  # products per statement: one batch of rows is held at a time, never the file
 
 
-def create_request(rows: list[ProductRow], *, filename: str | None, webhook_url: str | None,
+def create_request(rows: Iterable[ProductRow], *, filename: str | None, webhook_url: str | None,
                    owner: str | None = None, base_url: str | None = None) -> str:
-    """Insert the request in bulk and return its id (a random UUID: unguessable)."""
+    """Insert the request and its products and images, all or nothing, and return its id (a random
+    UUID: unguessable). ``rows`` may be an iterator over the upload (the second pass): it is
+    inserted as it is read, in batches, so memory does not grow with the file."""
     request_id = str(uuid.uuid4())
     filename = "".join(c for c in (filename or "") if c.isprintable())[:255]  # no NUL or controls
-    db.session.add(Request(id=request_id, filename=filename or None, webhook_url=webhook_url,
-                           owner=owner, base_url=base_url, product_count=len(rows), image_count=sum(len(r.urls) for r in rows)))
-    db.session.flush()
-    # In batches, still one transaction: the parameter lists SQLAlchemy builds for one INSERT of a
-    # whole 50,000-row file took twice the memory of everything else the upload holds.
-    for start in range(0, len(rows), _BATCH):
-        batch = rows[start:start + _BATCH]
-        product_ids = db.session.scalars(
-            insert(Product).returning(Product.id, sort_by_parameter_order=True),
-            [{"request_id": request_id, "position": start + i, "row": r.row, "serial_number": r.serial_number,
-              "name": r.name} for i, r in enumerate(batch)],
-        ).all()
-        db.session.execute(
-            insert(Image),
-            [{"request_id": request_id, "product_id": pid, "position": n, "input_url": url}
-             for pid, r in zip(product_ids, batch) for n, url in enumerate(r.urls)],
-        )
-    db.session.commit()
+    request = Request(id=request_id, filename=filename or None, webhook_url=webhook_url, owner=owner,
+                      base_url=base_url, product_count=0, image_count=0)
+    db.session.add(request)
+    try:
+        db.session.flush()
+        postgresql = db.session.get_bind().dialect.name == "postgresql"
+        counts = (_insert_postgresql if postgresql else _insert_core)(request_id, rows)
+        request.product_count, request.image_count = counts  # known once the rows are read
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
     return request_id
+
+
+def _batches(rows: Iterable[ProductRow]) -> Iterator[tuple[int, list[ProductRow]]]:
+    """(position of the first, products) for up to _BATCH products at a time."""
+    rows = iter(rows)
+    position = 0
+    while batch := list(islice(rows, _BATCH)):
+        yield position, batch
+        position += len(batch)
+
+
+def _insert_core(request_id: str, rows: Iterable[ProductRow]) -> tuple[int, int]:
+    """Any other database (SQLite): executemany INSERTs of the tables, not the ORM classes (a third
+    faster). The batch's product ids are read back by position: RETURNING in parameter order would
+    make SQLAlchemy insert one product at a time."""
+    products = images = 0
+    for start, batch in _batches(rows):
+        db.session.execute(insert(Product.__table__), [
+            {"request_id": request_id, "position": start + i, "row": r.row, "serial_number": r.serial_number,
+             "name": r.name} for i, r in enumerate(batch)])
+        product_ids = db.session.scalars(
+            select(Product.id).where(Product.request_id == request_id, Product.position >= start)
+            .order_by(Product.position)).all()
+        image_rows = [{"request_id": request_id, "product_id": pid, "position": n, "input_url": url}
+                      for pid, r in zip(product_ids, batch) for n, url in enumerate(r.urls)]
+        db.session.execute(insert(Image.__table__), image_rows)
+        products, images = products + len(batch), images + len(image_rows)
+    return products, images
+
+
+# One statement a batch: products from arrays, then their images joined to them by position. Ids
+# ascend in file order as before (PostgreSQL sorts before it calls nextval), and binary arrays spare
+# the server parsing thousands of quoted literals. (SQLAlchemy's multi-VALUES INSERTs had psycopg
+# parse a query of thousands of placeholders: a third of the upload's time.)
+_PG_INSERT = """
+WITH p AS (
+    INSERT INTO products (request_id, "position", "row", serial_number, name)
+    SELECT %(request_id)b, u.* FROM unnest(%(position)b::integer[], %(row)b::integer[], %(serial_number)b::bigint[],
+                                          %(name)b::text[]) AS u("position", "row", serial_number, name)
+    ORDER BY u."position"
+    RETURNING id, "position")
+INSERT INTO images (request_id, product_id, "position", input_url, state, attempts)
+SELECT %(request_id)b, p.id, i.n, i.url, %(state)b, 0
+FROM unnest(%(product)b::integer[], %(n)b::integer[], %(url)b::text[]) WITH ORDINALITY AS i(product, n, url, k)
+JOIN p ON p."position" = i.product
+ORDER BY i.k
+"""
+
+
+def _insert_postgresql(request_id: str, rows: Iterable[ProductRow]) -> tuple[int, int]:
+    """PostgreSQL (psycopg 3): the batches are pipelined, so the server inserts one batch while the
+    next is read from the file; the server's work (indexes, foreign-key checks) is most of the time."""
+    connection = db.session.connection().connection.driver_connection
+    products = images = 0
+    with connection.pipeline(), connection.cursor() as cursor:
+        for start, batch in _batches(rows):
+            product, n, url = [], [], []
+            for position, r in enumerate(batch, start):
+                product += [position] * len(r.urls)
+                n += range(len(r.urls))
+                url += r.urls
+            cursor.execute(_PG_INSERT, {
+                "request_id": request_id, "position": list(range(start, start + len(batch))),
+                "row": [r.row for r in batch], "serial_number": [r.serial_number for r in batch],
+                "name": [r.name for r in batch], "product": product, "n": n, "url": url,
+                "state": ImageState.QUEUED.value})
+            products, images = products + len(batch), images + len(url)
+    return products, images

@@ -7,6 +7,7 @@
 - One broken cell in a valid file is reported as exactly that (row, column).
 - Whatever is accepted round-trips through csv.writer, has unique serials and only valid URLs.
 - Through the API: any file body is 202, 400 or 413, errors are JSON, and a 400 stores nothing.
+- The shortcut for plain URLs answers exactly as the full URL checks do.
 """
 from __future__ import annotations
 
@@ -310,3 +311,25 @@ def test_upload_of_any_body_is_202_400_or_413_and_a_400_stores_nothing(app, body
         assert payload["error"] == "invalid_csv"
         assert all(d["row"] is None or d["row"] >= 1 for d in payload["details"])
         assert table_counts(app) == before
+
+
+# -- the shortcut for plain URLs --------------------------------------------------------------------
+
+url_like = st.builds(
+    lambda scheme, host, port, tail: f"{scheme}://{host}{port}{tail}",
+    st.sampled_from(["http", "https", "HTTP", "hTtPs", "ftp", "http:", "https ", "htt"]),
+    st.text(st.sampled_from("az09.-_@[]:%K\u212a\u017f\u00e9 "), max_size=12),
+    st.sampled_from(["", ":", ":0", ":80", ":9999", ":65535", ":65536", ":99999", ":+1", ":\u0663", ": 1"]),
+    st.one_of(st.just(""), st.tuples(st.sampled_from("/?#@"), st.text(any_char, max_size=12)).map("".join)),
+)
+
+
+@FAST
+@given(st.one_of(urls, url_like, st.text(any_char, max_size=30)))
+@example("http://h.example/" + "a" * 2100)
+@example("http://h.example/a\u00a0b")
+@example("http://h.example:65536/a")
+def test_the_plain_url_shortcut_agrees_with_the_full_checks(url):
+    """url_problem skips its checks for plain URLs; it must answer exactly as they do."""
+    from pixshift.csv_input import _url_checks
+    assert url_problem(url) == _url_checks(url)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from flask import current_app, request
 from werkzeug.datastructures import FileStorage
 
-from ..csv_input import CsvRejected, Limits, parse_products, url_problem
+from ..csv_input import CsvRejected, Limits, read_products, url_problem, validate
 from ..extensions import db
 from ..intake import create_request
 from ..models import Request
@@ -76,13 +76,15 @@ def accept_upload(upload: FileStorage | None, webhook_url: str | None) -> Accept
     c = current_app.config
     limits = Limits(max_rows=c["MAX_ROWS"], max_images=c["MAX_IMAGES_PER_REQUEST"],
                     max_urls_per_row=c["MAX_URLS_PER_ROW"])
+    # Two passes over the uploaded file (a seekable spooled temporary file): check everything first,
+    # then insert as it is read again. No list of every row is held.
     try:
-        rows = parse_products(upload.read(), limits)
+        totals = validate(upload.stream, limits)
     except CsvRejected as rejected:
         return error_response(400, "invalid_csv", "the CSV was not accepted; nothing was stored",
                               details=[p.as_dict() for p in rejected.problems], truncated=rejected.truncated)
-    request_id = create_request(rows, filename=upload.filename, webhook_url=webhook_url, owner=current_owner(),
-                                base_url=public_base())
+    request_id = create_request(read_products(upload.stream), filename=upload.filename, webhook_url=webhook_url,
+                                owner=current_owner(), base_url=public_base())
     from tasks import start_request  # web enqueues through the task layer
     try:
         start_request(request_id)
@@ -93,7 +95,7 @@ def accept_upload(upload: FileStorage | None, webhook_url: str | None) -> Accept
         response = error_response(503, "queue_unavailable", "the work queue is unreachable; nothing was stored")
         response[0].headers["Retry-After"] = "10"
         return response
-    return Accepted(request_id, len(rows), sum(len(r.urls) for r in rows))
+    return Accepted(request_id, totals.products, totals.images)
 
 
 @bp.post("/upload")

@@ -1,0 +1,154 @@
+"""Storing an upload: two streaming passes (validate, then insert in batches in one transaction), on
+SQLite and on PostgreSQL (its own insert path: one statement a batch from arrays, pipelined)."""
+from __future__ import annotations
+
+import io
+import tempfile
+import tracemalloc
+
+import pytest
+from sqlalchemy import func, select
+
+from pixshift import intake
+from pixshift.csv_input import CsvRejected, ProductRow, read_products, validate
+from pixshift.extensions import db
+from pixshift.models import Image, Product, Request
+
+HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
+ROWS = 2 * intake._BATCH + 345  # three batches, the last one short
+
+
+def csv_file(rows: int, bad_last_row: bool = False) -> bytes:
+    """Products with 1 to 3 URLs, a blank row now and then (a spreadsheet numbers it all the same)."""
+    lines = [HEADER]
+    for serial in range(1, rows + 1):
+        if serial % 97 == 0:
+            lines.append(",,\r\n")
+        urls = ", ".join(f"http://127.0.0.1:9/{serial}/{n}.jpg" for n in range(serial % 3 + 1))
+        lines.append(f'{serial * 7},"Product {serial}, ""quoted""",\"{urls}\"\r\n')
+    if bad_last_row:
+        lines.append("7,The serial of the first row,not-a-url\r\n")
+    return "".join(lines).encode()
+
+
+def spooled(data: bytes):
+    """What werkzeug hands over for an uploaded file: a spooled temporary file, on disk past 500 kB."""
+    stream = tempfile.SpooledTemporaryFile(max_size=500 * 1024, mode="w+b")
+    stream.write(data)
+    stream.seek(0)
+    return stream
+
+
+def stored(request_id: str) -> tuple[list, list]:
+    products = db.session.execute(select(Product.id, Product.position, Product.row, Product.serial_number,
+                                         Product.name).where(Product.request_id == request_id)
+                                  .order_by(Product.id)).all()
+    images = db.session.execute(select(Image.id, Image.product_id, Image.position, Image.input_url, Image.state,
+                                       Image.attempts, Image.request_id).where(Image.request_id == request_id)
+                                .order_by(Image.id)).all()
+    return products, images
+
+
+def counts() -> tuple[int, int, int]:
+    return tuple(db.session.scalar(select(func.count()).select_from(t)) for t in (Request, Product, Image))
+
+
+def test_rows_are_stored_in_file_order_with_ids_in_that_order(any_db_app):
+    data = csv_file(ROWS)
+    expected = list(read_products(io.BytesIO(data)))
+    stream = spooled(data)
+    with any_db_app.app_context():
+        totals = validate(stream)
+        assert (totals.products, totals.images) == (ROWS, sum(len(r.urls) for r in expected))
+        request_id = intake.create_request(read_products(stream), filename="p.csv", webhook_url=None)
+        products, images = stored(request_id)
+        request = db.session.get(Request, request_id)
+        assert (request.product_count, request.image_count) == (totals.products, totals.images)
+
+    # Products: ids ascend with the position, which counts from 0 in file order.
+    assert [(p.position, p.row, p.serial_number, p.name) for p in products] == [
+        (i, r.row, r.serial_number, r.name) for i, r in enumerate(expected)]
+    assert products[0].name == 'Product 1, "quoted"' and products[96].row == 99  # a blank row before it
+    # Images: ids ascend with (product, position); each points at its own product.
+    product_ids = [p.id for p in products]
+    assert [(i.product_id, i.position, i.input_url) for i in images] == [
+        (product_ids[k], n, url) for k, r in enumerate(expected) for n, url in enumerate(r.urls)]
+    assert {(i.state, i.attempts, i.request_id) for i in images} == {("queued", 0, request_id)}
+
+
+def test_postgresql_path_stores_exactly_what_the_generic_path_stores(pg_app, monkeypatch):
+    """Same rows, same positions, ids in the same order: only relative to the first id of each table."""
+    data = csv_file(ROWS)
+
+    def normalised(request_id: str) -> tuple[list, list]:
+        products, images = stored(request_id)
+        first_p, first_i = products[0].id, images[0].id
+        return ([(p.id - first_p, *p[1:]) for p in products],
+                [(i.id - first_i, i.product_id - first_p, *i[2:6]) for i in images])
+
+    with pg_app.app_context():
+        fast = normalised(intake.create_request(read_products(io.BytesIO(data)), filename=None, webhook_url=None))
+        monkeypatch.setattr(intake, "_insert_postgresql", intake._insert_core)
+        generic = normalised(intake.create_request(read_products(io.BytesIO(data)), filename=None, webhook_url=None))
+    assert fast == generic
+
+
+def test_a_rejected_upload_stores_nothing(any_db_app):
+    """The bad row comes after three batches' worth of good ones: still nothing is stored."""
+    client = any_db_app.test_client()
+    with any_db_app.app_context():
+        before = counts()
+    response = client.post("/upload", data={"file": (io.BytesIO(csv_file(ROWS, bad_last_row=True)), "p.csv")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["error"] == "invalid_csv" and body["message"].endswith("nothing was stored")
+    last = ROWS + ROWS // 97 + 2
+    assert [(d["row"], d["column"]) for d in body["details"]] == [(last, "Serial Number"), (last, "Input Image URLs")]
+    with any_db_app.app_context():
+        assert counts() == before
+
+
+def test_a_failure_while_inserting_stores_nothing(any_db_app):
+    """A database error in a later batch (a duplicate serial, which validation would have refused)
+    or an error reading the rows: the whole request is rolled back, the first batches with it."""
+    rows = [ProductRow(n + 2, n, f"P{n}", (f"http://127.0.0.1:9/{n}.jpg",)) for n in range(ROWS)]
+
+    def failing():
+        yield from rows[:intake._BATCH + 10]
+        raise OSError("the upload's temporary file went away")
+
+    with any_db_app.app_context():
+        before = counts()
+        with pytest.raises(Exception, match="unique|UNIQUE"):
+            intake.create_request(rows + [rows[0]], filename=None, webhook_url=None)
+        assert counts() == before
+        with pytest.raises(OSError):
+            intake.create_request(failing(), filename=None, webhook_url=None)
+        assert counts() == before
+        request_id = intake.create_request(rows[:3], filename=None, webhook_url=None)  # the session still works
+        assert db.session.get(Request, request_id).product_count == 3
+
+
+def test_validation_holds_no_rows():
+    """Checking a file keeps its serial numbers (to name duplicates) and nothing else of a row: under
+    120 bytes a row, where the rows as objects took ~700. Reading it again holds one batch at most."""
+    rows = 20_000
+    stream = spooled(csv_file(rows))
+    tracemalloc.start()
+    try:
+        validate(stream)
+        after_validate, peak_validate = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        assert sum(1 for _ in read_products(stream)) == rows
+        peak_read = tracemalloc.get_traced_memory()[1] - after_validate
+    finally:
+        tracemalloc.stop()
+    assert peak_validate < 120 * rows, peak_validate
+    assert peak_read < 256 * 1024, peak_read
+
+
+def test_validate_names_the_problems_of_a_streamed_file():
+    with pytest.raises(CsvRejected) as rejected:
+        validate(spooled(csv_file(10, bad_last_row=True)))
+    assert [(p.row, p.column) for p in rejected.value.problems] == [(12, "Serial Number"), (12, "Input Image URLs")]
