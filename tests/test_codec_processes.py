@@ -56,17 +56,24 @@ def test_children_exit_with_a_service_killed_without_cleanup(tmp_path):
 
 def _pool_workers(service: int) -> list[int]:
     """The compression children of a service: the fork server's children."""
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text(errors="replace")
+        except OSError:  # the thread or process has just ended
+            return ""
+
     def kids(pid: int) -> list[int]:
-        found = []
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-        return found
-    servers = [c for c in kids(service) if b"forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        tasks = Path(f"/proc/{pid}/task")
+        return [int(c) for t in (tasks.iterdir() if tasks.exists() else []) for c in read(f"{t}/children").split()]
+    servers = [c for c in kids(service) if "forkserver" in read(f"/proc/{c}/cmdline")]
     return [w for s in servers for w in kids(s)]
 
 
 def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
     return int(fields[11]) + int(fields[12])
 
 
