@@ -1,0 +1,43 @@
+"""A running request's status page is rendered once per STATUS_CACHE_SECONDS, however many poll."""
+from __future__ import annotations
+
+import threading
+import time
+
+from pixshift.api import routes
+from pixshift.csv_input import ProductRow
+from pixshift.intake import create_request
+
+
+def test_an_expired_page_is_rendered_by_one_poller_while_the_others_get_the_previous_one(app, monkeypatch):
+    with app.app_context():
+        request_id = create_request([ProductRow(2, 1, "P", ("http://127.0.0.1:9/a.jpg",))],
+                                    filename="t.csv", webhook_url=None)
+    app.config["STATUS_CACHE_SECONDS"] = 0.2
+    renders, render = [], routes.request_status
+
+    def slow_render(*args, **kwargs):
+        renders.append(threading.get_ident())
+        time.sleep(0.3)  # longer than the cache lifetime: every poll meanwhile finds the page expired
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(routes, "request_status", slow_render)
+    try:
+        first = app.test_client().get(f"/status/{request_id}")
+        assert first.status_code == 200 and len(renders) == 1
+        time.sleep(0.25)  # expired
+        answers = []
+
+        def poll():
+            answers.append(app.test_client().get(f"/status/{request_id}"))
+
+        pollers = [threading.Thread(target=poll) for _ in range(12)]
+        for t in pollers:
+            t.start()
+        for t in pollers:
+            t.join()
+        assert [a.status_code for a in answers] == [200] * 12
+        assert len(renders) == 2  # one of the twelve rendered; eleven got the previous page meanwhile
+        assert {a.get_json()["request_id"] for a in answers} == {request_id}
+    finally:
+        app.config["STATUS_CACHE_SECONDS"] = 1.0
