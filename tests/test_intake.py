@@ -76,7 +76,7 @@ def test_rows_are_stored_in_file_order_with_ids_in_that_order(any_db_app):
     assert {(i.state, i.attempts, i.request_id) for i in images} == {("queued", 0, request_id)}
 
 
-def test_postgresql_path_stores_exactly_what_the_generic_path_stores(pg_app, monkeypatch):
+def test_postgresql_path_stores_exactly_what_the_sqlite_path_stores(pg_app, app):
     """Same rows, same positions, ids in the same order: only relative to the first id of each table."""
     data = csv_file(ROWS)
 
@@ -87,10 +87,10 @@ def test_postgresql_path_stores_exactly_what_the_generic_path_stores(pg_app, mon
                 [(i.id - first_i, i.product_id - first_p, *i[2:6]) for i in images])
 
     with pg_app.app_context():
-        fast = normalised(intake.create_request(read_products(io.BytesIO(data)), filename=None, webhook_url=None))
-        monkeypatch.setattr(intake, "_insert_postgresql", intake._insert_core)
-        generic = normalised(intake.create_request(read_products(io.BytesIO(data)), filename=None, webhook_url=None))
-    assert fast == generic
+        postgresql = normalised(intake.create_request(read_products(io.BytesIO(data)), filename=None, webhook_url=None))
+    with app.app_context():
+        sqlite = normalised(intake.create_request(read_products(io.BytesIO(data)), filename=None, webhook_url=None))
+    assert postgresql == sqlite
 
 
 def test_a_rejected_upload_stores_nothing(any_db_app):
