@@ -50,8 +50,13 @@ def test_children_exit_with_a_service_killed_without_cleanup(tmp_path):
     assert Path(f"/proc/{child}").exists()
     service.kill()
     service.wait()
-    wait_until(lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
-               10, message=f"compression child {child} to exit")
+    def gone() -> bool:  # exited, or a zombie waiting for the fork server to reap it
+        try:
+            return Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    wait_until(gone, 10, message=f"compression child {child} to exit")
 
 
 def _pool_workers(service: int) -> list[int]:

@@ -13,7 +13,10 @@ def thread_nices(pid: int) -> dict[int, int]:
     """tid -> nice of every thread of a process, from /proc (field 19 of stat)."""
     nices = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        stat = (task / "stat").read_text()
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile (e.g. a request's thread)
+            continue
         nices[int(task.name)] = int(stat.rsplit(")", 1)[1].split()[16])
     return nices
 
