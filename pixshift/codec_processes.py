@@ -81,6 +81,8 @@ def _start_child(service: int) -> None:
     # waiting on their queue for ever, and they keep the fork server alive: exit when it does.
     try:
         service_exited = os.pidfd_open(service)
+    except ProcessLookupError:  # it died while this child was starting
+        os._exit(0)
     except (AttributeError, OSError):  # not Linux 5.3+
         return
     threading.Thread(target=_exit_when_readable, args=(service_exited,), daemon=True).start()

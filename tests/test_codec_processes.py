@@ -59,6 +59,16 @@ def test_children_exit_with_a_service_killed_without_cleanup(tmp_path):
     wait_until(gone, 10, message=f"compression child {child} to exit")
 
 
+def test_a_child_whose_service_died_while_it_started_exits_at_once():
+    """The service was SIGKILLed between starting a child and the child's first instruction."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    child = subprocess.run([sys.executable, "-c", "from pixshift.codec_processes import _start_child\n"
+                            f"_start_child({dead.pid})\nimport time; time.sleep(30)"],
+                           cwd=Path(__file__).resolve().parents[1], timeout=20)
+    assert child.returncode == 0
+
+
 def _pool_workers(service: int) -> list[int]:
     """The compression children of a service: the fork server's children."""
     def read(path: str) -> str:
