@@ -48,12 +48,11 @@ _CLAIM = (
             lease_expires_at=bindparam("b_until"), started_at=bindparam("b_now"))
     .returning(_images.c.attempts, _images.c.input_url, _images.c.request_id)
 )
-_FINISH = (
-    update(_images)
-    .where(_images.c.id == bindparam("b_id"), _images.c.attempts == bindparam("b_attempt"),
-           _images.c.state == ImageState.PROCESSING.value)
-    .returning(_images.c.request_id)
-)
+# The fence of every write by the worker that owns an attempt: this image, still processing, still
+# at that attempt (parameters b_id, b_attempt).
+_OWNED = (_images.c.id == bindparam("b_id"), _images.c.attempts == bindparam("b_attempt"),
+          _images.c.state == ImageState.PROCESSING.value)
+_FINISH = update(_images).where(*_OWNED).returning(_images.c.request_id)
 
 
 @dataclass
@@ -171,25 +170,20 @@ def _release(image_id: int, attempt: int, failure: ImageFailure, retry_in: float
     due and enqueues it again.
     """
     result = db.session.execute(
-        update(_images).where(*_owned(image_id, attempt))
+        update(_images).where(*_OWNED)
         .values(state=ImageState.QUEUED.value, lease_expires_at=utcnow() + timedelta(seconds=retry_in),
-                error_code=failure.code, error_message=f"{failure.message} (will retry)")
+                error_code=failure.code, error_message=f"{failure.message} (will retry)"),
+        {"b_id": image_id, "b_attempt": attempt},
     )
     db.session.commit()
     return result.rowcount == 1
 
 
-def _owned(image_id: int, attempt: int) -> tuple:
-    """The fence: this image, still processing, still at this worker's attempt."""
-    return (_images.c.id == image_id, _images.c.attempts == attempt,
-            _images.c.state == ImageState.PROCESSING.value)
-
-
 def renew_lease(image_id: int, attempt: int, lease_seconds: int) -> None:
-    """Keep the image while a slow step runs (waiting for a CPU slot counts against the lease)."""
+    """Keep the image while a slow step runs (waiting for a compression child counts against the lease)."""
     db.session.execute(
-        update(_images).where(*_owned(image_id, attempt))
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        update(_images).where(*_OWNED).values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)),
+        {"b_id": image_id, "b_attempt": attempt},
     )
     db.session.commit()
 
