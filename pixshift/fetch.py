@@ -30,6 +30,7 @@ from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES, InvalidIPAddress
 from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
+from . import deadlines
 from .errors import ImageFailure
 
 __all__ = ["FetchPolicy", "Fetched", "check_public_url", "fetch_image", "is_blocked_address", "post_json"]
@@ -106,7 +107,7 @@ def is_blocked_address(ip: IPAddress) -> bool:
     )
 
 
-class _AddressFilterAdapter(IPFilterAdapter):
+class _AddressFilterAdapter(deadlines.WatchedPoolsAdapter, IPFilterAdapter):
     """requests-hardened's adapter, plus `is_blocked_address` on the address it pinned.
 
     The parent resolves the host, rejects with its own rule and swaps the host for the
@@ -134,9 +135,9 @@ def _new_session(allow_private: bool, *, allow_loopback: bool = False) -> reques
         never_redirect=True,  # we follow redirects ourselves, hop by hop
         default_timeout=(5.0, 15.0),  # unused: every call passes its own timeouts
     ))
-    if not allow_private:
-        for prefix, https in (("http://", False), ("https://", True)):
-            session.mount(prefix, _AddressFilterAdapter(is_https_proto=https, allow_loopback=allow_loopback))
+    for prefix, https in (("http://", False), ("https://", True)):
+        session.mount(prefix, deadlines.WatchedPoolsAdapter() if allow_private
+                      else _AddressFilterAdapter(is_https_proto=https, allow_loopback=allow_loopback))
     # No proxies or ~/.netrc credentials from the environment (a proxy would resolve the
     # host itself, past the filter), and no cookies carried from one stranger's URL to another.
     session.trust_env = False
@@ -228,30 +229,32 @@ class _Retry(Exception):
 def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
     """Download `url` within `policy`, retrying transient failures; raises ImageFailure.
 
+    `policy.total_timeout` bounds the whole call (connecting, status line, headers, body,
+    redirects, retries and backoff), however slowly the server trickles its answer.
     Retried: connection errors, timeouts, 5xx and 429. When attempts or time run out the
     failure is raised with retryable=True, so the caller may requeue the image later.
     Not retried (retryable=False): other 4xx, blocked addresses, bad URLs, oversized or
     empty bodies, redirect loops.
     """
     started = time.monotonic()
-    deadline = started + policy.total_timeout
     _validate_url(url)
     session = _session(policy)
     attempt = 0
-    while True:
-        attempt += 1
-        try:
-            final_url, status, content_type, data = _attempt(session, url, policy, deadline)
-        except _Retry as retry:
-            if attempt > policy.retries:
-                raise retry.failure from None
-            delay = _backoff_delay(attempt, policy, retry.retry_after)
-            if time.monotonic() + delay >= deadline:
-                raise retry.failure from None
-            time.sleep(delay)
-            continue
-        return Fetched(data=data, url=final_url, status=status, content_type=content_type,
-                       attempts=attempt, elapsed=time.monotonic() - started)
+    with deadlines.limit(started + policy.total_timeout) as limit:
+        while True:
+            attempt += 1
+            try:
+                final_url, status, content_type, data = _attempt(session, url, policy, limit)
+            except _Retry as retry:
+                if attempt > policy.retries:
+                    raise retry.failure from None
+                delay = _backoff_delay(attempt, policy, retry.retry_after)
+                if delay >= limit.remaining():
+                    raise retry.failure from None
+                time.sleep(delay)
+                continue
+            return Fetched(data=data, url=final_url, status=status, content_type=content_type,
+                           attempts=attempt, elapsed=time.monotonic() - started)
 
 
 def _backoff_delay(attempt: int, policy: FetchPolicy, retry_after: float | None) -> float:
@@ -268,12 +271,12 @@ def _backoff_delay(attempt: int, policy: FetchPolicy, retry_after: float | None)
 
 
 def _attempt(session: requests.Session, url: str, policy: FetchPolicy,
-             deadline: float) -> tuple[str, int, str | None, bytes]:
+             limit: deadlines.Limit) -> tuple[str, int, str | None, bytes]:
     """One try: follow redirects from `url` and read the body."""
     current = url
     for _hop in range(policy.max_redirects + 1):
         host = urlsplit(current).hostname or ""
-        response = _request(session, current, host, policy, deadline)
+        response = _request(session, current, host, policy, limit)
         try:
             if response.is_redirect:
                 target = session.get_redirect_target(response) or ""
@@ -282,7 +285,7 @@ def _attempt(session: requests.Session, url: str, policy: FetchPolicy,
                 continue
             if not 200 <= response.status_code < 300:
                 raise _http_failure(response)
-            data = _read_body(response, host, policy, deadline)
+            data = _read_body(response, host, policy, limit)
             return current, response.status_code, response.headers.get("Content-Type"), data
         finally:
             response.close()  # unread error and redirect bodies are dropped with the connection
@@ -291,12 +294,12 @@ def _attempt(session: requests.Session, url: str, policy: FetchPolicy,
 
 
 def _request(session: requests.Session, url: str, host: str, policy: FetchPolicy,
-             deadline: float) -> requests.Response:
-    remaining = deadline - time.monotonic()
+             limit: deadlines.Limit) -> requests.Response:
+    remaining = limit.remaining()
     if remaining <= 0:
         raise _Retry(_deadline_failure(policy))
     try:
-        return session.get(
+        response = session.get(
             url,
             headers={**_HEADERS, "User-Agent": policy.user_agent},
             stream=True,
@@ -308,44 +311,46 @@ def _request(session: requests.Session, url: str, host: str, policy: FetchPolicy
     except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
             requests.exceptions.MissingSchema):
         raise ImageFailure("invalid_url", "the image URL is not a valid URL") from None
-    except requests.exceptions.ConnectTimeout:
-        raise _Retry(ImageFailure("timeout", f"connecting to {host} timed out", retryable=True)) from None
-    except requests.exceptions.Timeout:
-        raise _Retry(_read_timeout_failure(host, policy)) from None
     except requests.RequestException as exc:
+        if limit.expired:  # the deadline shut the socket under a trickling status line or headers
+            raise _Retry(_deadline_failure(policy)) from None
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            raise _Retry(ImageFailure("timeout", f"connecting to {host} timed out", retryable=True)) from None
+        if isinstance(exc, requests.exceptions.Timeout):
+            raise _Retry(_read_timeout_failure(host, policy)) from None
         raise _connection_failure(exc, host) from None
     except ValueError:  # e.g. an IDNA host name that cannot be encoded
         raise ImageFailure("invalid_url", "the image URL is not a valid URL") from None
+    if limit.expired:  # headers cut short by the deadline end like complete ones
+        response.close()
+        raise _Retry(_deadline_failure(policy))
+    return response
 
 
-def _read_body(response: requests.Response, host: str, policy: FetchPolicy, deadline: float) -> bytes:
+def _read_body(response: requests.Response, host: str, policy: FetchPolicy, limit: deadlines.Limit) -> bytes:
     """Stream the body under the byte cap and the deadline.
 
     read1 returns whatever one socket read brings, so the cap is checked as soon as it is
-    passed; the watchdog ends a read that the deadline overtakes, since a server
-    trickling a byte at a time never trips the per-read timeout.
+    passed; the deadline shuts the socket under a read that a trickling server keeps alive.
     """
     declared = response.headers.get("Content-Length", "")
     if declared.strip().isdigit() and int(declared) > policy.max_bytes:
         raise _too_large(policy)
     chunks: list[bytes] = []
     received = 0
-    with _Watchdog(response.raw, deadline) as watchdog:
-        try:
-            for chunk in _read1_chunks(response.raw):
-                received += len(chunk)
-                if received > policy.max_bytes:
-                    raise _too_large(policy)
-                chunks.append(chunk)
-                if time.monotonic() >= deadline:
-                    raise _Retry(_deadline_failure(policy))
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            if watchdog.fired:
-                raise _Retry(_deadline_failure(policy)) from None
-            if _find(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
-                raise _Retry(_read_timeout_failure(host, policy)) from None
-            raise _connection_failure(exc, host) from None
-    if watchdog.fired:  # a body without Content-Length just ends when the socket is shut
+    try:
+        for chunk in _read1_chunks(response.raw):
+            received += len(chunk)
+            if received > policy.max_bytes:
+                raise _too_large(policy)
+            chunks.append(chunk)
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+        if limit.expired:
+            raise _Retry(_deadline_failure(policy)) from None
+        if _find(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+            raise _Retry(_read_timeout_failure(host, policy)) from None
+        raise _connection_failure(exc, host) from None
+    if limit.expired:  # a body without Content-Length just ends when the socket is shut
         raise _Retry(_deadline_failure(policy))
     if not received:
         raise ImageFailure("empty_response", f"the image server at {host} sent an empty response")
@@ -357,40 +362,6 @@ def _read1_chunks(raw: urllib3.HTTPResponse) -> Iterator[bytes]:
         yield chunk
 
 
-class _Watchdog:
-    """Shuts the response's socket for reading at the deadline, waking a blocked read.
-
-    Uses urllib3's HTTPResponse.shutdown(), which exists for this cross-thread abort.
-    """
-
-    def __init__(self, raw: urllib3.HTTPResponse, deadline: float) -> None:
-        self.fired = False
-        self._raw = raw
-        self._lock = threading.Lock()
-        self._done = False
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Watchdog:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._done = True
-        self._timer.cancel()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self.fired = True
-            try:
-                self._raw.shutdown()
-            except (ValueError, RuntimeError, OSError):
-                pass  # already finished or released to the pool
-
-
 # --- posting (webhooks) -----------------------------------------------------------------
 
 
@@ -398,22 +369,29 @@ def post_json(url: str, body: bytes, headers: dict[str, str], policy: FetchPolic
     """POST ``body`` to a user-supplied URL under the same address rules; returns the status code.
 
     One attempt, no redirects followed (a receiver that moved must be re-registered); the
-    caller owns retries. Raises ImageFailure for blocked, unreachable or slow receivers.
+    caller owns retries. ``timeout`` bounds the whole attempt: connecting, sending and the
+    receiver's status line and headers. Raises ImageFailure for blocked, unreachable or slow
+    receivers.
     """
     parts = _validate_url(url)
     host = parts.hostname or ""
-    try:
-        response = _session(policy).post(
-            url, data=body, headers={"Content-Type": "application/json", "User-Agent": policy.user_agent, **headers},
-            allow_redirects=False, timeout=(min(policy.connect_timeout, timeout), timeout), stream=True)
-    except InvalidIPAddress as exc:
-        raise _blocked(exc.args[0] if exc.args else "?", host) from None
-    except requests.exceptions.Timeout:
-        raise ImageFailure("timeout", f"{host} did not answer within {timeout:g} s", retryable=True) from None
-    except requests.RequestException as exc:
-        failure = _connection_failure(exc, host)
-        raise (failure.failure if isinstance(failure, _Retry) else failure) from None
-    response.close()  # the receiver's body is not needed
+    slow = ImageFailure("timeout", f"{host} did not answer within {timeout:g} s", retryable=True)
+    with deadlines.limit(time.monotonic() + timeout) as limit:
+        try:
+            response = _session(policy).post(
+                url, data=body, allow_redirects=False, stream=True,
+                headers={"Content-Type": "application/json", "User-Agent": policy.user_agent, **headers},
+                timeout=(min(policy.connect_timeout, timeout), timeout))
+        except InvalidIPAddress as exc:
+            raise _blocked(exc.args[0] if exc.args else "?", host) from None
+        except requests.RequestException as exc:
+            if limit.expired or isinstance(exc, requests.exceptions.Timeout):
+                raise slow from None
+            failure = _connection_failure(exc, host)
+            raise (failure.failure if isinstance(failure, _Retry) else failure) from None
+        response.close()  # the receiver's body is not needed
+        if limit.expired:  # headers cut short by the deadline end like complete ones
+            raise slow
     return response.status_code
 
 

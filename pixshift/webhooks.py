@@ -30,6 +30,10 @@ from .models import (DeliveryAttempt, DeliveryState, Request, RequestState, Webh
                      WebhookEvent, iso, utcnow)
 
 
+# How long a claimed attempt's lease outlives its POST's deadline (name resolution, bookkeeping).
+_LEASE_MARGIN = 60.0
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
     secret: str | None  # signs deliveries to per-upload URLs
@@ -93,38 +97,48 @@ def create_event(req: Request, counts: dict, base_url: str) -> list[int]:
 def attempt_delivery(delivery_id: int, settings: WebhookSettings, policy: FetchPolicy) -> float | None:
     """Make one attempt if the delivery is due and nobody else is attempting it.
 
+    The claim's lease outlives the POST's deadline (``settings.timeout`` over the whole call), so
+    the sweep never starts a second attempt beside a running one, and a claim is refused once
+    the schedule's attempts are used. No database connection is held during the POST.
     Returns the seconds until the next attempt when one is scheduled, else None.
     """
     now = utcnow()
+    d = WebhookDelivery
     claimed = db.session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == DeliveryState.PENDING.value,
-               WebhookDelivery.next_attempt_at <= now,
-               or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now))
-        .values(attempts=WebhookDelivery.attempts + 1,
-                lease_expires_at=now + timedelta(seconds=settings.timeout + 60))
-        .returning(WebhookDelivery.attempts)
+        update(d)
+        .where(d.id == delivery_id, d.state == DeliveryState.PENDING.value, d.next_attempt_at <= now,
+               d.attempts <= len(settings.schedule),
+               or_(d.lease_expires_at.is_(None), d.lease_expires_at < now))
+        .values(attempts=d.attempts + 1, lease_expires_at=now + timedelta(seconds=settings.timeout + _LEASE_MARGIN))
+        .returning(d.attempts)
     ).first()
-    db.session.commit()
     if claimed is None:
+        db.session.commit()
         return None
     attempt = claimed.attempts
-    delivery = db.session.get(WebhookDelivery, delivery_id)
-    endpoint = delivery.endpoint
-    if endpoint is not None and endpoint.disabled_at is not None:
+    row = db.session.execute(
+        select(d.url, WebhookEvent.id, WebhookEvent.payload, WebhookEndpoint.id.label("endpoint_id"),
+               WebhookEndpoint.secret, WebhookEndpoint.disabled_at)
+        .join(WebhookEvent, WebhookEvent.id == d.event_id)
+        .outerjoin(WebhookEndpoint, WebhookEndpoint.id == d.endpoint_id)
+        .where(d.id == delivery_id)
+    ).one()
+    db.session.commit()  # the connection goes back to the pool before the receiver is called
+    if row.endpoint_id is not None and row.disabled_at is not None:
         _close(delivery_id, attempt, DeliveryState.FAILED, "the endpoint is disabled or deleted")
         return None
-    secret = endpoint.secret if endpoint is not None else settings.secret
-    status, error, latency_ms = _post(delivery.url, delivery.event, secret, settings, policy)
+    secret = row.secret if row.endpoint_id is not None else settings.secret
+    status, error, latency_ms = _post(row.url, row.id, row.payload.encode(), secret, settings, policy)
     db.session.add(DeliveryAttempt(delivery_id=delivery_id, status_code=status, latency_ms=latency_ms, error=error))
 
     if status is not None and 200 <= status < 300:
         _close(delivery_id, attempt, DeliveryState.DELIVERED, None)
         return None
     if status == 410:
-        if endpoint is not None:
-            endpoint.disabled_at = utcnow()
-            endpoint.disabled_reason = "the receiver answered 410 Gone"
+        if row.endpoint_id is not None:
+            db.session.execute(
+                update(WebhookEndpoint).where(WebhookEndpoint.id == row.endpoint_id)
+                .values(disabled_at=utcnow(), disabled_reason="the receiver answered 410 Gone"))
         _close(delivery_id, attempt, DeliveryState.FAILED, "the receiver answered 410 Gone; endpoint disabled")
         return None
     reason = error or f"the receiver answered {status}"
@@ -143,13 +157,12 @@ def attempt_delivery(delivery_id: int, settings: WebhookSettings, policy: FetchP
     return delay
 
 
-def _post(url: str, event: WebhookEvent, secret: str | None, settings: WebhookSettings,
+def _post(url: str, event_id: str, body: bytes, secret: str | None, settings: WebhookSettings,
           policy: FetchPolicy) -> tuple[int | None, str | None, int]:
-    body = event.payload.encode()
     timestamp = int(time.time())
-    headers = {"webhook-id": event.id, "webhook-timestamp": str(timestamp)}
+    headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp)}
     if secret:
-        headers["webhook-signature"] = sign(secret, event.id, timestamp, body)
+        headers["webhook-signature"] = sign(secret, event_id, timestamp, body)
     started = time.monotonic()
     try:
         status, error = post_json(url, body, headers, policy, settings.timeout), None

@@ -98,6 +98,13 @@ class _Handler(BaseHTTPRequestHandler):
                 if srv.stop.wait(0.05) or not self._write(b"x"):
                     return
             srv.stop.wait(30)
+        elif route == "slowstatus":  # /slowstatus/<token>: the status line a byte every 50 ms, for 5 s
+            self.close_connection = True
+            self._dribble(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        elif route == "slowheaders":  # /slowheaders/<token>: status line, then headers a byte every 50 ms
+            self.close_connection = True
+            self._write(b"HTTP/1.1 200 OK\r\n")
+            self._dribble(b"X-Padding: " + b"a" * 200 + b"\r\nContent-Length: 5\r\n\r\nhello")
         elif route == "bigdeclared":  # huge Content-Length, then silence: only the header may be read
             self._head(200, {"Content-Length": str(100 * 1024 * 1024)})
             srv.stop.wait(30)
@@ -107,6 +114,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(args[0], total=200 * 1024 * 1024, then_stall=False, token=url.path)
         else:
             self._send(404, b"no such route")
+
+    def do_POST(self) -> None:  # a webhook receiver: the same routes, the body read first
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
+
+    def _dribble(self, data: bytes) -> None:
+        """`data` a byte every 50 ms, each read well within any read timeout; for at most 5 s."""
+        for i in range(min(len(data), 100)):
+            if self.server.stop.wait(0.05) or not self._write(data[i:i + 1]):
+                return
+        self.server.stop.wait(30)
 
     def _head(self, status: int, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -379,6 +397,33 @@ def test_total_timeout_cuts_a_read_that_started_late(server):
     failure = fails(server.base + f"/trickle/1.2/{token()}", local(read_timeout=5, total_timeout=1.5))
     assert failure.code == "timeout"
     assert 1.45 <= time.monotonic() - started < 2.2
+
+
+@pytest.mark.parametrize("route", ["slowstatus", "slowheaders"])
+def test_total_timeout_ends_a_trickling_status_line_or_headers(server, route):
+    # Each byte arrives well within the read timeout; only the deadline over the whole call ends it.
+    path = f"/{route}/{token()}"
+    started = time.monotonic()
+    failure = fails(server.base + path, local(read_timeout=5, total_timeout=0.6))
+    assert failure.code == "timeout" and failure.retryable
+    assert failure.message == "downloading the image took longer than 0.6 s"
+    assert 0.55 <= time.monotonic() - started < 1.6
+    assert server.hits[path] == 1
+
+
+@pytest.mark.parametrize("route", ["slowstatus", "slowheaders"])
+def test_webhook_post_is_cut_at_its_timeout_however_the_receiver_trickles(server, route):
+    started = time.monotonic()
+    with pytest.raises(ImageFailure) as info:
+        fetch.post_json(server.base + f"/{route}/{token()}", b"{}", {}, local(read_timeout=5), timeout=0.6)
+    assert info.value.code == "timeout" and info.value.retryable
+    assert 0.55 <= time.monotonic() - started < 1.6
+
+
+def test_an_expired_deadline_leaves_the_next_call_on_the_same_thread_unharmed(server):
+    fails(server.base + f"/slowheaders/{token()}", local(read_timeout=5, total_timeout=0.3))
+    assert fetch_image(server.base + "/ok", local()).data == PNG
+    assert fetch.post_json(server.base + "/ok", b"{}", {}, local(), timeout=2) == 200
 
 
 # --- URL validation -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import time
 
 import pytest
 
@@ -135,3 +136,84 @@ def test_signature_matches_the_standard(app):
     import datetime
     ts = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     assert sign(SECRET, "msg_1", int(ts.timestamp()), b'{"a":1}') == Webhook(SECRET).sign("msg_1", ts, '{"a":1}')
+
+
+# --- a hostile receiver costs only its own delivery --------------------------------------------
+
+
+def _delivery_to(url: str) -> int:
+    """A finished request with one pending delivery to ``url``, written as the pipeline writes it."""
+    import uuid
+    from pixshift.extensions import db
+    from pixshift.models import Request, utcnow
+    from pixshift.webhooks import create_event
+    req = Request(id=str(uuid.uuid4()), state="completed", webhook_url=url, product_count=0, image_count=0,
+                  finished_at=utcnow())
+    db.session.add(req)
+    db.session.flush()
+    (delivery_id,) = create_event(req, {"total": 0, "done": 0, "failed": 0}, "http://127.0.0.1")
+    db.session.commit()
+    return delivery_id
+
+
+def test_a_trickling_receiver_is_cut_at_the_timeout_with_no_connection_held(any_db_app):
+    """Before: the POST had no total deadline and kept a database connection checked out throughout."""
+    from pixshift.extensions import db
+    from pixshift.webhooks import WebhookSettings, attempt_delivery
+    from pixshift.models import WebhookDelivery
+    rt = any_db_app.extensions["pixshift"]
+    settings = WebhookSettings(secret=SECRET, timeout=0.8, schedule=(60,))
+    with any_db_app.app_context():
+        engine = db.engine
+        with Receiver(SECRET, trickle=True, while_answering=lambda: engine.pool.checkedout()) as receiver:
+            delivery_id = _delivery_to(receiver.url)
+            started = time.monotonic()
+            retry_in = attempt_delivery(delivery_id, settings, rt.fetch_policy)
+            elapsed = time.monotonic() - started
+        assert receiver.observed == [0]  # while the receiver held the POST, no connection was checked out
+        assert 0.75 <= elapsed < 2.0 and retry_in is not None
+        delivery = db.session.get(WebhookDelivery, delivery_id)
+        assert delivery.attempts == 1 and delivery.state == "pending" and delivery.lease_expires_at is None
+        assert delivery.attempt_log[0].error.startswith("timeout")
+        db.session.commit()
+
+
+def test_no_second_attempt_starts_beside_a_running_one_nor_past_the_schedule(any_db_app):
+    """The sweep re-enqueues overdue deliveries; a claimed attempt's lease keeps it to one in flight,
+    and a delivery whose schedule is used up is never claimed again, however often it is enqueued."""
+    import threading
+    from datetime import timedelta
+    from sqlalchemy import update
+    from pixshift.extensions import db
+    from pixshift.models import WebhookDelivery, utcnow
+    from pixshift.webhooks import WebhookSettings, attempt_delivery, overdue_deliveries
+    rt = any_db_app.extensions["pixshift"]
+    settings = WebhookSettings(secret=SECRET, timeout=1.5, schedule=(0, 0))
+    with any_db_app.app_context():
+        with Receiver(SECRET, trickle=True) as receiver:
+            delivery_id = _delivery_to(receiver.url)
+
+            def attempt():
+                with any_db_app.app_context():
+                    attempt_delivery(delivery_id, settings, rt.fetch_policy)
+
+            first = threading.Thread(target=attempt)
+            first.start()
+            receiver.wait_for(1, timeout=5)
+            # The sweep looks while the first attempt runs, even well past the attempt's deadline: not
+            # overdue; and a duplicate task claims nothing.
+            later = utcnow() + timedelta(seconds=settings.timeout + 30)
+            assert delivery_id not in overdue_deliveries(later, grace=0)
+            assert attempt_delivery(delivery_id, settings, rt.fetch_policy) is None
+            first.join(5)
+            assert len(receiver.received) == 1
+            for _ in range(5):  # duplicated tasks, as many as you like
+                attempt_delivery(delivery_id, settings, rt.fetch_policy)
+            # A lease from a worker that died long ago is no reason to exceed the schedule either.
+            db.session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                               .values(state="pending", lease_expires_at=utcnow() - timedelta(seconds=1)))
+            db.session.commit()
+            assert attempt_delivery(delivery_id, settings, rt.fetch_policy) is None
+        delivery = db.session.get(WebhookDelivery, delivery_id)
+        assert delivery.attempts == len(settings.schedule) + 1 == len(receiver.received)
+        db.session.commit()

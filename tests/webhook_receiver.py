@@ -10,13 +10,19 @@ from standardwebhooks import Webhook
 
 
 class Receiver:
-    """Answers the scripted status codes in turn (then 200), optionally slowly; records what came."""
+    """Answers the scripted status codes in turn (then 200), optionally slowly; records what came.
+
+    ``trickle``: the status line goes out a byte every 50 ms (each read well within any read
+    timeout); ``while_answering`` is called in the handler's thread meanwhile, its result recorded."""
 
     def __init__(self, secret: str | None, statuses: list[int] | None = None, delay: float = 0.0,
-                 port: int = 0) -> None:
+                 port: int = 0, trickle: bool = False, while_answering=None) -> None:
         self.secret = secret
         self.statuses = list(statuses or [])
         self.delay = delay
+        self.trickle = trickle
+        self.while_answering = while_answering
+        self.observed: list = []
         self.received: list[dict] = []
         self._port = port
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -50,9 +56,23 @@ class Receiver:
                     receiver._cond.notify_all()
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                if receiver.trickle:
+                    return self._dribble(f"HTTP/1.1 {status} OK\r\nContent-Length: 0\r\n\r\n".encode())
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def _dribble(self, data: bytes) -> None:
+                self.close_connection = True
+                for i in range(len(data)):
+                    if i == 3 and receiver.while_answering:
+                        receiver.observed.append(receiver.while_answering())
+                    time.sleep(0.05)
+                    try:
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
