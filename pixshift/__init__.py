@@ -59,6 +59,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 def _runtime(app: Flask):
     from .events import make_bus
     from .fetch import FetchPolicy
+    from .host_slots import HostSlots
     from .pipeline import Runtime
     from .storage import make_store
     from .webhooks import WebhookSettings
@@ -75,7 +76,7 @@ def _runtime(app: Flask):
         ratio=c["COMPRESSION_RATIO"], min_quality=c["MIN_QUALITY"], max_quality=c["MAX_QUALITY"],
         max_pixels=c["MAX_IMAGE_PIXELS"], thumbnail_size=c["THUMBNAIL_SIZE"],
         lease_seconds=c["LEASE_SECONDS"], max_attempts=c["MAX_ATTEMPTS"], retry_delay=c["RETRY_DELAY"],
-        cpu_slots=c["CPU_SLOTS"],
+        cpu_slots=c["CPU_SLOTS"], host_slots=HostSlots(c["HOST_CONCURRENCY"]),
         webhooks=WebhookSettings(secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"],
                                  schedule=c["WEBHOOK_RETRY_SCHEDULE"]),
         base_url=c["PUBLIC_BASE_URL"] or f"http://{_reachable(c['HOST'])}:{c['PORT']}",

@@ -91,6 +91,8 @@ class Config:
         self.DOWNLOAD_TIMEOUT = _float("PIXSHIFT_DOWNLOAD_TIMEOUT", 60.0)
         self.DOWNLOAD_RETRIES = _int("PIXSHIFT_DOWNLOAD_RETRIES", 3)
         self.DOWNLOAD_BACKOFF = _float("PIXSHIFT_DOWNLOAD_BACKOFF", 0.5)
+        # Downloads from one host at once per worker process; a stalled host holds no more threads.
+        self.HOST_CONCURRENCY = _int("PIXSHIFT_HOST_CONCURRENCY", 8)
 
         # Access: with tokens set, the API requires one and each request is visible only to its token.
         self.API_TOKENS = tuple(t.strip() for t in (_env("PIXSHIFT_API_TOKENS") or "").split(",") if t.strip())

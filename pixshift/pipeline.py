@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,6 +29,7 @@ from .errors import ImageFailure
 from .events import EventBus
 from .extensions import db
 from .fetch import FetchPolicy, fetch_image
+from .host_slots import HostSlots, host_of
 from .models import FINISHED_IMAGE_STATES, Image, ImageState, Product, Request, RequestState, utcnow
 from .storage import MediaStore
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
@@ -53,6 +55,8 @@ _CLAIM = (
 _OWNED = (_images.c.id == bindparam("b_id"), _images.c.attempts == bindparam("b_attempt"),
           _images.c.state == ImageState.PROCESSING.value)
 _FINISH = update(_images).where(*_OWNED).returning(_images.c.request_id)
+_QUEUED_URL = select(_images.c.input_url).where(_images.c.id == bindparam("b_id"),
+                                                _images.c.state == ImageState.QUEUED.value)
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Runtime:
     # Downloads overlap in many threads; decoding and encoding run in this many child processes
     # (pixshift.codec_processes), so memory stays bounded and a codec crash ends only a child.
     cpu_slots: int = 2
+    host_slots: HostSlots = field(default_factory=lambda: HostSlots(8))
 
 
 @dataclass(frozen=True)
@@ -84,24 +89,57 @@ class Outcome:
     deliveries: tuple[int, ...] = ()  # webhook deliveries to enqueue: this image finished its request
 
 
-def process_image(image_id: int, rt: Runtime) -> Outcome:
-    """Run one attempt at one image; safe to call twice, or after another worker died."""
-    claim = claim_image(image_id, rt.lease_seconds)
-    if claim is None:
+def process_image(image_id: int, rt: Runtime, resume: Callable[[int], None] = lambda image_id: None) -> Outcome:
+    """Run one attempt at one image; safe to call twice, or after another worker died.
+
+    When its host already has ``rt.host_slots.limit`` downloads running here, the image is
+    parked unclaimed and this returns at once; ``resume(image_id)`` is called with a parked
+    image when a download from its host ends, to enqueue it again.
+    """
+    url = db.session.execute(_QUEUED_URL, {"b_id": image_id}).scalar()
+    db.session.commit()
+    if url is None:
         return Outcome(None)
-    attempt, url, request_id = claim
-    token = logs.bind(request_id=request_id, image_id=image_id)
+    slot = _HostSlot(rt.host_slots, host_of(url), resume)
+    if not rt.host_slots.try_acquire(slot.host, image_id):
+        return Outcome(None)
     try:
-        return _attempt(image_id, attempt, url, request_id, rt)
+        claim = claim_image(image_id, rt.lease_seconds)
+        if claim is None:
+            return Outcome(None)
+        attempt, url, request_id = claim
+        token = logs.bind(request_id=request_id, image_id=image_id)
+        try:
+            return _attempt(image_id, attempt, url, request_id, rt, slot)
+        finally:
+            logs.unbind(token)
     finally:
-        logs.unbind(token)
+        slot.release()
 
 
-def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime) -> Outcome:
+class _HostSlot:
+    """A download slot of one host, given back once: when the download ends, or at the latest
+    when the attempt does."""
+
+    def __init__(self, slots: HostSlots, host: str, resume: Callable[[int], None]) -> None:
+        self.host = host
+        self._slots = slots
+        self._resume = resume
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            waiting = self._slots.release(self.host)
+            if waiting is not None:
+                self._resume(waiting)
+
+
+def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime, slot: _HostSlot) -> Outcome:
     _publish(rt.bus, request_id, {"type": "image", "request_id": request_id, "image_id": image_id,
                                   "state": ImageState.PROCESSING.value, "attempt": attempt})
     try:
-        fields = _fetch_and_compress(image_id, attempt, url, rt)
+        fields = _fetch_and_compress(image_id, attempt, url, rt, slot)
     except ImageFailure as failure:
         if failure.retryable and attempt < rt.max_attempts:
             retry_in = rt.retry_delay * 2 ** (attempt - 1)
@@ -133,9 +171,12 @@ def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str, str] | Non
     return row.attempts, row.input_url, row.request_id
 
 
-def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime) -> dict:
+def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime, slot: _HostSlot) -> dict:
     claimed = time.monotonic()
-    fetched = fetch_image(url, rt.fetch_policy)
+    try:
+        fetched = fetch_image(url, rt.fetch_policy)
+    finally:
+        slot.release()  # compressing needs no connection to the host
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left
         renew_lease(image_id, attempt, rt.lease_seconds)
     result = codec_processes.run(compress_to_ratio, fetched.data, processes=rt.cpu_slots,

@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import threading
 
-from huey import PriorityRedisHuey, SqliteHuey, crontab
-from huey.consumer import Scheduler
+from huey import PriorityRedisHuey, SqliteHuey
 
 from pixshift.config import Config
 
@@ -23,12 +22,34 @@ else:
     _config.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
     huey = SqliteHuey(_config.QUEUE_NAME, filename=str(_config.INSTANCE_PATH / "huey.db"), results=False)
 
-# Huey checks periodic tasks once a minute; the sweep below matches every check, so this sets
-# its cadence (tests shorten it to watch recovery from a killed worker in seconds).
-Scheduler.periodic_task_seconds = _config.SWEEP_SECONDS
-
 _app = None
 _app_lock = threading.Lock()
+
+
+# Every consumer process sweeps every PIXSHIFT_SWEEP_SECONDS on a thread of its own: as a queued
+# task it waited behind the very workers it must rescue (stalled downloads, costly images).
+# Concurrent sweeps are safe (each change is a fenced UPDATE); no lock is taken, since a consumer
+# killed while holding it would stop all sweeps. Registered before the hook that nices worker
+# threads, so the sweeper it starts keeps the normal priority.
+_sweeper_lock = threading.Lock()
+_sweeper: threading.Thread | None = None
+_sweeper_stop = threading.Event()
+
+
+@huey.on_startup()
+def start_sweeper() -> None:
+    global _sweeper
+    with _sweeper_lock:
+        if _sweeper is not None and _sweeper.is_alive():
+            return
+        _sweeper_stop.clear()
+        _sweeper = threading.Thread(target=_sweep_forever, name="pixshift-sweeper", daemon=True)
+        _sweeper.start()
+
+
+@huey.on_shutdown()
+def stop_sweeper() -> None:
+    _sweeper_stop.set()
 
 
 @huey.on_startup()
@@ -81,7 +102,7 @@ def process_image(image_id: int) -> str | None:
     token = logs.bind(image_id=image_id)
     try:
         with _flask_app().app_context():
-            outcome = run(image_id, _runtime())
+            outcome = run(image_id, _runtime(), resume=process_image)
     finally:
         logs.unbind(token)
     if outcome.retry_in is not None:
@@ -103,10 +124,7 @@ def deliver_webhook(delivery_id: int) -> float | None:
     return retry_in
 
 
-# Every consumer runs the sweep; concurrent sweeps are safe (each change is a fenced UPDATE).
-# Huey's lock_task is not used: a consumer killed while holding it would stop all sweeps.
-@huey.periodic_task(crontab(minute="*"))
-def reclaim_expired_leases() -> int:
+def sweep() -> int:
     """Requeue work that dead workers or lost tasks left; see ``pixshift.pipeline.reclaim_expired``."""
     from pixshift.pipeline import reclaim_expired
     queue_empty = huey.pending_count() == 0
@@ -119,3 +137,12 @@ def reclaim_expired_leases() -> int:
     for delivery_id in found.deliveries:
         deliver_webhook(delivery_id)
     return len(found.images) + len(found.requests) + len(found.deliveries)
+
+
+def _sweep_forever() -> None:
+    import logging
+    while not _sweeper_stop.wait(_config.SWEEP_SECONDS):
+        try:
+            sweep()
+        except Exception:  # a database or queue outage: try again at the next sweep
+            logging.getLogger(__name__).exception("sweep failed")
