@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -42,15 +44,47 @@ def test_private_urls_are_refused_by_default():
 
 
 @pytest.fixture(scope="module")
-def token_client(app):
+def token_app(app):
     from pixshift import create_app
-    token_app = create_app({"TESTING": True, "API_TOKENS": ("token-a", "token-b")})
+    return create_app({"TESTING": True, "API_TOKENS": ("token-a", "token-b")})
+
+
+@pytest.fixture(scope="module")
+def token_client(token_app):
     return token_app.test_client()
 
 
 def _upload(client, token=None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return client.post("/upload", data={"file": (io.BytesIO(CSV), "p.csv")}, headers=headers)
+
+
+HTML = {"Accept": "text/html"}
+
+
+def _login_form(client, query_string: str = "") -> str:
+    """GET the login page (it must render) and return its CSRF token."""
+    page = client.get("/login", query_string=query_string, headers=HTML)
+    assert page.status_code == 200 and 'name="token"' in page.get_data(as_text=True)
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+
+
+def test_the_browser_login_works_end_to_end(token_app):
+    client = token_app.test_client()
+    to_login = client.get("/requests", headers=HTML)
+    assert to_login.status_code == 302 and to_login.headers["Location"].startswith("/login?next=")
+    login_url = urlsplit(to_login.headers["Location"])
+    csrf = _login_form(client, login_url.query)
+
+    wrong = client.post("/login", query_string=login_url.query, data={"csrf_token": csrf, "token": "nope"})
+    assert wrong.status_code == 400 and "That token is not valid." in wrong.get_data(as_text=True)
+    assert client.get("/requests", headers=HTML).status_code == 302
+
+    logged_in = client.post("/login", query_string=login_url.query, data={"csrf_token": csrf, "token": "token-a"})
+    assert logged_in.status_code == 303 and urlsplit(logged_in.headers["Location"]).path == "/requests"
+    assert "session=" in logged_in.headers["Set-Cookie"]
+    page = client.get("/requests", headers=HTML)
+    assert page.status_code == 200 and "text/html" in page.content_type
 
 
 def test_with_tokens_the_api_needs_one(token_client):
