@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from flask import Flask, current_app, g, redirect, request, session, url_for
 
@@ -74,6 +76,33 @@ def login(token: str) -> bool:
             session["owner"] = owner_of(candidate)
             return True
     return False
+
+
+# What a browser does to a URL before parsing it (WHATWG URL standard): it strips leading and
+# trailing C0 controls and spaces, and removes every ASCII tab and newline.
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))
+_TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def safe_next(target: str) -> str:
+    """Where a login may send the browser next: a path on this site, else ``/``.
+
+    ``next`` comes from the query string, so anyone can put it in a link. Checking the raw text is
+    not enough: a browser turns ``/<tab>/evil.example`` and ``/\\evil.example`` into
+    ``//evil.example`` (another host), and a newline makes the Location header unsendable (a 500).
+    So the target is normalised the way a browser would, and only a path starting with a single
+    ``/`` followed by neither ``/`` nor ``\\`` (or exactly ``/``) is accepted, with no control
+    characters or lone surrogates left in it. It comes back percent-encoded, so the header is plain
+    ASCII and means the same to every client.
+    """
+    url = target.strip(_C0_OR_SPACE).translate(_TAB_OR_NEWLINE)
+    if not url.startswith("/") or url[1:2] in ("/", "\\") or _CONTROL_OR_SURROGATE.search(url):
+        return "/"
+    parts = urlsplit(url)
+    path = quote(parts.path.replace("\\", "/"), safe="/%!$&'()*+,:;=@~")
+    return urlunsplit(("", "", path, quote(parts.query, safe="/%!$&'()*+,:;=?@~"),
+                       quote(parts.fragment, safe="/%!#$&'()*+,:;=?@~")))
 
 
 def _harden(response):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import pytest
 
@@ -42,15 +44,90 @@ def test_private_urls_are_refused_by_default():
 
 
 @pytest.fixture(scope="module")
-def token_client(app):
+def token_app(app):
     from pixshift import create_app
-    token_app = create_app({"TESTING": True, "API_TOKENS": ("token-a", "token-b")})
+    return create_app({"TESTING": True, "API_TOKENS": ("token-a", "token-b")})
+
+
+@pytest.fixture(scope="module")
+def token_client(token_app):
     return token_app.test_client()
 
 
 def _upload(client, token=None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return client.post("/upload", data={"file": (io.BytesIO(CSV), "p.csv")}, headers=headers)
+
+
+HTML = {"Accept": "text/html"}
+
+
+def _login_form(client, query_string: str = "") -> str:
+    """GET the login page (it must render) and return its CSRF token."""
+    page = client.get("/login", query_string=query_string, headers=HTML)
+    assert page.status_code == 200 and 'name="token"' in page.get_data(as_text=True)
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+
+
+def _where_a_browser_goes(location: str) -> SplitResult:
+    """The URL a browser follows for a Location header seen on http://localhost/login (WHATWG
+    parsing: C0 controls and spaces trimmed, tab and newline dropped, ``\\`` read as ``/``)."""
+    cleaned = re.sub("[\t\n\r]", "", location.strip("".join(map(chr, range(0x21))))).replace("\\", "/")
+    return urlsplit(urljoin("http://localhost/login", cleaned))
+
+
+def test_the_browser_login_works_end_to_end(token_app):
+    client = token_app.test_client()
+    to_login = client.get("/requests", headers=HTML)
+    assert to_login.status_code == 302 and to_login.headers["Location"].startswith("/login?next=")
+    login_url = urlsplit(to_login.headers["Location"])
+    csrf = _login_form(client, login_url.query)
+
+    wrong = client.post("/login", query_string=login_url.query, data={"csrf_token": csrf, "token": "nope"})
+    assert wrong.status_code == 400 and "That token is not valid." in wrong.get_data(as_text=True)
+    assert client.get("/requests", headers=HTML).status_code == 302
+
+    logged_in = client.post("/login", query_string=login_url.query, data={"csrf_token": csrf, "token": "token-a"})
+    assert logged_in.status_code == 303 and urlsplit(logged_in.headers["Location"]).path == "/requests"
+    assert "session=" in logged_in.headers["Set-Cookie"]
+    page = client.get("/requests", headers=HTML)
+    assert page.status_code == 200 and "text/html" in page.content_type
+
+
+OFF_SITE = ["/%09/evil.example/phish", "/%0a/evil.example", "/%0d/evil.example", "//evil.example",
+            "/\\evil.example", "\\/evil.example", "/%5Cevil.example", "https://evil.example", "javascript:alert(1)",
+            " /\t/evil", "%2F%2Fevil.example", "/\x00/evil"]
+
+
+@pytest.mark.parametrize("raw_next, expected", [(raw, "/") for raw in OFF_SITE] + [
+    ("/requests", "/requests"), ("/status/abc?page=2", "/status/abc?page=2"), ("/", "/")])
+def test_login_sends_the_browser_only_to_this_site(token_app, raw_next, expected):
+    """``raw_next`` is the query string as written in a link; a 500 or a Location that a browser
+    reads as another host would be an open redirect."""
+    client = token_app.test_client()
+    query = "next=" + raw_next
+    csrf = _login_form(client, query)
+    response = client.post("/login", query_string=query, data={"csrf_token": csrf, "token": "token-a"})
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    target = _where_a_browser_goes(location)
+    assert (target.scheme, target.netloc) == ("http", "localhost"), location
+    assert location == expected
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("/a b/\u00e9?q=<x>#top", "/a%20b/%C3%A9?q=%3Cx%3E#top"),
+    ("/a\\b", "/a/b"),
+    ("/%09/x", "/%09/x"),
+    ("\t/requests\n", "/requests"),
+    ("/requests?", "/requests"),
+    ("/\ud800", "/"),
+    ("/\x7f", "/"),
+    ("", "/"),
+])
+def test_safe_next_reserialises_what_it_keeps(target, expected):
+    from pixshift.security import safe_next
+    assert safe_next(target) == expected
 
 
 def test_with_tokens_the_api_needs_one(token_client):

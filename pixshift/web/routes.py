@@ -11,7 +11,7 @@ from ..csv_input import COLUMNS
 from ..extensions import db
 from ..models import Image, Request, WebhookDelivery, WebhookEndpoint
 from ..reporting import is_finished, request_status
-from ..security import can_see, current_owner, login as login_with
+from ..security import can_see, current_owner, login as login_with, safe_next
 from ..webhooks import delete_endpoint, endpoint_doc, resend
 from . import bp
 from .forms import ActionForm, LoginForm, UploadForm, WebhookForm
@@ -156,7 +156,6 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         if login_with(form.token.data):
-            target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//") else "/", code=303)
+            return redirect(safe_next(request.args.get("next", "")), code=303)
         form.token.errors.append("That token is not valid.")
     return render_template("login.html", form=form), 200 if request.method == "GET" else 400
