@@ -208,3 +208,28 @@ def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, i
         assert db.session.get(Request, request_id).state == "completed"
         events = db.session.scalars(db.select(WebhookEvent).where(WebhookEvent.request_id == request_id)).all()
         assert len(events) == 1 and len(events[0].deliveries) == 1
+
+
+def test_no_database_connection_is_held_while_downloading_compressing_or_storing(any_db_app, image_server,
+                                                                                 monkeypatch):
+    """A slow host, a costly image or a slow media store must not hold one of the pool's connections:
+    the attempt commits before each and writes its result in a short transaction afterwards."""
+    app = any_db_app
+    rt = app.extensions["pixshift"]
+    held: dict[str, list[int]] = {"fetch": [], "compress": [], "store": []}
+
+    def probing(name, real):
+        def call(*args, **kwargs):
+            held[name].append(db.engine.pool.checkedout() + db.session().in_transaction())
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(pipeline, "fetch_image", probing("fetch", pipeline.fetch_image))
+    monkeypatch.setattr(pipeline.codec_processes, "run", probing("compress", pipeline.codec_processes.run))
+    monkeypatch.setattr(rt.store, "put", probing("store", rt.store.put))
+    request_id = _new_request(app, [image_server.url("photo1.jpg")])
+    with app.app_context():
+        [image_id] = _image_ids(request_id)
+        outcome = pipeline.process_image(image_id, rt)
+        assert outcome.state == "done", db.session.get(Image, image_id).error_message
+    assert held == {"fetch": [0], "compress": [0], "store": [0, 0, 0, 0]}
