@@ -200,3 +200,28 @@ def test_a_child_that_holds_an_image_without_using_cpu_is_stopped_as_stalled():
     error = _fail(time.sleep, 30, processes=1, cpu_seconds=0.1)
     assert (error.code, error.retryable) == ("worker_stalled", True)
     assert time.monotonic() - started < 5
+
+
+def test_costly_images_cost_only_themselves_in_a_running_service(tmp_path, image_server):
+    """python -m pixshift with two slots and PIXSHIFT_IMAGE_CPU_SECONDS=1: a scan bomb and two
+    pictures that need more CPU than that fail too_costly at their first attempt, the healthy
+    images beside them are done, and once the request has finished no compression child works."""
+    from imageserver import ImageServer
+
+    (tmp_path / "served").mkdir()
+    (tmp_path / "served" / "bomb.jpg").write_bytes(scan_bomb())
+    costly = [f"gen/3000x2000.webp?q=90&seed={seed}" for seed in (1, 2)]  # seconds of WebP encodes each
+    for seed in (1, 2):
+        image_server.generated(3000, 2000, seed=seed, fmt="WEBP", quality=90)
+    env = {"PIXSHIFT_CPU_SLOTS": "2", "PIXSHIFT_IMAGE_CPU_SECONDS": "1"}
+    with ImageServer(tmp_path / "served") as bombs, Stack(tmp_path, env, separate_consumer=False, workers=4) as stack:
+        urls = [bombs.url("bomb.jpg"), *image_server.urls(costly), *image_server.urls(["photo1.jpg", "photo2.jpg"])]
+        csv = 'Serial Number,Product Name,Input Image URLs\n1,Mixed,"' + ", ".join(urls) + '"\n'
+        request_id = stack.upload(csv).json()["request_id"]
+        doc = stack.wait_finished(request_id, timeout=60)
+        images = doc["items"][0]["images"]
+        codes = [(i["state"], (i.get("error") or {}).get("code"), i["attempts"]) for i in images]
+        assert codes == [("failed", "too_costly", 1)] * 3 + [("done", None, 1)] * 2, images
+        service = stack.processes["web"].pid
+        wait_until(lambda: all(_state(pid) == "S" for pid in _pool_workers(service)), 5,
+                   message="every compression child to be idle")  # the incident's burnt on for minutes
