@@ -77,6 +77,7 @@ def _runtime(app: Flask):
         max_pixels=c["MAX_IMAGE_PIXELS"], thumbnail_size=c["THUMBNAIL_SIZE"],
         lease_seconds=c["LEASE_SECONDS"], max_attempts=c["MAX_ATTEMPTS"], retry_delay=c["RETRY_DELAY"],
         cpu_slots=c["CPU_SLOTS"], host_slots=HostSlots(c["HOST_CONCURRENCY"]),
+        image_cpu_seconds=c["IMAGE_CPU_SECONDS"],
         webhooks=WebhookSettings(secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"],
                                  schedule=c["WEBHOOK_RETRY_SCHEDULE"]),
         base_url=c["PUBLIC_BASE_URL"] or f"http://{_reachable(c['HOST'])}:{c['PORT']}",

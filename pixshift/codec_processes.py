@@ -1,84 +1,250 @@
-"""Decoding and encoding in child processes, so one hostile image cannot take the service down.
+"""Decoding and encoding in child processes, so one hostile image costs only itself.
 
 A codec library that crashes on crafted input (a segfault) or a child the kernel kills (out of
 memory) ends one child, not the worker or, on the embedded default, the web server that shares its
-process: the images that child held fail with a retryable ``worker_crashed`` and the pool is
-rebuilt. The children also take the quality search's Python work off the GIL that the embedded
-default's web threads share with its worker threads, and run niced like the worker threads.
-Children start from a fork server (Python's ``forkserver``), which imports the main module as
-``__mp_main__``: entry points keep their work under ``if __name__ == "__main__"``.
+process: the image that child held fails with a retryable ``worker_crashed``. An image that needs
+more CPU time than its budget (a crafted file that decodes for minutes) has its child killed
+(SIGKILL) and fails with ``too_costly``, not retryable: it would cost the same again. The children
+also take the quality search's Python work off the GIL that the embedded default's web threads
+share with its worker threads, and run niced like the worker threads. Children start from a fork
+server (Python's ``forkserver``), which imports the main module as ``__mp_main__``: entry points
+keep their work under ``if __name__ == "__main__"``.
 
-One pool per process, started on first use; its size is the number of images decoded and encoded
-at once (``PIXSHIFT_CPU_SLOTS``); further calls wait their turn in its queue.
+The pool is a small one of our own, not ``concurrent.futures``: killing one of its children breaks
+the whole executor and fails every image in flight. Here each slot is one child with its own pipe,
+holding one image at a time, so a kill or a crash ends that image only, and the slot starts a new
+child for its next image. One pool per process (per size: a service uses one,
+``PIXSHIFT_CPU_SLOTS``), started on first use; further calls wait for a free slot.
+
+The budget is CPU time of the child, not wall time: waiting for a slot, or for a core on a busy
+machine, costs an image nothing. The calling thread, which waits for the result anyway, reads the
+child's CPU time from ``/proc/<pid>/stat`` every 0.1 s (without /proc, wall time stands in) and
+kills the child once the image has used its budget. A child that holds an image for ten budgets of
+wall time without using it (blocked, or starved of CPU) is killed too, as a retryable
+``worker_stalled``, so no slot is held for ever.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+import queue
 import select
 import signal
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
 
 from .errors import ImageFailure
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.1  # how often a busy child's CPU time is read: how far it can overrun its budget
+_STALL_BUDGETS = 10  # wall time, in budgets, after which a child that has not used its budget is stalled
+_TICKS = os.sysconf("SC_CLK_TCK")  # /proc's unit of CPU time
 
 _lock = threading.Lock()
-_pool: ProcessPoolExecutor | None = None
-_pool_size: int | None = None
+_pools: dict[int, _Pool] = {}
 
 
-def run(fn: Callable[..., T], /, *args, processes: int, **kwargs) -> T:
+def run(fn: Callable[..., T], /, *args, processes: int, cpu_seconds: float | None = None,
+        heartbeat: Callable[[], object] | None = None, heartbeat_seconds: float = 60.0, **kwargs) -> T:
     """``fn(*args, **kwargs)`` in a child process; its exceptions are raised here as they are.
 
-    ``fn`` and its arguments must pickle (a module-level function, bytes, numbers). Children run
-    at the CPU priority of the thread that first calls this (a worker thread: niced)."""
+    ``fn`` and its arguments must pickle (a module-level function, bytes, numbers). The child may
+    spend ``cpu_seconds`` of CPU time on it (None or 0: no limit); beyond, it is killed and
+    ImageFailure ``too_costly`` raised. A child that dies raises ``worker_crashed``, one that holds
+    the call for ten budgets of wall time ``worker_stalled`` (both retryable); either way only
+    this call fails. ``heartbeat`` is called every ``heartbeat_seconds`` while
+    this call waits for a slot or for the result (a worker renews its lease with it); what it
+    raises is logged. Children run at the CPU priority of the thread that first calls this (a
+    worker thread: niced)."""
     pool = _get_pool(processes)
+    beat = _Heartbeat(heartbeat, heartbeat_seconds)
+    slot = pool.take(beat)
     try:
-        return pool.submit(fn, *args, **kwargs).result()
-    except BrokenProcessPool as e:
-        _discard(pool)
+        return slot.call((fn, args, kwargs), cpu_seconds or None, beat)
+    finally:
+        pool.give_back(slot)
+
+
+def _get_pool(processes: int) -> _Pool:
+    with _lock:
+        pool = _pools.get(processes)
+        if pool is None:
+            pool = _pools[processes] = _Pool(max(1, processes))
+        return pool
+
+
+class _Heartbeat:
+    """Calls ``fn`` from the waiting thread every ``every`` seconds; ``timeout`` caps each wait so
+    that no call is late."""
+
+    def __init__(self, fn: Callable[[], object] | None, every: float) -> None:
+        self.fn, self.every = fn, every
+        self.due = time.monotonic() + every
+
+    def timeout(self, wanted: float | None) -> float | None:
+        if self.fn is None:
+            return wanted
+        left = max(0.0, self.due - time.monotonic())
+        return left if wanted is None else min(wanted, left)
+
+    def __call__(self) -> None:
+        if self.fn is None or time.monotonic() < self.due:
+            return
+        self.due = time.monotonic() + self.every
+        try:
+            self.fn()
+        except Exception:  # a missed renewal costs at most the lease; the image goes on
+            logger.warning("heartbeat while compressing failed", exc_info=True)
+
+
+class _Pool:
+    """Slots waiting to be taken, each a child and its pipe; a caller holds one for one call."""
+
+    def __init__(self, size: int) -> None:
+        self._idle: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        for _ in range(size):
+            self._idle.put(_Slot())
+
+    def take(self, beat: _Heartbeat) -> _Slot:
+        while True:
+            try:
+                return self._idle.get(timeout=beat.timeout(None))
+            except queue.Empty:
+                beat()
+
+    def give_back(self, slot: _Slot) -> None:
+        self._idle.put(slot)
+
+
+class _Slot:
+    """One child process, started on first use and again after it is lost, and its pipe."""
+
+    def __init__(self) -> None:
+        self.process: BaseProcess | None = None
+        self.conn: Connection | None = None
+
+    def call(self, job: tuple, cpu_seconds: float | None, beat: _Heartbeat) -> Any:
+        if self.process is None:
+            self._start()
+        try:
+            ok, value = self._exchange(job, cpu_seconds, beat)
+        except BaseException:
+            self._end()  # dead, over budget, or it would answer the next caller with this job's result
+            raise
+        if ok:
+            return value
+        raise value
+
+    def _exchange(self, job: tuple, cpu_seconds: float | None, beat: _Heartbeat) -> tuple[bool, Any]:
+        process, conn = self.process, self.conn
+        started, cpu_before = time.monotonic(), _cpu_time(process.pid)
+        try:
+            conn.send(job)
+            while True:
+                ready = wait([conn, process.sentinel], beat.timeout(_POLL_SECONDS if cpu_seconds else None))
+                if conn in ready:
+                    return conn.recv()
+                if ready:  # the child ended without answering
+                    raise EOFError
+                beat()
+                if cpu_seconds is not None:
+                    _check_budget(process.pid, cpu_before, started, cpu_seconds)
+        except (EOFError, OSError) as e:
+            raise ImageFailure(
+                "worker_crashed",
+                "the process decoding or encoding this image stopped abruptly (a codec fault or out of memory)",
+                retryable=True,
+            ) from e
+
+    def _start(self) -> None:
+        # forkserver: children start from a clean process, not a copy of one with threads and
+        # open database connections; PIL is imported once in the server, not in every child.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["pixshift.compress"])
+        conn, child_end = context.Pipe()
+        # daemon: at interpreter exit multiprocessing terminates the children instead of joining them.
+        process = context.Process(target=_serve, args=(child_end, os.getpid()), daemon=True)
+        try:
+            process.start()
+        finally:
+            child_end.close()  # the child's copy only: its death then reads as end of file here
+        self.process, self.conn = process, conn
+
+    def _end(self) -> None:
+        """Kill the child if it still runs, and forget it: the next call starts a new one."""
+        process, conn = self.process, self.conn
+        self.process = self.conn = None
+        conn.close()
+        if process.exitcode is None:  # not reaped yet, so the pid is still this child's
+            process.kill()
+        process.join()
+        process.close()
+
+
+def _check_budget(pid: int, cpu_before: float | None, started: float, cpu_seconds: float) -> None:
+    elapsed = time.monotonic() - started
+    cpu_now = _cpu_time(pid)
+    used = elapsed if cpu_now is None or cpu_before is None else cpu_now - cpu_before
+    if used > cpu_seconds:
         raise ImageFailure(
-            "worker_crashed",
-            "the process decoding or encoding this image stopped abruptly (a codec fault or out of memory)",
+            "too_costly",
+            f"decoding and compressing this image needed more than {cpu_seconds:g} s of CPU time "
+            "(PIXSHIFT_IMAGE_CPU_SECONDS); it was stopped",
+        )
+    if elapsed > _STALL_BUDGETS * cpu_seconds:
+        raise ImageFailure(
+            "worker_stalled",
+            f"the process decoding or encoding this image used {used:.0f} s of CPU time in {elapsed:.0f} s "
+            "(blocked, or the machine is overloaded); it was stopped",
             retryable=True,
-        ) from e
+        )
 
 
-def _get_pool(processes: int) -> ProcessPoolExecutor:
-    global _pool, _pool_size
-    with _lock:
-        if _pool is None or _pool_size != processes:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            # forkserver: children start from a clean process, not a copy of one with threads and
-            # open database connections; PIL is imported once in the server, not in every child.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["pixshift.compress"])
-            _pool = ProcessPoolExecutor(max(1, processes), mp_context=context, initializer=_start_child,
-                                        initargs=(os.getpid(),))
-            _pool_size = processes
-        return _pool
+def _cpu_time(pid: int) -> float | None:
+    """Seconds of CPU the process has used (all its threads, user and system); None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
-def _discard(broken: ProcessPoolExecutor) -> None:
-    """Forget a broken pool (once, however many threads saw it break); the next call starts anew."""
-    global _pool
-    with _lock:
-        if _pool is broken:
-            _pool = None
-    broken.shutdown(wait=False, cancel_futures=True)
+def _serve(conn: Connection, service: int) -> None:
+    """A child's life: answer the calls its slot sends, one at a time, until the pipe closes."""
+    _start_child(service)
+    while True:
+        try:
+            fn, args, kwargs = conn.recv()
+        except EOFError:  # the service closed the slot, or ended
+            return
+        _answer(conn, fn, args, kwargs)
+        del fn, args, kwargs  # an idle child keeps no image
+
+
+def _answer(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    try:
+        reply = (True, fn(*args, **kwargs))
+    except Exception as e:
+        reply = (False, e)
+    try:
+        conn.send(reply)
+    except Exception as e:  # the result or the exception does not pickle
+        conn.send((False, RuntimeError(f"{fn.__name__} returned something that cannot be sent back: {e!r}")))
 
 
 def _start_child(service: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when children end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A service killed without cleanup (SIGKILL, or SIGTERM's default action) leaves its children
-    # waiting on their queue for ever, and they keep the fork server alive: exit when it does.
+    # A service killed without cleanup (SIGKILL, or SIGTERM's default action) may leave a child in
+    # the middle of an image, where it would not notice its pipe closing: exit when the service does.
     try:
         service_exited = os.pidfd_open(service)
     except ProcessLookupError:  # it died while this child was starting

@@ -69,6 +69,15 @@ _PROBE_EVERY = (8, 4)  # sample every 8th band, or every 4th of a shorter image
 _MIN_PROBE_BANDS = 12  # fewer sampled bands than this and the estimate is too rough: search at full size
 _MAX_CONFIRMING_ENCODES = 4
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+# libjpeg decodes every scan of a progressive JPEG into the whole image's coefficients, so a scan of
+# a few bytes costs a pass over all of them (~17 ms at 49 MP here), and a crafted file of a few MB
+# repeats one scan tens of thousands of times: minutes of CPU. Encoders write about 10 scans
+# (libjpeg's default script; mozjpeg a dozen or so). 256 is nvImageCodec's default, set after the
+# audit of libjpeg-turbo (cure53) that also gave TurboJPEG a scan limit; 256 such scans cost ~4 s.
+_MAX_JPEG_SCANS = 256
+# Where a JPEG marker can start: 0xFF followed by a code; FF00 is a stuffed data byte, not a marker.
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 
 _scratch = threading.local()
 
@@ -105,17 +114,19 @@ def compress_to_ratio(
     min_quality: int = 30,
     max_quality: int = 95,
     thumbnail_size: int = 256,
+    max_scans: int = _MAX_JPEG_SCANS,
 ) -> CompressedImage:
     """Re-encode `data` to at most floor(len(data) * ratio) bytes at the highest quality that fits.
 
     JPEG stays JPEG, WebP stays WebP, images with real transparency become WebP (lossy colour,
     lossless alpha), the rest becomes JPEG. Only if min_quality does not fit is the image downscaled. Raises ImageFailure
-    ("not_an_image", "corrupt_image", "too_many_pixels", "unsupported_image", "cannot_compress").
+    ("not_an_image", "corrupt_image", "too_many_pixels", "too_costly", "unsupported_image", "cannot_compress").
+    A JPEG of more than ``max_scans`` scans is refused before decoding.
     """
-    _check_arguments(ratio, max_pixels, min_quality, max_quality, thumbnail_size)
+    _check_arguments(ratio, max_pixels, min_quality, max_quality, thumbnail_size, max_scans)
     budget = math.floor(len(data) * ratio)
     notes: list[str] = []
-    source = _open(data, max_pixels)
+    source = _open(data, max_pixels, max_scans)
     image, icc = _pixels(_decode_upright(source, notes), notes)
     # WebP stays WebP (a WebP re-encoded as JPEG needs far more bytes for the same look).
     fmt = "WEBP" if image.mode == "RGBA" or source.format == "WEBP" else "JPEG"
@@ -146,21 +157,22 @@ def compress_to_ratio(
     )
 
 
-def _check_arguments(ratio: float, max_pixels: int, qmin: int, qmax: int, thumb: int) -> None:
+def _check_arguments(ratio: float, max_pixels: int, qmin: int, qmax: int, thumb: int, scans: int) -> None:
     """Programming errors are ValueError, not ImageFailure: no image is at fault."""
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     if not 1 <= qmin <= qmax <= 100:
         raise ValueError(f"need 1 <= min_quality <= max_quality <= 100, got {qmin}, {qmax}")
-    if max_pixels < 1 or thumb < 1:
-        raise ValueError("max_pixels and thumbnail_size must be positive")
+    if max_pixels < 1 or thumb < 1 or scans < 1:
+        raise ValueError("max_pixels, thumbnail_size and max_scans must be positive")
 
 
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Read only the header, so a decompression bomb is refused before any pixel is decoded."""
+def _open(data: bytes, max_pixels: int, max_scans: int) -> Image.Image:
+    """Read only the header, so a decompression bomb (pixels, or a JPEG's scans) is refused before
+    any pixel is decoded."""
     if not data:
         raise ImageFailure("not_an_image", "the file is empty")
     try:
@@ -178,7 +190,33 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             f"the image size {width}x{height} = {_megapixels(width * height)} MP "
             f"exceeds the limit of {_megapixels(max_pixels)} MP",
         )
+    if image.format in ("JPEG", "MPO") and _too_many_scans(data, max_scans):
+        raise ImageFailure(
+            "too_costly",
+            f"the JPEG has more than {max_scans} scans (a progressive JPEG normally has about 10); "
+            "decoding each one costs a pass over the whole image",
+        )
     return image
+
+
+def _too_many_scans(data: bytes, limit: int) -> bool:
+    """Whether a JPEG has more than `limit` start-of-scan markers. Every one contains the bytes FF DA,
+    so a plain count settles nearly every file (25 MB in 20 ms); past the limit, the segments are
+    followed as libjpeg does, so FF DA inside a segment's body (an EXIF thumbnail in APP1) does not
+    count: a segment's length skips its body, and the search for the next marker skips a scan's
+    entropy-coded data and any garbage between segments, which libjpeg skips too."""
+    if data.count(b"\xff\xda") <= limit:
+        return False
+    scans, pos = 0, 2  # after SOI
+    while scans <= limit and (marker := _JPEG_MARKER.search(data, pos)):
+        code, pos = marker[1][0], marker.end()
+        if code == 0xD9:  # EOI: libjpeg reads no further
+            break
+        if code == 0xDA:
+            scans += 1
+        if code not in _JPEG_STANDALONE:
+            pos += int.from_bytes(data[pos:pos + 2], "big")
+    return scans > limit
 
 
 def _pillow_bomb(error: Exception, max_pixels: int | None) -> ImageFailure:

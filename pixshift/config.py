@@ -75,6 +75,13 @@ class Config:
         self.MIN_QUALITY = _int("PIXSHIFT_MIN_QUALITY", 30)
         self.MAX_QUALITY = _int("PIXSHIFT_MAX_QUALITY", 95)
         self.THUMBNAIL_SIZE = _int("PIXSHIFT_THUMBNAIL_SIZE", 256)
+        # CPU time one image may cost its compression child (decode, search, encodes) before the child
+        # is killed and the image fails too_costly; 0: no limit. compress_to_ratio's CPU time on the
+        # worst legitimate images at the 50 MP cap, on the 2-core test machine: WebP with alpha 79-93 s
+        # (6 full-size WebP encodes of ~15 s), WebP 22-59 s, PNG with alpha 16 s, PNG 1.1 s, JPEG
+        # 2000 3.6 s, JPEG 0.8-1.2 s (progressive and CMYK included). 300 s is over 3x the worst, for
+        # slower CPUs, a busy sibling core and a search that needs more encodes.
+        self.IMAGE_CPU_SECONDS = _float("PIXSHIFT_IMAGE_CPU_SECONDS", 300.0)
 
         # Limits on input.
         self.MAX_CONTENT_LENGTH = _int("PIXSHIFT_MAX_CSV_BYTES", 32 * 1024 * 1024)

@@ -80,6 +80,7 @@ class Runtime:
     # (pixshift.codec_processes), so memory stays bounded and a codec crash ends only a child.
     cpu_slots: int = 2
     host_slots: HostSlots = field(default_factory=lambda: HostSlots(8))
+    image_cpu_seconds: float = 300.0  # a child that spends more on one image is killed: too_costly
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,8 @@ def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime, slot
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left
         renew_lease(image_id, attempt, rt.lease_seconds)
     result = codec_processes.run(compress_to_ratio, fetched.data, processes=rt.cpu_slots,
+                                 cpu_seconds=rt.image_cpu_seconds, heartbeat_seconds=rt.lease_seconds / 4,
+                                 heartbeat=lambda: renew_lease(image_id, attempt, rt.lease_seconds),
                                  ratio=rt.ratio, max_pixels=rt.max_pixels, min_quality=rt.min_quality,
                                  max_quality=rt.max_quality, thumbnail_size=rt.thumbnail_size)
     # Every object is stored before the image is recorded done, so done always means retrievable.

@@ -6,6 +6,7 @@ import io
 import random
 import statistics
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -77,6 +78,18 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"garbage") + chunk(b"IEND", b"")
+
+
+def scan_bomb(size: tuple[int, int] = (4000, 4000), repeats: int = 20_000) -> bytes:
+    """A valid progressive JPEG whose last scan (a refinement of every AC coefficient of one
+    component) is repeated: libjpeg warns and decodes each copy, a pass over every block. On a flat
+    picture a copy is a few dozen bytes; 4000x4000 with 20,000 copies is a 1 MB file that takes
+    minutes to decode (~5 ms a copy here)."""
+    data = save(Image.new("RGB", size, (128, 128, 128)), "JPEG", quality=90, progressive=True)
+    last_scan = data.rindex(b"\xff\xda")
+    tables = data.rindex(b"\xff\xc4", 0, last_scan)  # the Huffman tables written just for that scan
+    assert data.endswith(b"\xff\xd9") and tables > last_scan - 200
+    return data[:-2] + data[tables:-2] * repeats + data[-2:]
 
 
 @pytest.fixture(scope="module")
@@ -338,9 +351,31 @@ def test_pillow_bomb_limit_is_too_many_pixels():
     assert "400 MP" in error.message and "50 MP" in error.message
 
 
+def test_a_jpeg_with_absurdly_many_scans_is_refused_before_decoding():
+    bomb = scan_bomb()
+    started = time.process_time()
+    error = failure(bomb)
+    assert time.process_time() - started < 0.5  # decoding it would take minutes (test_codec_processes)
+    assert (error.code, error.retryable) == ("too_costly", False)
+    assert "more than 256 scans" in error.message
+    assert failure(scan_bomb((64, 64), 50), max_scans=59).code == "too_costly"  # 10 scans + 50 copies
+
+
+def test_a_jpeg_with_many_scans_within_the_limit_is_compressed():
+    data = scan_bomb((640, 480), 50)  # libjpeg decodes the copies: the file is valid
+    check(compress_to_ratio(data, max_scans=60), data)
+
+
+def test_scan_markers_inside_metadata_do_not_count(picture):
+    """FF DA in a comment or an EXIF thumbnail is not a scan: segments are skipped by their length."""
+    data = save(picture.resize((320, 200)), "JPEG", quality=90, comment=b"\xff\xda" * 300)
+    assert data.count(b"\xff\xda") > 300
+    check(compress_to_ratio(data), data)
+
+
 def test_bad_arguments_are_programming_errors(picture):
     data = save(picture.resize((64, 40)), "PNG")
-    for kwargs in ({"ratio": 0}, {"ratio": 1.5}, {"min_quality": 80, "max_quality": 70}):
+    for kwargs in ({"ratio": 0}, {"ratio": 1.5}, {"min_quality": 80, "max_quality": 70}, {"max_scans": 0}):
         with pytest.raises(ValueError):
             compress_to_ratio(data, **kwargs)
 

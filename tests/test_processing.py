@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from sqlalchemy import update
 
+from imageserver import ImageServer
 from livestack import wait_until
-from pixshift import pipeline
+from pixshift import codec_processes, pipeline
 from pixshift.csv_input import ProductRow
 from pixshift.extensions import db
 from pixshift.intake import create_request
@@ -137,6 +140,58 @@ def test_the_lease_is_renewed_after_a_slow_download_only(app, image_server, monk
         assert renewals == []  # a quarter of the lease had not passed: one UPDATE and commit saved
         assert pipeline.process_image(slow, rt).state == "done"
         assert renewals == [(slow, 1, 2)]
+
+
+def test_costly_images_fail_too_costly_on_their_first_attempt_and_the_rest_is_done(app, image_server, tmp_path):
+    """A scan bomb is refused from its bytes; a picture over the CPU budget has its child killed;
+    neither is retried (it would cost the same again), and the next image is processed as usual."""
+    from test_compress import scan_bomb
+
+    (tmp_path / "bomb.jpg").write_bytes(scan_bomb())
+    rt = dataclasses.replace(app.extensions["pixshift"], image_cpu_seconds=0.5)
+    with ImageServer(tmp_path) as bombs:
+        request_id = _new_request(app, [bombs.url("bomb.jpg"), image_server.url("gen/3000x2000.webp?q=90"),
+                                        image_server.url("photo1.jpg")])
+        with app.app_context():
+            outcomes = [pipeline.process_image(i, rt).state for i in _image_ids(request_id)]
+            images = [db.session.get(Image, i) for i in _image_ids(request_id)]
+            request = db.session.get(Request, request_id)
+    assert outcomes == ["failed", "failed", "done"]
+    assert [(i.error_code, i.attempts) for i in images] == [("too_costly", 1), ("too_costly", 1), (None, 1)]
+    assert "more than 256 scans" in images[0].error_message
+    assert "more than 0.5 s of CPU time" in images[1].error_message  # 6 MP of WebP: seconds of encodes
+    assert request.state == "completed_with_errors"
+
+
+def test_waiting_for_a_compression_slot_keeps_the_lease(app, image_server):
+    """The only slot is busy for longer than the whole lease; a sweep runs all along. The waiting
+    image renews its lease (every quarter of it), so the sweep leaves it alone and it ends done."""
+    rt = dataclasses.replace(app.extensions["pixshift"], lease_seconds=2, cpu_slots=1)
+    request_id = _new_request(app, [image_server.url("photo1.jpg")])
+    with app.app_context():
+        [image_id] = _image_ids(request_id)
+    holding, stop = threading.Event(), threading.Event()
+
+    def sweep() -> None:
+        with app.app_context():
+            while not stop.wait(0.2):
+                pipeline.reclaim_expired(rt, queue_empty=False)
+
+    with ThreadPoolExecutor(2) as threads:
+        # Its heartbeat first fires while it waits for its result, that is while it holds the slot.
+        holder = threads.submit(codec_processes.run, time.sleep, 3, processes=1, heartbeat=holding.set,
+                                heartbeat_seconds=0.05)
+        assert holding.wait(10)
+        sweeper = threads.submit(sweep)
+        try:
+            with app.app_context():
+                outcome = pipeline.process_image(image_id, rt)
+                image = db.session.get(Image, image_id)
+                assert (outcome.state, image.state, image.attempts, image.error_code) == ("done", "done", 1, None)
+        finally:
+            stop.set()
+        holder.result()
+        sweeper.result()
 
 
 def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
