@@ -1,10 +1,10 @@
-"""Failures that end one image, each with a stable code and a sentence a person understands."""
+"""PixShift's failures: each with a stable code for scripts and a sentence a person understands."""
 
 
-class ImageFailure(Exception):
-    """An image cannot be processed; `code` is stable for scripts, `message` is for people.
+class Failure(Exception):
+    """Something that ends one piece of work; `code` is stable, `message` is for people.
 
-    `retryable` says whether trying the same image again later could succeed
+    `retryable` says whether trying the same thing again later could succeed
     (a timeout or a 503 might; a 404 or a corrupt file will not).
     """
 
@@ -19,3 +19,16 @@ class ImageFailure(Exception):
 
     def __reduce__(self):  # pickles whole, so it crosses back from a compression child process
         return type(self), (self.code, self.message), {"retryable": self.retryable}
+
+
+class ImageFailure(Failure):
+    """An image cannot be processed: download, decoding, compression or storage failed."""
+
+
+class UrlRefused(Failure):
+    """A stranger's URL PixShift will not or could not connect to: invalid, a blocked address, or
+    unreachable (``connection_failed``, retryable)."""
+
+
+class DeliveryFailure(Failure):
+    """A webhook attempt got no answer from its receiver."""

@@ -1,44 +1,29 @@
-"""Safe download of image URLs that strangers put in a CSV.
+"""Download of image URLs that strangers put in a CSV: safe, bounded, retried.
 
-Every connection goes through requests-hardened's IP filter: it resolves the host
-once, checks that address and pins the connection to it, so DNS rebinding cannot swap
-it, and it does so for every request, hence for every redirect hop we follow ourselves.
-`is_blocked_address` layers the ranges requests-hardened lets through on top of its
-check, and `check_public_url` applies the same rule ahead of time. Bodies are streamed
-under a byte cap and a total deadline, and only transient failures are retried.
-The filter is off only with `allow_private` (PIXSHIFT_ALLOW_PRIVATE_URLS).
+Connections go through `outbound` (the address rule, pinned and re-checked on every redirect
+hop we follow ourselves). Bodies are streamed under a byte cap, the whole call under one
+deadline, and only transient failures are retried.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import re
-import socket
-import ssl
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.cookiejar import DefaultCookiePolicy
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
-from requests_hardened import Config, HTTPSession
-from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES, InvalidIPAddress
-from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
-from . import deadlines
-from .errors import ImageFailure
+from . import deadlines, outbound
+from .errors import ImageFailure, UrlRefused
 
-__all__ = ["FetchPolicy", "Fetched", "check_public_url", "fetch_image", "is_blocked_address", "post_json"]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = ["FetchPolicy", "Fetched", "fetch_image"]
 
 _CHUNK = 64 * 1024
-_SCHEMES = ("http", "https")
 _HEADERS = {"Accept": "image/*, */*;q=0.5", "Accept-Encoding": "identity"}
 
 
@@ -80,140 +65,6 @@ class Fetched:
     elapsed: float
 
 
-# --- the address rule -------------------------------------------------------------------
-
-
-def is_blocked_address(ip: IPAddress) -> bool:
-    """Whether PixShift refuses to connect to `ip`; the one rule for fetches and checks.
-
-    It includes requests-hardened's own rule (private, loopback, link-local,
-    unspecified, reserved 240/4, multicast, CGNAT, NAT64, 6to4, ...), so the check at
-    connect time and `check_public_url` agree, and adds what that rule lets through:
-    IPv4-compatible (::a.b.c.d) and IPv4-translated (::ffff:0:a.b.c.d) IPv6 forms, other
-    reserved and non-global ranges, and deprecated IPv6 site-local fec0::/10.
-    """
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1 on the wire
-    return (
-        ip.is_private
-        or ip.is_multicast
-        or any(ip in net for net in EXTRA_BLOCKED_NET_RANGES)
-        or ip.is_reserved
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_unspecified
-        or not ip.is_global
-        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-    )
-
-
-class _AddressFilterAdapter(deadlines.WatchedPoolsAdapter, IPFilterAdapter):
-    """requests-hardened's adapter, plus `is_blocked_address` on the address it pinned.
-
-    The parent resolves the host, rejects with its own rule and swaps the host for the
-    checked IP; we check that same IP again, so no second DNS lookup can disagree.
-    """
-
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[no-untyped-def]
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        ip = ipaddress.ip_address(host_params["host"].strip("[]"))
-        if is_blocked_address(ip) and not (self._allow_loopback and ip.is_loopback):
-            raise InvalidIPAddress(ip)
-        return host_params, pool_kwargs
-
-
-# --- sessions ---------------------------------------------------------------------------
-
-_local = threading.local()
-
-
-def _new_session(allow_private: bool, *, allow_loopback: bool = False) -> requests.Session:
-    """A hardened Session; `allow_loopback` exists for tests that serve from 127.0.0.1."""
-    session = HTTPSession(Config(
-        ip_filter_enable=not allow_private,
-        ip_filter_allow_loopback_ips=allow_loopback,
-        never_redirect=True,  # we follow redirects ourselves, hop by hop
-        default_timeout=(5.0, 15.0),  # unused: every call passes its own timeouts
-    ))
-    for prefix, https in (("http://", False), ("https://", True)):
-        session.mount(prefix, deadlines.WatchedPoolsAdapter() if allow_private
-                      else _AddressFilterAdapter(is_https_proto=https, allow_loopback=allow_loopback))
-    # No proxies or ~/.netrc credentials from the environment (a proxy would resolve the
-    # host itself, past the filter), and no cookies carried from one stranger's URL to another.
-    session.trust_env = False
-    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    return session
-
-
-def _session(policy: FetchPolicy) -> requests.Session:
-    """This thread's Session: Sessions are not thread-safe, but reusing one keeps connections alive."""
-    sessions: dict[bool, requests.Session] | None = getattr(_local, "sessions", None)
-    if sessions is None:
-        sessions = _local.sessions = {}
-    session = sessions.get(policy.allow_private)
-    if session is None:
-        session = sessions[policy.allow_private] = _new_session(policy.allow_private)
-    return session
-
-
-# --- URL checks -------------------------------------------------------------------------
-
-
-def _validate_url(url: str) -> SplitResult:
-    """Scheme, host and no credentials; raises invalid_url. Addresses are checked at connect time."""
-    if not isinstance(url, str) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise ImageFailure("invalid_url", "the image URL is not a valid URL")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        raise ImageFailure("invalid_url", "the image URL is not a valid URL") from None
-    if parts.scheme.lower() not in _SCHEMES:
-        raise ImageFailure("invalid_url", "only http and https image URLs can be fetched")
-    if "@" in parts.netloc:
-        raise ImageFailure("invalid_url", "image URLs with a user name or password are not accepted")
-    # A backslash or space in the host part is read differently by different URL parsers.
-    if not parts.hostname or any(c.isspace() or c == "\\" for c in parts.netloc):
-        raise ImageFailure("invalid_url", "the image URL has no valid host")
-    return parts
-
-
-def _blocked(ip: object, host: str) -> ImageFailure:
-    of_host = "" if str(ip) == host.strip("[]") else f" of {host}"
-    return ImageFailure(
-        "blocked_address",
-        f"the address {ip}{of_host} is private, loopback or reserved; "
-        "PixShift does not fetch from internal networks",
-    )
-
-
-def check_public_url(url: str, policy: FetchPolicy) -> None:
-    """Validate `url` and every address its host resolves to now, raising ImageFailure.
-
-    For callers that must refuse a URL before any request (webhook registration).
-    fetch_image does not rely on it: an address can change after this check, so the
-    filter runs again at connect time, with the same `is_blocked_address` rule.
-    """
-    parts = _validate_url(url)
-    host = parts.hostname or ""
-    try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except UnicodeError:
-        raise ImageFailure("invalid_url", "the image URL has no valid host") from None
-    except OSError:
-        raise ImageFailure(
-            "connection_failed", f"could not connect to {host}: the host name could not be resolved",
-            retryable=True,
-        ) from None
-    if policy.allow_private:
-        return
-    for *_, sockaddr in infos:
-        ip = ipaddress.ip_address(sockaddr[0])
-        if is_blocked_address(ip):
-            raise _blocked(ip, host)
-
-
 # --- fetching ---------------------------------------------------------------------------
 
 
@@ -237,8 +88,8 @@ def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
     empty bodies, redirect loops.
     """
     started = time.monotonic()
-    _validate_url(url)
-    session = _session(policy)
+    _validate(url)
+    session = outbound.session(policy.allow_private)
     attempt = 0
     with deadlines.limit(started + policy.total_timeout) as limit:
         while True:
@@ -255,6 +106,13 @@ def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
                 continue
             return Fetched(data=data, url=final_url, status=status, content_type=content_type,
                            attempts=attempt, elapsed=time.monotonic() - started)
+
+
+def _validate(url: str) -> None:
+    try:
+        outbound.validate_url(url, "image URL")
+    except UrlRefused as refused:
+        raise ImageFailure(refused.code, refused.message) from None
 
 
 def _backoff_delay(attempt: int, policy: FetchPolicy, retry_after: float | None) -> float:
@@ -281,7 +139,7 @@ def _attempt(session: requests.Session, url: str, policy: FetchPolicy,
             if response.is_redirect:
                 target = session.get_redirect_target(response) or ""
                 current = urljoin(current, target)
-                _validate_url(current)  # scheme and credentials; the address is checked on connect
+                _validate(current)  # scheme and credentials; the address is checked on connect
                 continue
             if not 200 <= response.status_code < 300:
                 raise _http_failure(response)
@@ -306,8 +164,8 @@ def _request(session: requests.Session, url: str, host: str, policy: FetchPolicy
             allow_redirects=False,
             timeout=(min(policy.connect_timeout, remaining), min(policy.read_timeout, remaining)),
         )
-    except InvalidIPAddress as exc:
-        raise _blocked(exc.args[0] if exc.args else "?", host) from None
+    except outbound.InvalidIPAddress as exc:
+        raise _image_failure(outbound.blocked(exc.args[0] if exc.args else "?", host)) from None
     except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
             requests.exceptions.MissingSchema):
         raise ImageFailure("invalid_url", "the image URL is not a valid URL") from None
@@ -318,7 +176,7 @@ def _request(session: requests.Session, url: str, host: str, policy: FetchPolicy
             raise _Retry(ImageFailure("timeout", f"connecting to {host} timed out", retryable=True)) from None
         if isinstance(exc, requests.exceptions.Timeout):
             raise _Retry(_read_timeout_failure(host, policy)) from None
-        raise _connection_failure(exc, host) from None
+        raise _image_failure(outbound.connection_failure(exc, host)) from None
     except ValueError:  # e.g. an IDNA host name that cannot be encoded
         raise ImageFailure("invalid_url", "the image URL is not a valid URL") from None
     if limit.expired:  # headers cut short by the deadline end like complete ones
@@ -347,9 +205,9 @@ def _read_body(response: requests.Response, host: str, policy: FetchPolicy, limi
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
         if limit.expired:
             raise _Retry(_deadline_failure(policy)) from None
-        if _find(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+        if outbound.find(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
             raise _Retry(_read_timeout_failure(host, policy)) from None
-        raise _connection_failure(exc, host) from None
+        raise _image_failure(outbound.connection_failure(exc, host)) from None
     if limit.expired:  # a body without Content-Length just ends when the socket is shut
         raise _Retry(_deadline_failure(policy))
     if not received:
@@ -360,39 +218,6 @@ def _read_body(response: requests.Response, host: str, policy: FetchPolicy, limi
 def _read1_chunks(raw: urllib3.HTTPResponse) -> Iterator[bytes]:
     while chunk := raw.read1(_CHUNK, decode_content=True):
         yield chunk
-
-
-# --- posting (webhooks) -----------------------------------------------------------------
-
-
-def post_json(url: str, body: bytes, headers: dict[str, str], policy: FetchPolicy, timeout: float) -> int:
-    """POST ``body`` to a user-supplied URL under the same address rules; returns the status code.
-
-    One attempt, no redirects followed (a receiver that moved must be re-registered); the
-    caller owns retries. ``timeout`` bounds the whole attempt: connecting, sending and the
-    receiver's status line and headers. Raises ImageFailure for blocked, unreachable or slow
-    receivers.
-    """
-    parts = _validate_url(url)
-    host = parts.hostname or ""
-    slow = ImageFailure("timeout", f"{host} did not answer within {timeout:g} s", retryable=True)
-    with deadlines.limit(time.monotonic() + timeout) as limit:
-        try:
-            response = _session(policy).post(
-                url, data=body, allow_redirects=False, stream=True,
-                headers={"Content-Type": "application/json", "User-Agent": policy.user_agent, **headers},
-                timeout=(min(policy.connect_timeout, timeout), timeout))
-        except InvalidIPAddress as exc:
-            raise _blocked(exc.args[0] if exc.args else "?", host) from None
-        except requests.RequestException as exc:
-            if limit.expired or isinstance(exc, requests.exceptions.Timeout):
-                raise slow from None
-            failure = _connection_failure(exc, host)
-            raise (failure.failure if isinstance(failure, _Retry) else failure) from None
-        response.close()  # the receiver's body is not needed
-        if limit.expired:  # headers cut short by the deadline end like complete ones
-            raise slow
-    return response.status_code
 
 
 # --- failures ---------------------------------------------------------------------------
@@ -430,39 +255,6 @@ def _read_timeout_failure(host: str, policy: FetchPolicy) -> ImageFailure:
                         retryable=True)
 
 
-def _connection_failure(exc: BaseException, host: str) -> Exception:
-    """connection_failed with the innermost cause ("Connection refused"), not urllib3's pool repr.
-
-    A certificate that does not verify will not verify on the next try either.
-    """
-    if _find(exc, ssl.SSLCertVerificationError):
-        return ImageFailure("connection_failed",
-                            f"could not connect to {host}: its TLS certificate could not be verified")
-    if _find(exc, socket.gaierror):
-        reason = "the host name could not be resolved"
-    elif _find(exc, ssl.SSLError):
-        reason = "the TLS handshake failed"
-    else:
-        errors = [e for e in _causes(exc) if isinstance(e, OSError) and e.strerror]
-        reason = errors[-1].strerror if errors else "the connection broke"
-    return _Retry(ImageFailure("connection_failed", f"could not connect to {host}: {reason}",
-                               retryable=True))
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and everything it wraps, outermost first (requests and urllib3 nest deeply)."""
-    found: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or any(e is f for f in found):
-            continue
-        found.append(e)
-        reason = getattr(e, "reason", None)  # urllib3's MaxRetryError keeps the cause here
-        todo += [reason if isinstance(reason, BaseException) else None, e.__cause__, e.__context__,
-                 *(a for a in e.args if isinstance(a, BaseException))]
-    return found
-
-
-def _find(exc: BaseException, kind: type | tuple[type, ...]) -> BaseException | None:
-    return next((e for e in _causes(exc) if isinstance(e, kind)), None)
+def _image_failure(refused: UrlRefused) -> ImageFailure | _Retry:
+    failure = ImageFailure(refused.code, refused.message, retryable=refused.retryable)
+    return _Retry(failure) if failure.retryable else failure

@@ -23,9 +23,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
-from .errors import ImageFailure
+import requests
+
+from . import deadlines, outbound
+from .errors import DeliveryFailure, UrlRefused
 from .extensions import db
-from .fetch import FetchPolicy, post_json
+from .fetch import FetchPolicy
 from .models import (DeliveryAttempt, DeliveryState, Request, RequestState, WebhookDelivery, WebhookEndpoint,
                      WebhookEvent, iso, utcnow)
 
@@ -166,9 +169,37 @@ def _post(url: str, event_id: str, body: bytes, secret: str | None, settings: We
     started = time.monotonic()
     try:
         status, error = post_json(url, body, headers, policy, settings.timeout), None
-    except ImageFailure as failure:
+    except (DeliveryFailure, UrlRefused) as failure:
         status, error = None, f"{failure.code}: {failure.message}"
     return status, error, round(1000 * (time.monotonic() - started))
+
+
+def post_json(url: str, body: bytes, headers: dict[str, str], policy: FetchPolicy, timeout: float) -> int:
+    """POST ``body`` to a receiver's URL under the address rule; returns the status code.
+
+    One attempt, no redirects followed (a receiver that moved must be re-registered); the
+    caller owns retries. ``timeout`` bounds the whole attempt: connecting, sending and the
+    receiver's status line and headers. Raises UrlRefused for invalid, blocked or unreachable
+    receivers and DeliveryFailure ``timeout`` for slow ones.
+    """
+    host = outbound.validate_url(url, "webhook URL").hostname or ""
+    slow = DeliveryFailure("timeout", f"{host} did not answer within {timeout:g} s", retryable=True)
+    with deadlines.limit(time.monotonic() + timeout) as limit:
+        try:
+            response = outbound.session(policy.allow_private).post(
+                url, data=body, allow_redirects=False, stream=True,
+                headers={"Content-Type": "application/json", "User-Agent": policy.user_agent, **headers},
+                timeout=(min(policy.connect_timeout, timeout), timeout))
+        except outbound.InvalidIPAddress as exc:
+            raise outbound.blocked(exc.args[0] if exc.args else "?", host) from None
+        except requests.RequestException as exc:
+            if limit.expired or isinstance(exc, requests.exceptions.Timeout):
+                raise slow from None
+            raise outbound.connection_failure(exc, host) from None
+        response.close()  # the receiver's body is not needed
+        if limit.expired:  # headers cut short by the deadline end like complete ones
+            raise slow
+    return response.status_code
 
 
 def _close(delivery_id: int, attempt: int, state: DeliveryState, error: str | None) -> None:

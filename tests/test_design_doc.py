@@ -131,7 +131,8 @@ def test_the_data_model_diagram_has_exactly_the_tables_and_columns_of_the_models
 
 # --- the component boundary ---------------------------------------------------------------------
 
-SERVICES = ("compress", "csv_input", "events", "fetch", "intake", "pipeline", "reporting", "storage", "webhooks")
+SERVICES = ("compress", "csv_input", "deadlines", "events", "fetch", "host_slots", "intake", "outbound", "pipeline",
+            "reporting", "storage", "webhooks")
 
 
 @pytest.mark.parametrize("module", SERVICES)

@@ -19,9 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from requests_hardened.ip_filter import InvalidIPAddress, get_ip_address
 
-from pixshift import fetch
-from pixshift.errors import ImageFailure
-from pixshift.fetch import FetchPolicy, check_public_url, fetch_image, is_blocked_address
+from pixshift import fetch, outbound
+from pixshift.errors import DeliveryFailure, ImageFailure, UrlRefused
+from pixshift.fetch import FetchPolicy, fetch_image
+from pixshift.outbound import check_public_url, is_blocked_address
+from pixshift.webhooks import post_json
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16
 KB = 1024
@@ -244,7 +246,7 @@ def test_each_thread_gets_its_own_session_and_all_fetches_succeed(server):
 
     def work(i: int) -> None:
         try:
-            sessions[i] = (fetch._session(policy), fetch._session(policy))
+            sessions[i] = (outbound.session(policy.allow_private), outbound.session(policy.allow_private))
             results.extend(fetch_image(server.base + "/ok", policy).data for _ in range(5))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -414,8 +416,8 @@ def test_total_timeout_ends_a_trickling_status_line_or_headers(server, route):
 @pytest.mark.parametrize("route", ["slowstatus", "slowheaders"])
 def test_webhook_post_is_cut_at_its_timeout_however_the_receiver_trickles(server, route):
     started = time.monotonic()
-    with pytest.raises(ImageFailure) as info:
-        fetch.post_json(server.base + f"/{route}/{token()}", b"{}", {}, local(read_timeout=5), timeout=0.6)
+    with pytest.raises(DeliveryFailure) as info:
+        post_json(server.base + f"/{route}/{token()}", b"{}", {}, local(read_timeout=5), timeout=0.6)
     assert info.value.code == "timeout" and info.value.retryable
     assert 0.55 <= time.monotonic() - started < 1.6
 
@@ -423,7 +425,7 @@ def test_webhook_post_is_cut_at_its_timeout_however_the_receiver_trickles(server
 def test_an_expired_deadline_leaves_the_next_call_on_the_same_thread_unharmed(server):
     fails(server.base + f"/slowheaders/{token()}", local(read_timeout=5, total_timeout=0.3))
     assert fetch_image(server.base + "/ok", local()).data == PNG
-    assert fetch.post_json(server.base + "/ok", b"{}", {}, local(), timeout=2) == 200
+    assert post_json(server.base + "/ok", b"{}", {}, local(), timeout=2) == 200
 
 
 # --- URL validation -----------------------------------------------------------------------
@@ -436,10 +438,12 @@ def test_an_expired_deadline_leaves_the_next_call_on_the_same_thread_unharmed(se
     "http://example.com/a\r\nX-Injected: 1", "not a url",
 ])
 def test_invalid_urls_are_rejected_by_fetch_and_check(url):
-    for call in (fetch_image, check_public_url):
-        with pytest.raises(ImageFailure) as info:
-            call(url, FetchPolicy())
-        assert info.value.code == "invalid_url" and not info.value.retryable
+    with pytest.raises(ImageFailure) as info:
+        fetch_image(url, FetchPolicy())
+    assert info.value.code == "invalid_url" and not info.value.retryable
+    with pytest.raises(UrlRefused) as refused:
+        check_public_url(url, allow_private=False)
+    assert refused.value.code == "invalid_url" and not refused.value.retryable
 
 
 # --- the address rule ---------------------------------------------------------------------
@@ -505,8 +509,8 @@ def test_blocked_message_names_the_host_name():
 @pytest.fixture
 def loopback_only(monkeypatch):
     """Filter on, but 127.0.0.1 allowed, so the test server can send redirects to the filter."""
-    session = fetch._new_session(False, allow_loopback=True)
-    monkeypatch.setattr(fetch, "_session", lambda policy: session)
+    session = outbound.new_session(False, allow_loopback=True)
+    monkeypatch.setattr(outbound, "session", lambda allow_private: session)
     return FetchPolicy(connect_timeout=0.5, read_timeout=2, total_timeout=5, retries=2, backoff=0.01)
 
 
@@ -527,18 +531,18 @@ def test_redirect_hop_to_internal_address_is_refused(server, loopback_only, targ
                                  "http://2130706433/", "http://0x7f.1/", "http://localhost/",
                                  "https://169.254.169.254/", "http://[::127.0.0.1]/", "http://0/"])
 def test_check_public_url_refuses_internal_addresses(url):
-    with pytest.raises(ImageFailure) as info:
-        check_public_url(url, FetchPolicy())
+    with pytest.raises(UrlRefused) as info:
+        check_public_url(url, allow_private=False)
     assert info.value.code == "blocked_address"
 
 
 @pytest.mark.parametrize("url", ["http://8.8.8.8/a.png", "https://[2606:4700:4700::1111]/a.png"])
 def test_check_public_url_accepts_public_addresses(url):
-    check_public_url(url, FetchPolicy())
+    check_public_url(url, allow_private=False)
 
 
 def test_check_public_url_with_allow_private_skips_the_address_rule():
-    check_public_url("http://127.0.0.1/", FetchPolicy(allow_private=True))
+    check_public_url("http://127.0.0.1/", allow_private=True)
 
 
 def test_policy_rejects_nonsense_limits():

@@ -7,9 +7,9 @@ from flask import current_app, request
 from sqlalchemy import select
 
 from ..csv_input import url_problem
-from ..errors import ImageFailure
+from ..errors import UrlRefused
 from ..extensions import db
-from ..fetch import check_public_url
+from ..outbound import check_public_url
 from ..models import WebhookDelivery, WebhookEndpoint
 from ..security import can_see, current_owner
 from ..webhooks import delete_endpoint, endpoint_doc, new_secret, resend
@@ -24,8 +24,8 @@ def register_endpoint(url: str, description: str | None) -> WebhookEndpoint | tu
     if problem := url_problem(url):
         return error_response(400, "invalid_webhook_url", f"url: {problem}")
     try:
-        check_public_url(url, current_app.extensions["pixshift"].fetch_policy)
-    except ImageFailure as failure:
+        check_public_url(url, current_app.extensions["pixshift"].fetch_policy.allow_private)
+    except UrlRefused as failure:
         return error_response(400, "invalid_webhook_url", f"url: {failure.message}")
     endpoint = WebhookEndpoint(id=str(uuid.uuid4()), url=url, description=(description or "").strip()[:255] or None,
                                secret=new_secret(), owner=current_owner())
