@@ -7,7 +7,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf 
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 COPY pixshift/ pixshift/
-COPY tasks/ tasks/
 COPY migrations/ migrations/
 COPY wsgi.py gunicorn.conf.py ./
 

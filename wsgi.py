@@ -1,6 +1,6 @@
 """Scale-out web entry point: ``gunicorn -c gunicorn.conf.py wsgi:app`` (eventlet worker).
 
-Workers are separate ``huey_consumer tasks.huey`` processes; this process serves pages, the API
+Workers are separate ``huey_consumer pixshift.worker.huey`` processes; this process serves pages, the API
 and Socket.IO, and relays progress events from Redis to its own browsers.
 """
 from pixshift import create_app

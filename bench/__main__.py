@@ -170,7 +170,7 @@ def deployment(mode: str, tmp: Path, *, workers: bool = True, urls: dict | None 
         return
     with scaleout_env(urls["database"], urls["redis"]) as scale_env:
         with Stack(tmp, {**env, **scale_env}, separate_consumer=False, gunicorn=True, workers=16) as stack:
-            if workers:  # README: huey_consumer tasks.huey -k thread -w 16, on each of 2 "machines"
+            if workers:  # README: huey_consumer pixshift.worker.huey -k thread -w 16, on each of 2 "machines"
                 for name in ("worker-1", "worker-2"):
                     stack.start_consumer(name)
                 for name in ("worker-1", "worker-2"):

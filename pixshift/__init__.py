@@ -47,9 +47,10 @@ def create_app(test_config: dict | None = None) -> Flask:
                       channel=f"{app.config['QUEUE_NAME']}:socketio", async_mode=app.config.get("ASYNC_MODE", "threading"))
     app.extensions["pixshift"] = _runtime(app)
 
-    from . import api, downloads, logs, security, web
+    from . import api, downloads, errors, logs, security, web
     logs.init_app(app)
     security.init_app(app)
+    app.register_blueprint(errors.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(web.bp)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import signal
 
-from . import create_app, logs
+from . import create_app, logs, tasks
 from .extensions import socketio
 from .realtime import start_relay
 from .schema import upgrade_schema
@@ -25,8 +25,6 @@ def main() -> None:
     logs.configure(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
     with app.app_context():
         upgrade_schema()  # the embedded default is one process: it may own its schema
-    import tasks
-
     tasks.bind_app(app)
     consumer = None
     if app.config["INPROCESS_WORKERS"] > 0:

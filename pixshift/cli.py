@@ -4,7 +4,7 @@
     pixshift status REQUEST_ID [--wait]
     pixshift download REQUEST_ID [-o out.csv] [--wait]
     pixshift serve [--host H] [--port P] [--workers N]      # = python -m pixshift
-    pixshift worker [-w N] [-- huey_consumer options]       # = huey_consumer tasks.huey -k thread -w N
+    pixshift worker [-w N] [-- huey_consumer options]       # = huey_consumer pixshift.worker.huey -k thread -w N
 
 The server is ``--server`` or ``PIXSHIFT_SERVER`` (default http://127.0.0.1:5000) and the token
 ``--token`` or ``PIXSHIFT_TOKEN``, sent as ``Authorization: Bearer``. ``--wait`` follows the
@@ -351,7 +351,7 @@ def cmd_worker(args, out) -> int:
     extra = list(args.consumer_args)
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    argv = [consumer, "tasks.huey", "-k", "thread", "-w", str(args.workers), *extra]
+    argv = [consumer, "pixshift.worker.huey", "-k", "thread", "-w", str(args.workers), *extra]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(consumer, argv)  # the consumer becomes this process: signals reach it directly
@@ -482,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="in-process worker threads (sets PIXSHIFT_INPROCESS_WORKERS)")
     serve.set_defaults(func=cmd_serve)
 
-    worker = commands.add_parser("worker", help="run a worker process (huey_consumer tasks.huey -k thread -w N)")
+    worker = commands.add_parser("worker", help="run a worker process (huey_consumer pixshift.worker.huey -k thread -w N)")
     worker.add_argument("-w", "--workers", type=int, default=16, help="worker threads (default %(default)s)")
     worker.add_argument("consumer_args", nargs=argparse.REMAINDER, metavar="-- OPTIONS",
                         help="more huey_consumer options, after --")

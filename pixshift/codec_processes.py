@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-from .errors import ImageFailure
+from .failures import ImageFailure
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)

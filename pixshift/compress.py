@@ -40,7 +40,7 @@ from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from pixshift.errors import ImageFailure
+from pixshift.failures import ImageFailure
 
 # IJG (libjpeg) standard quantization tables, natural order; Pillow's `quantization` uses the same order.
 _STD_LUMA = (

@@ -1,27 +1,20 @@
 """File downloads: the output CSV and the stored images at their stable public names."""
 from __future__ import annotations
 
-import uuid
-
 from flask import Blueprint, Response, current_app, redirect, request, stream_with_context
-from sqlalchemy import select
 
-from .api.errors import error_response
-from .api.routes import is_uuid, load_finished_request, public_base
-from .csv_input import MAX_SERIAL
-from .extensions import db
-from .models import Image, Product, Request
-from .formats import mime_type_of_extension
-from .reporting import MEDIA_NAME, media_key, media_name, output_csv_lines
+from .failures import Unavailable
+from .lookup import finished_request, find_media
+from .reporting import output_csv_lines
+from .request_context import public_base
+from .security import can_see
 
 bp = Blueprint("downloads", __name__)
 
 
 @bp.get("/requests/<request_id>/output.csv")
 def output_csv(request_id: str):
-    req = load_finished_request(request_id, "the CSV is ready")
-    if not isinstance(req, Request):
-        return req
+    req = finished_request(request_id, can_see, "the CSV is ready")
     lines = output_csv_lines(req, public_base())
     return Response(stream_with_context(lines), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="pixshift-{req.id}.csv"'})
@@ -29,20 +22,7 @@ def output_csv(request_id: str):
 
 @bp.get("/media/<request_id>/<name>")
 def media(request_id: str, name: str):
-    match = MEDIA_NAME.match(name)
-    if not match:
-        return error_response(404, "not_found", "no such file")
-    serial, n, is_input, is_thumb, ext = match.groups()
-    if int(serial) > MAX_SERIAL or int(n) > 100_000 or not is_uuid(request_id):
-        return error_response(404, "not_found", "no such file")
-    image = db.session.execute(
-        select(Image).join(Product).where(Image.request_id == str(uuid.UUID(request_id)), Product.serial_number == int(serial),
-                                          Image.position == int(n) - 1)
-    ).scalar_one_or_none()
-    key = image and media_key(image, input=bool(is_input), thumb=bool(is_thumb))
-    if not key or media_name(int(serial), image, input=bool(is_input), thumb=bool(is_thumb)) != name:
-        return error_response(404, "not_found", "no such file (the image may not be processed yet)")
-    return serve_media(key, mime_type_of_extension(ext))
+    return serve_media(*find_media(request_id, name))
 
 
 def serve_media(key: str, mimetype: str):
@@ -75,7 +55,7 @@ def serve_media(key: str, mimetype: str):
         return Response(blob.chunks, mimetype=mimetype, headers=headers, direct_passthrough=True)
     except FileNotFoundError:
         current_app.logger.error("media %s is missing from the store", key)
-        return error_response(503, "media_unavailable", "the file is not reachable in the media store right now")
+        raise Unavailable("media_unavailable", "the file is not reachable in the media store right now") from None
     except Exception:
         current_app.logger.warning("media store error for %s", key, exc_info=True)
-        return error_response(503, "media_unavailable", "the media store cannot be reached right now")
+        raise Unavailable("media_unavailable", "the media store cannot be reached right now") from None

@@ -19,7 +19,7 @@ import requests
 import urllib3
 
 from . import deadlines, outbound
-from .errors import ImageFailure, UrlRefused
+from .failures import ImageFailure, UrlRefused
 
 __all__ = ["FetchPolicy", "Fetched", "fetch_image"]
 

@@ -1,17 +1,54 @@
-"""Store an accepted CSV as a request with its products and images, in one transaction."""
+"""Taking an upload: validate the CSV, store it as a request with its products and images in one
+transaction, and enqueue it; all or nothing."""
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 from sqlalchemy import select
 
-from .csv_input import ProductRow
+from .csv_input import Limits, ProductRow, read_products, url_problem, validate
 from .extensions import db
+from .failures import InvalidInput, Unavailable
 from .models import ImageState, Product, Request
 
+logger = logging.getLogger(__name__)
+
 _BATCH = 1000  # products per statement: one batch of rows is held at a time, never the file
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request_id: str
+    products: int
+    images: int
+
+
+def accept_upload(stream: IO[bytes] | None, filename: str | None, webhook_url: str | None, *, limits: Limits,
+                  owner: str | None, base_url: str, enqueue: Callable[[str], object]) -> Accepted:
+    """Validate, store and enqueue one CSV (``stream`` seekable: it is read twice, nothing per row
+    held). Raises InvalidInput, CsvRejected, or Unavailable when the queue is unreachable (then
+    nothing stays stored)."""
+    if stream is None:
+        raise InvalidInput("missing_file", "send the CSV as a multipart form field named 'file'")
+    webhook_url = (webhook_url or "").strip() or None
+    if webhook_url and (problem := url_problem(webhook_url)):
+        raise InvalidInput("invalid_webhook_url", f"webhook_url: {problem}")
+    totals = validate(stream, limits)  # first pass: every problem, or CsvRejected
+    request_id = create_request(read_products(stream), filename=filename, webhook_url=webhook_url,
+                                owner=owner, base_url=base_url)
+    try:
+        enqueue(request_id)
+    except Exception:
+        logger.exception("could not enqueue request %s", request_id)
+        db.session.delete(db.session.get(Request, request_id))
+        db.session.commit()
+        raise Unavailable("queue_unavailable", "the work queue is unreachable; nothing was stored") from None
+    return Accepted(request_id, totals.products, totals.images)
 
 
 def create_request(rows: Iterable[ProductRow], *, filename: str | None, webhook_url: str | None,

@@ -24,7 +24,7 @@ from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES, InvalidIPAddre
 from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
 from . import deadlines
-from .errors import UrlRefused
+from .failures import UrlRefused
 
 __all__ = ["InvalidIPAddress", "blocked", "check_public_url", "connection_failure", "find", "is_blocked_address",
            "session", "validate_url"]

@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, exists, func, or_, select, update
 
 from . import codec_processes, formats, logs
 from .compress import compress_to_ratio
-from .errors import ImageFailure
+from .failures import ImageFailure
 from .events import EventBus
 from .extensions import db
 from .fetch import FetchPolicy, fetch_image

@@ -84,6 +84,11 @@ def _webhook_deliveries(request_id: str) -> list[dict]:
     return [delivery_doc(d) for d in event.deliveries] if event else []
 
 
+def page_count(req: Request, per_page: int) -> int:
+    """Pages of ``per_page`` products in the request (at least one, even when it has none)."""
+    return max(1, -(-req.product_count // per_page))
+
+
 def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) -> dict:
     """The summary plus one page of products with their images, in CSV order."""
     doc = request_summary(req, base)
@@ -105,7 +110,7 @@ def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) 
         }
         for p in products
     ]
-    pages = max(1, -(-req.product_count // per_page))
+    pages = page_count(req, per_page)
     doc["pagination"] = {
         "page": page, "per_page": per_page, "total_products": req.product_count, "pages": pages,
         "next": f"{base}/status/{req.id}?page={page + 1}&per_page={per_page}" if page < pages else None,

@@ -15,6 +15,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from flask import Flask, current_app, g, redirect, request, session, url_for
 
+from .failures import NotAuthenticated
+
 OPEN_ENDPOINTS = {"api.healthz", "api.readyz", "api.openapi_json", "api.api_docs", "downloads.media", "static",
                   "web.login", "web.sample_csv"}
 
@@ -57,10 +59,7 @@ def _authenticate():
         return None
     if request.blueprint == "web":
         return redirect(url_for("web.login", next=request.full_path))
-    from .api.errors import error_response
-    response, status = error_response(401, "unauthorized", "send an API token: Authorization: Bearer <token>")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="pixshift"'
-    return response, status
+    raise NotAuthenticated("unauthorized", "send an API token: Authorization: Bearer <token>")
 
 
 def session_owner() -> str | None:

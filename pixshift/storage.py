@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 from urllib.parse import urlsplit
 
-from .errors import ImageFailure
+from .failures import ImageFailure
 
 CHUNK = 256 * 1024
 

@@ -18,16 +18,17 @@ import random
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import requests
 from sqlalchemy import or_, select, update
 
-import requests
-
 from . import deadlines, outbound
-from .errors import DeliveryFailure, UrlRefused
+from .csv_input import url_problem
 from .extensions import db
+from .failures import DeliveryFailure, InvalidInput, UrlRefused
 from .fetch import FetchPolicy
 from .models import (DeliveryAttempt, DeliveryState, Request, RequestState, WebhookDelivery, WebhookEndpoint,
                      WebhookEvent, iso, utcnow)
@@ -211,13 +212,47 @@ def _close(delivery_id: int, attempt: int, state: DeliveryState, error: str | No
     db.session.commit()
 
 
-def resend(delivery: WebhookDelivery) -> None:
-    """Queue a delivery again by hand, with the same webhook-id; the schedule starts over."""
+def resend(delivery: WebhookDelivery, enqueue: Callable[[int], object]) -> None:
+    """Send a delivery again by hand, with the same webhook-id; the schedule starts over."""
     delivery.state = DeliveryState.PENDING.value
     delivery.attempts = 0
     delivery.next_attempt_at = utcnow()
     delivery.lease_expires_at = None
     db.session.commit()
+    enqueue(delivery.id)
+
+
+def register_endpoint(url: object, description: object, *, owner: str | None,
+                      allow_private: bool) -> WebhookEndpoint:
+    """Validate and store an endpoint (the form and the API share this rule); raises InvalidInput."""
+    url = _clean_text(url, 2048)
+    if url is None or (description is not None and _clean_text(description, 255) is None):
+        raise InvalidInput("invalid_body", 'send JSON like {"url": "https://…", "description": "…"} '
+                                           "(text without NUL, description at most 255 characters)")
+    url = url.strip()
+    if problem := url_problem(url):
+        raise InvalidInput("invalid_webhook_url", f"url: {problem}")
+    try:
+        outbound.check_public_url(url, allow_private)
+    except UrlRefused as refused:
+        raise InvalidInput("invalid_webhook_url", f"url: {refused.message}") from None
+    endpoint = WebhookEndpoint(id=str(uuid.uuid4()), url=url, description=(description or "").strip()[:255] or None,
+                               secret=new_secret(), owner=owner)
+    db.session.add(endpoint)
+    db.session.commit()
+    return endpoint
+
+
+def _clean_text(value: object, limit: int) -> str | None:
+    """A string fit to store: UTF-8 encodable, no NUL (PostgreSQL refuses it), at most ``limit``
+    characters; None when ``value`` is not such a string."""
+    if not isinstance(value, str) or "\x00" in value or len(value) > limit:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from JSON escapes
+        return None
+    return value
 
 
 def delete_endpoint(endpoint: WebhookEndpoint) -> None:

@@ -43,7 +43,7 @@ def image_server():
 def app():
     """The app of the test process (SQLite in the session's instance folder)."""
     from pixshift import create_app
-    import tasks
+    from pixshift import tasks
 
     from pixshift.schema import upgrade_schema
 
@@ -88,7 +88,7 @@ def client(app):
 def inprocess_worker(app):
     """A real Huey consumer (thread workers) running in the test process, as in the embedded default."""
     from pixshift.__main__ import start_inprocess_consumer
-    import tasks
+    from pixshift import tasks
 
     tasks.huey.flush()  # tasks other tests enqueued without a worker are not this worker's business
     consumer = start_inprocess_consumer(tasks.huey, workers=8)

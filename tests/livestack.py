@@ -62,7 +62,7 @@ def scaleout_env(database_url: str, redis_url: str):
 # The commands docker-compose.yml runs; tests/test_deployment.py checks the file uses the same.
 MIGRATE_COMMAND = ["flask", "--app", "pixshift", "db", "upgrade"]
 WEB_COMMAND = ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-WORKER_COMMAND = ["huey_consumer", "tasks.huey", "-k", "thread", "-w", "16"]
+WORKER_COMMAND = ["huey_consumer", "pixshift.worker.huey", "-k", "thread", "-w", "16"]
 
 
 class Stack:

@@ -265,7 +265,7 @@ def test_serve_and_worker_run_the_pieces(image_server, tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr + "".join(
             (tmp_path / f"{n}.log").read_text(errors="replace")[-3000:] for n in logs)
         worker_log = (tmp_path / "worker.log").read_text(errors="replace")
-        assert "tasks.huey" in worker_log or "huey" in worker_log.lower(), worker_log[-2000:]
+        assert "pixshift.worker.huey" in worker_log or "huey" in worker_log.lower(), worker_log[-2000:]
     finally:
         for p in processes:
             if p.poll() is None:

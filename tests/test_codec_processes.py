@@ -15,7 +15,7 @@ from livestack import Stack, wait_until
 
 from pixshift import codec_processes
 from pixshift.compress import compress_to_ratio
-from pixshift.errors import ImageFailure
+from pixshift.failures import ImageFailure
 from test_compress import photo, save, scan_bomb
 
 NO_SCAN_LIMIT = 10**9  # lets scan_bomb() reach the decoder, so that only the CPU budget stops it

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFilter
 
 from pixshift.compress import CompressedImage, compress_to_ratio
-from pixshift.errors import ImageFailure
+from pixshift.failures import ImageFailure
 
 # --- inputs ----------------------------------------------------------------------------------
 

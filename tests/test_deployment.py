@@ -51,6 +51,6 @@ def test_media_is_on_object_storage_and_databases_on_volumes():
 
 def test_dockerfile_ships_what_the_commands_need():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for path in ("pixshift/", "tasks/", "migrations/", "wsgi.py", "gunicorn.conf.py", "requirements.txt"):
+    for path in ("pixshift/", "migrations/", "wsgi.py", "gunicorn.conf.py", "requirements.txt"):
         assert f"COPY {path}" in dockerfile or f" {path}" in dockerfile, path
     assert '"gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"' in dockerfile

@@ -20,7 +20,7 @@ import pytest
 from requests_hardened.ip_filter import InvalidIPAddress, get_ip_address
 
 from pixshift import fetch, outbound
-from pixshift.errors import DeliveryFailure, ImageFailure, UrlRefused
+from pixshift.failures import DeliveryFailure, ImageFailure, UrlRefused
 from pixshift.fetch import FetchPolicy, fetch_image
 from pixshift.outbound import check_public_url, is_blocked_address
 from pixshift.webhooks import post_json

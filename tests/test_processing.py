@@ -16,6 +16,7 @@ from livestack import wait_until
 from pixshift import codec_processes, pipeline
 from pixshift.csv_input import ProductRow
 from pixshift.extensions import db
+from pixshift.host_slots import HostSlots
 from pixshift.intake import create_request
 from pixshift.models import Image, Request, WebhookEvent, utcnow
 
@@ -64,6 +65,12 @@ def test_downloads_overlap_so_a_slow_host_does_not_serialise_the_batch(app, clie
     assert image_server.max_in_flight >= 4
 
 
+def own_runtime(app, **changes) -> pipeline.Runtime:
+    """The app's runtime with download slots of its own: the session's in-process worker may be
+    busy with the same test host, and its per-host cap would park the image this test runs."""
+    return dataclasses.replace(app.extensions["pixshift"], host_slots=HostSlots(8), **changes)
+
+
 def _new_request(app, urls: list[str]) -> str:
     with app.app_context():
         return create_request([ProductRow(2, 1, "P", tuple(urls))], filename="t.csv", webhook_url=None)
@@ -81,7 +88,7 @@ def _expire_leases(request_id: str) -> None:
 
 
 def test_image_of_a_dead_worker_is_requeued_then_processed(app, image_server):
-    rt = app.extensions["pixshift"]
+    rt = own_runtime(app)
     request_id = _new_request(app, [image_server.url("photo1.jpg")])
     with app.app_context():
         [image_id] = _image_ids(request_id)
@@ -99,7 +106,7 @@ def test_image_of_a_dead_worker_is_requeued_then_processed(app, image_server):
 
 
 def test_image_fails_with_a_reason_after_its_attempts_and_the_request_finishes(app, image_server):
-    rt = dataclasses.replace(app.extensions["pixshift"], max_attempts=2)
+    rt = own_runtime(app, max_attempts=2)
     request_id = _new_request(app, [image_server.url("photo1.jpg"), image_server.url("photo2.jpg")])
     with app.app_context():
         first, second = _image_ids(request_id)
@@ -115,7 +122,7 @@ def test_image_fails_with_a_reason_after_its_attempts_and_the_request_finishes(a
 
 
 def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_attempt(app, image_server):
-    rt = app.extensions["pixshift"]
+    rt = own_runtime(app)
     request_id = _new_request(app, [image_server.url("photo1.jpg")])
     with app.app_context():
         [image_id] = _image_ids(request_id)
@@ -129,7 +136,7 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_attempt(app, 
 
 
 def test_the_lease_is_renewed_after_a_slow_download_only(app, image_server, monkeypatch):
-    rt = dataclasses.replace(app.extensions["pixshift"], lease_seconds=2)
+    rt = own_runtime(app, lease_seconds=2)
     renewals = []
     monkeypatch.setattr(pipeline, "renew_lease", lambda *args: renewals.append(args))
     image_server.reset()
@@ -148,7 +155,7 @@ def test_costly_images_fail_too_costly_on_their_first_attempt_and_the_rest_is_do
     from test_compress import scan_bomb
 
     (tmp_path / "bomb.jpg").write_bytes(scan_bomb())
-    rt = dataclasses.replace(app.extensions["pixshift"], image_cpu_seconds=0.5)
+    rt = own_runtime(app, image_cpu_seconds=0.5)
     with ImageServer(tmp_path) as bombs:
         request_id = _new_request(app, [bombs.url("bomb.jpg"), image_server.url("gen/3000x2000.webp?q=90"),
                                         image_server.url("photo1.jpg")])
@@ -166,7 +173,7 @@ def test_costly_images_fail_too_costly_on_their_first_attempt_and_the_rest_is_do
 def test_waiting_for_a_compression_slot_keeps_the_lease(app, image_server):
     """The only slot is busy for longer than the whole lease; a sweep runs all along. The waiting
     image renews its lease (every quarter of it), so the sweep leaves it alone and it ends done."""
-    rt = dataclasses.replace(app.extensions["pixshift"], lease_seconds=2, cpu_slots=1)
+    rt = own_runtime(app, lease_seconds=2, cpu_slots=1)
     request_id = _new_request(app, [image_server.url("photo1.jpg")])
     with app.app_context():
         [image_id] = _image_ids(request_id)
@@ -195,7 +202,7 @@ def test_waiting_for_a_compression_slot_keeps_the_lease(app, image_server):
 
 
 def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
-    rt = app.extensions["pixshift"]
+    rt = own_runtime(app)
     rt = dataclasses.replace(rt, retry_delay=30, fetch_policy=dataclasses.replace(rt.fetch_policy, retries=0))
     image_server.reset()
     request_id = _new_request(app, [image_server.url("flaky/1/photo2.jpg")])
@@ -213,7 +220,7 @@ def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
 
 
 def test_a_lost_image_task_is_enqueued_again_once_the_queue_is_empty(app, image_server):
-    rt = app.extensions["pixshift"]
+    rt = own_runtime(app)
     request_id = _new_request(app, [image_server.url("photo1.jpg")])
     with app.app_context():
         [image_id] = _image_ids(request_id)
@@ -225,7 +232,7 @@ def test_a_lost_image_task_is_enqueued_again_once_the_queue_is_empty(app, image_
 
 
 def test_a_fan_out_that_never_completed_is_run_again(app):
-    rt = app.extensions["pixshift"]
+    rt = own_runtime(app)
     request_id = _new_request(app, ["http://127.0.0.1:1/a.jpg"])
     with app.app_context():
         assert request_id not in pipeline.reclaim_expired(rt, queue_empty=False).requests  # just created
@@ -240,7 +247,7 @@ def test_a_fan_out_that_never_completed_is_run_again(app):
 def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, image_server):
     """Eight workers end the last image at once: one finishes the request and writes one event."""
     app = any_db_app
-    rt = app.extensions["pixshift"]
+    rt = own_runtime(app)
     with app.app_context():
         request_id = create_request([ProductRow(2, 1, "P", (image_server.url("photo1.jpg"),))], filename=None,
                                     webhook_url="http://127.0.0.1:9/hook")
@@ -270,7 +277,7 @@ def test_no_database_connection_is_held_while_downloading_compressing_or_storing
     """A slow host, a costly image or a slow media store must not hold one of the pool's connections:
     the attempt commits before each and writes its result in a short transaction afterwards."""
     app = any_db_app
-    rt = app.extensions["pixshift"]
+    rt = own_runtime(app)
     held: dict[str, list[int]] = {"fetch": [], "compress": [], "store": []}
 
     def probing(name, real):

@@ -1,6 +1,5 @@
 """The JSON API for scripts: upload, status, webhooks and health."""
-from flask import Blueprint
+from . import docs, routes, webhooks  # noqa: F401  (their routes register on bp)
+from .blueprint import bp
 
-bp = Blueprint("api", __name__)
-
-from . import docs, errors, routes, webhooks  # noqa: E402,F401  (register handlers and routes on bp)
+__all__ = ["bp"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flask import Response, render_template
 
-from . import bp
+from .blueprint import bp
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 SWAGGER_UI = "vendor/swagger-ui-5.35.0"

@@ -1,108 +1,31 @@
-"""POST /upload, GET /status/<id>, health checks."""
+"""POST /upload, GET /status/<id>, DELETE /requests/<id>, health checks."""
 from __future__ import annotations
 
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 
 from flask import current_app, request
-from werkzeug.datastructures import FileStorage
 
-from ..csv_input import CsvRejected, Limits, read_products, url_problem, validate
-from ..extensions import db
-from ..intake import create_request
-from ..models import Request
 from ..deletion import delete_request as remove_request
-from ..reporting import is_finished, request_status
+from ..failures import InvalidInput
+from ..intake import accept_upload
+from ..lookup import finished_request, find_request
+from ..models import Request
+from ..reporting import is_finished, page_count, request_status
+from ..request_context import public_base, upload_limits
 from ..schema import check_schema
 from ..security import can_see, current_owner
-from . import bp
-from .errors import error_response
-
-
-def public_base() -> str:
-    """Where clients reach us: PUBLIC_BASE_URL, or the URL this client used."""
-    return current_app.config["PUBLIC_BASE_URL"] or request.url_root.rstrip("/")
-
-
-MAX_ID = 2**63 - 1  # ids in URLs beyond a 64-bit column cannot exist: 404, not a database error
-
-
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-        return True
-    except ValueError:
-        return False
-
-
-def load_request(request_id: str) -> Request | tuple:
-    try:
-        request_id = str(uuid.UUID(request_id))  # any spelling of a UUID finds the request
-    except ValueError:
-        return error_response(400, "invalid_request_id", f"{request_id[:80]!r} is not a request id")
-    req = db.session.get(Request, request_id)
-    if req is None or not can_see(req.owner):
-        return error_response(404, "request_not_found", f"no request with id {request_id}")
-    return req
-
-
-def load_finished_request(request_id: str, action: str) -> Request | tuple:
-    """The request if it has finished; else 409 with Retry-After, naming what waits for it."""
-    req = load_request(request_id)
-    if isinstance(req, Request) and not is_finished(req):
-        response = error_response(409, "not_finished", f"request {req.id} is {req.state}; {action} once every image "
-                                                       "is done or failed")
-        response[0].headers["Retry-After"] = "5"
-        return response
-    return req
-
-
-@dataclass(frozen=True)
-class Accepted:
-    request_id: str
-    products: int
-    images: int
-
-
-def accept_upload(upload: FileStorage | None, webhook_url: str | None) -> Accepted | tuple:
-    """Validate, store and enqueue one CSV: the API and the upload page share this path."""
-    if upload is None:
-        return error_response(400, "missing_file", "send the CSV as a multipart form field named 'file'")
-    webhook_url = (webhook_url or "").strip() or None
-    if webhook_url and (problem := url_problem(webhook_url)):
-        return error_response(400, "invalid_webhook_url", f"webhook_url: {problem}")
-    c = current_app.config
-    limits = Limits(max_rows=c["MAX_ROWS"], max_images=c["MAX_IMAGES_PER_REQUEST"],
-                    max_urls_per_row=c["MAX_URLS_PER_ROW"])
-    # Two passes over the uploaded file (a seekable spooled temporary file): check everything first,
-    # then insert as it is read again. No list of every row is held.
-    try:
-        totals = validate(upload.stream, limits)
-    except CsvRejected as rejected:
-        return error_response(400, "invalid_csv", "the CSV was not accepted; nothing was stored",
-                              details=[p.as_dict() for p in rejected.problems], truncated=rejected.truncated)
-    request_id = create_request(read_products(upload.stream), filename=upload.filename, webhook_url=webhook_url,
-                                owner=current_owner(), base_url=public_base())
-    from tasks import start_request  # web enqueues through the task layer
-    try:
-        start_request(request_id)
-    except Exception:
-        current_app.logger.exception("could not enqueue request %s", request_id)
-        db.session.delete(db.session.get(Request, request_id))
-        db.session.commit()
-        response = error_response(503, "queue_unavailable", "the work queue is unreachable; nothing was stored")
-        response[0].headers["Retry-After"] = "10"
-        return response
-    return Accepted(request_id, totals.products, totals.images)
+from ..tasks import huey, start_request
+from .blueprint import bp
 
 
 @bp.post("/upload")
 def upload():
-    accepted = accept_upload(request.files.get("file"), request.form.get("webhook_url"))
-    if not isinstance(accepted, Accepted):
-        return accepted
+    file = request.files.get("file")
+    accepted = accept_upload(None if file is None else file.stream, None if file is None else file.filename,
+                             request.form.get("webhook_url"),
+                             limits=upload_limits(), owner=current_owner(), base_url=public_base(),
+                             enqueue=start_request)
     status_url = f"{public_base()}/status/{accepted.request_id}"
     return {"request_id": accepted.request_id, "status_url": status_url, "state": "queued",
             "products": accepted.products, "images": accepted.images}, 202, {"Location": status_url}
@@ -110,15 +33,13 @@ def upload():
 
 @bp.get("/status/<request_id>")
 def status(request_id: str):
-    req = load_request(request_id)
-    if not isinstance(req, Request):
-        return req
+    req = find_request(request_id, can_see)
     page = _int_arg("page", 1)
     per_page = _int_arg("per_page", current_app.config["STATUS_PAGE_SIZE"])
-    pages = max(1, -(-req.product_count // per_page)) if per_page else 0
-    if page is None or per_page is None or not 1 <= per_page <= MAX_PER_PAGE or not 1 <= page <= pages:
-        return error_response(400, "invalid_page", f"page must be a whole number from 1 to the last page "
-                                                   f"and per_page from 1 to {MAX_PER_PAGE}")
+    if (page is None or per_page is None or not 1 <= per_page <= MAX_PER_PAGE
+            or not 1 <= page <= page_count(req, per_page)):
+        raise InvalidInput("invalid_page", f"page must be a whole number from 1 to the last page "
+                                           f"and per_page from 1 to {MAX_PER_PAGE}")
     ttl = current_app.config["STATUS_CACHE_SECONDS"]
     if ttl <= 0 or is_finished(req):  # a finished request's page is always fresh (webhook states change)
         return request_status(req, public_base(), page, per_page)
@@ -175,9 +96,7 @@ def _int_arg(name: str, default: int) -> int | None:
 
 @bp.delete("/requests/<request_id>")
 def delete_request(request_id: str):
-    req = load_finished_request(request_id, "it can be deleted")
-    if not isinstance(req, Request):
-        return req
+    req = finished_request(request_id, can_see, "it can be deleted")
     removed = remove_request(req, current_app.extensions["pixshift"].store)
     current_app.logger.info("deleted request %s and %d stored objects", request_id, removed)
     return "", 204
@@ -205,5 +124,4 @@ def readyz():
 
 
 def _check_queue() -> None:
-    from tasks import huey
     huey.pending_count()

@@ -1,20 +1,24 @@
 """Page routes: thin callers of the same services and helpers the JSON API uses."""
 from __future__ import annotations
 
-from flask import (Response, abort, current_app, flash, jsonify, redirect, render_template, request, session,
+from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, session,
                    url_for)
 from sqlalchemy import func, select
 
-from ..api.routes import MAX_ID, Accepted, accept_upload, is_uuid, load_request, public_base
-from ..api.webhooks import register_endpoint, visible_endpoints
-from ..csv_input import COLUMNS
+from ..csv_input import COLUMNS, CsvRejected
 from ..extensions import db
-from ..models import Image, Request, WebhookDelivery, WebhookEndpoint
-from ..reporting import is_finished, request_status
+from ..failures import Failure
+from ..intake import accept_upload
+from ..lookup import find_delivery, find_endpoint, find_request, visible_endpoints
+from ..models import Image, Request
+from ..reporting import is_finished, page_count, request_status
+from ..request_context import allow_private_urls, public_base, upload_limits
 from ..security import can_see, current_owner, login as login_with, safe_next
-from ..webhooks import delete_endpoint, endpoint_doc, resend
-from . import bp
+from ..tasks import deliver_webhook, start_request
+from ..webhooks import delete_endpoint, endpoint_doc, register_endpoint, resend
 from .forms import ActionForm, LoginForm, UploadForm, WebhookForm
+
+bp = Blueprint("web", __name__)
 
 SAMPLE_CSV = (
     ",".join(COLUMNS) + "\r\n"
@@ -34,16 +38,21 @@ def index():
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
-            accepted = accept_upload(form.file.data, form.webhook_url.data)
-            if isinstance(accepted, Accepted):
+            try:
+                accepted = accept_upload(form.file.data.stream, form.file.data.filename, form.webhook_url.data,
+                                         limits=upload_limits(), owner=current_owner(), base_url=public_base(),
+                                         enqueue=start_request)
+            except CsvRejected as rejected:
+                status, errors = 400, [p.as_dict() for p in rejected.problems]
+            except Failure as failure:  # the form shows why; the errors blueprint would show a bare page
+                status = 503 if failure.code == "queue_unavailable" else 400
+                errors = [{"row": None, "column": None, "message": failure.message}]
+            else:
                 _remember(accepted.request_id)
                 target = url_for("web.request_page", request_id=accepted.request_id)
                 if _wants_json():
                     return {"request_id": accepted.request_id, "redirect": target}, 202
                 return redirect(target, code=303)
-            response, status = accepted
-            body = response.get_json()
-            errors = body.get("details") or [{"row": None, "column": None, "message": body["message"]}]
         else:
             status = 400
             errors = [{"row": None, "column": None, "message": m}
@@ -69,13 +78,10 @@ def sample_csv():
 
 
 def _page_doc(request_id: str) -> dict:
-    req = load_request(request_id)
-    if not isinstance(req, Request):
-        abort(req[1])
+    req = find_request(request_id, can_see)
     per_page = current_app.config["STATUS_PAGE_SIZE"]
-    pages = max(1, -(-req.product_count // per_page))
     raw = request.args.get("page", "1")
-    page = min(int(raw), pages) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 1
+    page = min(int(raw), page_count(req, per_page)) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 1
     return request_status(req, public_base(), max(1, page), per_page)
 
 
@@ -115,24 +121,26 @@ def webhooks():
     created = None
     status = 200
     if form.validate_on_submit():
-        endpoint = register_endpoint(form.url.data, form.description.data)
-        if isinstance(endpoint, WebhookEndpoint):
+        try:
+            endpoint = register_endpoint(form.url.data, form.description.data, owner=current_owner(),
+                                         allow_private=allow_private_urls())
+        except Failure as failure:
+            form.url.errors.append(failure.message)
+            status = 400
+        else:
             created = endpoint_doc(endpoint, with_secret=True)
             form = WebhookForm(formdata=None)
-        else:
-            form.url.errors.append(endpoint[0].get_json()["message"])
-            status = 400
     elif request.method == "POST":
         status = 400
     return render_template("webhooks.html", form=form, created=created, action_form=ActionForm(),
-                           endpoints=[endpoint_doc(e) for e in visible_endpoints()]), status
+                           endpoints=[endpoint_doc(e) for e in visible_endpoints(can_see)]), status
 
 
 @bp.post("/webhooks/<endpoint_id>/delete")
 def webhook_delete(endpoint_id: str):
-    endpoint = db.session.get(WebhookEndpoint, endpoint_id) if is_uuid(endpoint_id) else None
-    if not ActionForm().validate_on_submit() or endpoint is None or not can_see(endpoint.owner):
+    if not ActionForm().validate_on_submit():
         abort(404)
+    endpoint = find_endpoint(endpoint_id, can_see)
     delete_endpoint(endpoint)
     flash(f"Deleted the endpoint {endpoint.url}.")
     return redirect(url_for("web.webhooks"), code=303)
@@ -140,13 +148,11 @@ def webhook_delete(endpoint_id: str):
 
 @bp.post("/deliveries/<int:delivery_id>/resend")
 def delivery_resend(delivery_id: int):
-    delivery = db.session.get(WebhookDelivery, delivery_id) if delivery_id <= MAX_ID else None
-    if not ActionForm().validate_on_submit() or delivery is None or not can_see(delivery.event.request.owner):
+    if not ActionForm().validate_on_submit():
         abort(404)
+    delivery = find_delivery(delivery_id, can_see)
     request_id = delivery.event.request_id
-    resend(delivery)
-    from tasks import deliver_webhook
-    deliver_webhook(delivery_id)
+    resend(delivery, deliver_webhook)
     flash("The webhook will be sent again.")
     return redirect(url_for("web.request_page", request_id=request_id) + "#webhooks", code=303)
 

@@ -1,17 +1,29 @@
 """Huey: the queue and PixShift's background tasks (thin: they call ``pixshift.pipeline``).
 
-``huey_consumer tasks.huey`` runs workers on any machine; ``python -m pixshift`` runs them in
-its own process. The queue is Redis when ``REDIS_URL`` is set, else a SQLite file in the
+Importable anywhere without an app: the web enqueues by calling the tasks. Whoever runs them binds
+an app first: ``huey_consumer pixshift.worker.huey`` (any machine) or ``python -m pixshift`` (in
+its own process). The queue is Redis when ``REDIS_URL`` is set, else a SQLite file in the
 instance folder.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from huey import PriorityRedisHuey, SqliteHuey
 
-from pixshift.config import Config
+from . import logs
+from .config import Config
+from .pipeline import Runtime, fan_out_targets, mark_enqueued, reclaim_expired
+from .pipeline import process_image as run_image
+from .webhooks import attempt_delivery
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+logger = logging.getLogger(__name__)
 
 _config = Config()
 # results=False: the tasks' outcomes live in the database; Huey would keep every return value forever.
@@ -22,8 +34,7 @@ else:
     _config.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
     huey = SqliteHuey(_config.QUEUE_NAME, filename=str(_config.INSTANCE_PATH / "huey.db"), results=False)
 
-_app = None
-_app_lock = threading.Lock()
+_app: Flask | None = None
 
 
 # Every consumer process sweeps every PIXSHIFT_SWEEP_SECONDS on a thread of its own: as a queued
@@ -63,30 +74,25 @@ def lower_worker_priority() -> None:
             pass
 
 
-def bind_app(app) -> None:
-    """Run tasks against this app (the embedded server passes its own)."""
+def bind_app(app: Flask) -> None:
+    """Run tasks against this app: the process that runs workers builds it once and binds it."""
     global _app
     _app = app
 
 
-def _flask_app():
-    global _app
-    with _app_lock:
-        if _app is None:
-            from pixshift import create_app, logs  # a consumer process builds its own app, once
-            _app = create_app()
-            logs.configure(_app.config["LOG_FORMAT"], _app.config["LOG_LEVEL"])
+def _flask_app() -> Flask:
+    if _app is None:
+        raise RuntimeError("no app is bound to the tasks: run workers through pixshift.worker or python -m pixshift")
     return _app
 
 
-def _runtime():
+def _runtime() -> Runtime:
     return _flask_app().extensions["pixshift"]
 
 
 @huey.task(priority=10)
 def start_request(request_id: str) -> int:
     """Fan the request out: one task per image, so images proceed in parallel on every worker."""
-    from pixshift.pipeline import fan_out_targets, mark_enqueued
     with _flask_app().app_context():
         ids = fan_out_targets(request_id)
         for image_id in ids:
@@ -97,12 +103,10 @@ def start_request(request_id: str) -> int:
 
 @huey.task(retries=3, retry_delay=5)  # Huey retries only what escaped the pipeline: database errors
 def process_image(image_id: int) -> str | None:
-    from pixshift import logs
-    from pixshift.pipeline import process_image as run
     token = logs.bind(image_id=image_id)
     try:
         with _flask_app().app_context():
-            outcome = run(image_id, _runtime(), resume=process_image)
+            outcome = run_image(image_id, _runtime(), resume=process_image)
     finally:
         logs.unbind(token)
     if outcome.retry_in is not None:
@@ -115,7 +119,6 @@ def process_image(image_id: int) -> str | None:
 @huey.task()
 def deliver_webhook(delivery_id: int) -> float | None:
     """One attempt at one webhook delivery; schedules the next attempt itself."""
-    from pixshift.webhooks import attempt_delivery
     rt = _runtime()
     with _flask_app().app_context():
         retry_in = attempt_delivery(delivery_id, rt.webhooks, rt.fetch_policy)
@@ -126,7 +129,6 @@ def deliver_webhook(delivery_id: int) -> float | None:
 
 def sweep() -> int:
     """Requeue work that dead workers or lost tasks left; see ``pixshift.pipeline.reclaim_expired``."""
-    from pixshift.pipeline import reclaim_expired
     queue_empty = huey.pending_count() == 0
     with _flask_app().app_context():
         found = reclaim_expired(_runtime(), queue_empty=queue_empty)
@@ -140,9 +142,8 @@ def sweep() -> int:
 
 
 def _sweep_forever() -> None:
-    import logging
     while not _sweeper_stop.wait(_config.SWEEP_SECONDS):
         try:
             sweep()
         except Exception:  # a database or queue outage: try again at the next sweep
-            logging.getLogger(__name__).exception("sweep failed")
+            logger.exception("sweep failed")
