@@ -69,11 +69,7 @@ def _runtime(app: Flask):
     return Runtime(
         store=make_store(c["MEDIA_URL"], c["MEDIA_ROOT"], c["S3_ENDPOINT_URL"]),
         bus=make_bus(c["REDIS_URL"], c["QUEUE_NAME"]),
-        fetch_policy=FetchPolicy(
-            allow_private=c["ALLOW_PRIVATE_URLS"], max_bytes=c["MAX_IMAGE_BYTES"],
-            connect_timeout=c["CONNECT_TIMEOUT"], read_timeout=c["READ_TIMEOUT"],
-            total_timeout=c["DOWNLOAD_TIMEOUT"], retries=c["DOWNLOAD_RETRIES"], backoff=c["DOWNLOAD_BACKOFF"],
-        ),
+        fetch_policy=FetchPolicy.from_config(c),
         ratio=c["COMPRESSION_RATIO"], min_quality=c["MIN_QUALITY"], max_quality=c["MAX_QUALITY"],
         max_pixels=c["MAX_IMAGE_PIXELS"], thumbnail_size=c["THUMBNAIL_SIZE"],
         lease_seconds=c["LEASE_SECONDS"], max_attempts=c["MAX_ATTEMPTS"], retry_delay=c["RETRY_DELAY"],

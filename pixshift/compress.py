@@ -1,10 +1,12 @@
 """Compress an image to a fraction of its bytes ("compress by 50%") at the highest quality that fits.
 
-Pure Pillow, in memory. Pixels are decoded once; every encode goes to a per-thread memfd because
-Pillow holds the GIL while encoding into io.BytesIO but releases it for a real file descriptor,
-so PixShift's worker threads can encode on all cores.
+Pure Pillow, in memory, bytes in and bytes out; the pipeline runs it in a compression child process
+(``codec_processes``). Pixels are decoded once; every encode goes to a memfd, since Pillow holds the
+GIL while encoding into io.BytesIO but releases it for a real file descriptor (and writes straight
+into it).
 
-The quality search is model-guided, not a blind binary search (see /work/shared/PERFORMANCE-NOTES.md):
+The quality search is model-guided, not a blind binary search (measured Pillow facts in the team's
+PERFORMANCE-NOTES):
 log(bytes) is close to linear in log(libjpeg's quantization-table scale), a JPEG source gives a free
 first point (re-encoding at its own quality gives about its own size), and interpolation between
 measured sizes closes in on the answer. For JPEG output of 768 rows or more the search runs on a probe,
@@ -40,6 +42,7 @@ from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from pixshift import formats
 from pixshift.failures import ImageFailure
 
 # IJG (libjpeg) standard quantization tables, natural order; Pillow's `quantization` uses the same order.
@@ -140,7 +143,7 @@ def compress_to_ratio(
     return CompressedImage(
         data=output,
         format=fmt,
-        mime_type=f"image/{fmt.lower()}",
+        mime_type=formats.mime_type(fmt),
         extension="jpg" if fmt == "JPEG" else "webp",
         quality=quality,
         width=size[0],

@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -29,18 +30,26 @@ _HEADERS = {"Accept": "image/*, */*;q=0.5", "Accept-Encoding": "identity"}
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """How far PixShift trusts an image server: addresses, size, time and retries."""
+    """How far PixShift trusts an image server: addresses, size, time and retries.
 
-    allow_private: bool = False
-    max_bytes: int = 20 * 1024 * 1024
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
-    total_timeout: float = 60.0  # per image: all attempts, redirects and backoff together
-    retries: int = 3  # extra attempts after the first
-    backoff: float = 0.5  # first retry delay, seconds; doubles, with jitter
+    The settings come from the config (``from_config``); only what no setting covers has a default."""
+
+    allow_private: bool
+    max_bytes: int
+    connect_timeout: float
+    read_timeout: float
+    total_timeout: float  # per image: all attempts, redirects and backoff together
+    retries: int  # extra attempts after the first
+    backoff: float  # first retry delay, seconds; doubles, with jitter
     backoff_cap: float = 10.0
     max_redirects: int = 5
     user_agent: str = "PixShift/0.1 (+image batch service)"
+
+    @classmethod
+    def from_config(cls, c: Mapping[str, Any]) -> FetchPolicy:
+        return cls(allow_private=c["ALLOW_PRIVATE_URLS"], max_bytes=c["MAX_IMAGE_BYTES"],
+                   connect_timeout=c["CONNECT_TIMEOUT"], read_timeout=c["READ_TIMEOUT"],
+                   total_timeout=c["DOWNLOAD_TIMEOUT"], retries=c["DOWNLOAD_RETRIES"], backoff=c["DOWNLOAD_BACKOFF"])
 
     def __post_init__(self) -> None:
         positive = ("max_bytes", "connect_timeout", "read_timeout", "total_timeout")

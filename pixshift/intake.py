@@ -11,7 +11,8 @@ from typing import IO, Iterable, Iterator
 
 from sqlalchemy import select
 
-from .csv_input import Limits, ProductRow, read_products, url_problem, validate
+from .csv_input import Limits, ProductRow, read_products, validate
+from .urls import url_problem
 from .extensions import db
 from .failures import InvalidInput, Unavailable
 from .models import ImageState, Product, Request

@@ -25,6 +25,7 @@ from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
 from . import deadlines
 from .failures import UrlRefused
+from .urls import url_problem
 
 __all__ = ["InvalidIPAddress", "blocked", "check_public_url", "connection_failure", "find", "is_blocked_address",
            "session", "validate_url"]
@@ -113,21 +114,16 @@ def session(allow_private: bool) -> requests.Session:
 
 
 def validate_url(url: str, what: str = "URL") -> SplitResult:
-    """Scheme, host and no credentials; raises invalid_url. Addresses are checked at connect time."""
-    if not isinstance(url, str) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise UrlRefused("invalid_url", f"the {what} is not a valid URL")
-    try:
+    """``urls.url_problem``'s rule, plus what only matters on the wire: no DEL, and no backslash in
+    the host part (URL parsers read it differently). Raises invalid_url; addresses are checked at
+    connect time."""
+    problem = url_problem(url) if isinstance(url, str) else "is not text"
+    if problem is None:
         parts = urlsplit(url)
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        raise UrlRefused("invalid_url", f"the {what} is not a valid URL") from None
-    if parts.scheme.lower() not in _SCHEMES:
-        raise UrlRefused("invalid_url", f"only http and https {what}s can be fetched")
-    if "@" in parts.netloc:
-        raise UrlRefused("invalid_url", f"{what}s with a user name or password are not accepted")
-    # A backslash or space in the host part is read differently by different URL parsers.
-    if not parts.hostname or any(c.isspace() or c == "\\" for c in parts.netloc):
-        raise UrlRefused("invalid_url", f"the {what} has no valid host")
+        if "\x7f" in url or "\\" in parts.netloc:
+            problem = f"{url[:80]!r} is not a valid URL"
+    if problem is not None:
+        raise UrlRefused("invalid_url", f"invalid {what}: {problem}")
     return parts
 
 

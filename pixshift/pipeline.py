@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, exists, func, or_, select, update
@@ -61,26 +61,27 @@ _QUEUED_URL = select(_images.c.input_url).where(_images.c.id == bindparam("b_id"
 
 @dataclass
 class Runtime:
-    """What processing needs besides the database, built once per process from the config."""
+    """What processing needs besides the database, built once per process from the config
+    (``create_app``; every default is in ``pixshift/config.py``)."""
 
     store: MediaStore
     bus: EventBus
     fetch_policy: FetchPolicy
-    ratio: float = 0.5
-    min_quality: int = 30
-    max_quality: int = 95
-    max_pixels: int = 50_000_000
-    thumbnail_size: int = 256
-    lease_seconds: int = 300
-    max_attempts: int = 3
-    retry_delay: float = 30.0
-    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=None))
-    base_url: str = "http://127.0.0.1:5000"  # for links in events when the upload did not record one
+    webhooks: WebhookSettings
+    ratio: float
+    min_quality: int
+    max_quality: int
+    max_pixels: int
+    thumbnail_size: int
+    lease_seconds: int
+    max_attempts: int
+    retry_delay: float
+    base_url: str  # for links in events when the upload did not record one
     # Downloads overlap in many threads; decoding and encoding run in this many child processes
     # (pixshift.codec_processes), so memory stays bounded and a codec crash ends only a child.
-    cpu_slots: int = 2
-    host_slots: HostSlots = field(default_factory=lambda: HostSlots(8))
-    image_cpu_seconds: float = 300.0  # a child that spends more on one image is killed: too_costly
+    cpu_slots: int
+    host_slots: HostSlots
+    image_cpu_seconds: float  # a child that spends more on one image is killed: too_costly
 
 
 @dataclass(frozen=True)

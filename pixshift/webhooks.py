@@ -26,7 +26,7 @@ import requests
 from sqlalchemy import or_, select, update
 
 from . import deadlines, outbound
-from .csv_input import url_problem
+from .urls import url_problem
 from .extensions import db
 from .failures import DeliveryFailure, InvalidInput, UrlRefused
 from .fetch import FetchPolicy
@@ -41,8 +41,8 @@ _LEASE_MARGIN = 60.0
 @dataclass(frozen=True)
 class WebhookSettings:
     secret: str | None  # signs deliveries to per-upload URLs
-    timeout: float = 10.0
-    schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    timeout: float  # one attempt, every phase included
+    schedule: tuple[float, ...]  # seconds between attempts; after the last, the delivery fails
 
 
 def new_secret() -> str:

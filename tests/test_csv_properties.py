@@ -331,5 +331,5 @@ url_like = st.builds(
 @example("http://h.example:65536/a")
 def test_the_plain_url_shortcut_agrees_with_the_full_checks(url):
     """url_problem skips its checks for plain URLs; it must answer exactly as they do."""
-    from pixshift.csv_input import _url_checks
+    from pixshift.urls import _url_checks
     assert url_problem(url) == _url_checks(url)

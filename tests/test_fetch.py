@@ -182,9 +182,16 @@ def token() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def strict(**overrides) -> FetchPolicy:
+    """The address filter on, as in production; the limits of the default configuration."""
+    base = dict(allow_private=False, max_bytes=25 * 1024 * 1024, connect_timeout=5.0, read_timeout=15.0,
+                total_timeout=60.0, retries=3, backoff=0.5)
+    return FetchPolicy(**{**base, **overrides})
+
+
 def local(**overrides) -> FetchPolicy:
     """Filter off (the server is on 127.0.0.1), tiny backoff so retries cost milliseconds."""
-    base = dict(allow_private=True, connect_timeout=2.0, read_timeout=5.0, total_timeout=10.0,
+    base = dict(allow_private=True, max_bytes=25 * 1024 * 1024, connect_timeout=2.0, read_timeout=5.0, total_timeout=10.0,
                 retries=3, backoff=0.01, backoff_cap=0.05)
     return FetchPolicy(**{**base, **overrides})
 
@@ -312,7 +319,7 @@ def test_connection_refused_is_retried_then_retryable():
 
 
 def test_backoff_doubles_with_jitter_and_respects_cap():
-    policy = FetchPolicy(backoff=0.5, backoff_cap=3.0)
+    policy = strict(backoff=0.5, backoff_cap=3.0)
     for attempt, full in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
         delays = {fetch._backoff_delay(attempt, policy, None) for _ in range(50)}
         assert all(full / 2 <= d <= full for d in delays) and len(delays) > 1
@@ -439,7 +446,7 @@ def test_an_expired_deadline_leaves_the_next_call_on_the_same_thread_unharmed(se
 ])
 def test_invalid_urls_are_rejected_by_fetch_and_check(url):
     with pytest.raises(ImageFailure) as info:
-        fetch_image(url, FetchPolicy())
+        fetch_image(url, strict())
     assert info.value.code == "invalid_url" and not info.value.retryable
     with pytest.raises(UrlRefused) as refused:
         check_public_url(url, allow_private=False)
@@ -486,14 +493,14 @@ def test_requests_hardened_alone_misses_what_we_add(ip):
 @pytest.mark.parametrize("ip", LISTED + ADDED + ["172.16.0.1", "fe80::1", "::"])
 def test_fetch_refuses_blocked_literal_before_connecting(ip):
     # A broken filter would try to connect and end in timeout/connection_failed instead.
-    policy = FetchPolicy(connect_timeout=0.5, read_timeout=0.5, total_timeout=2, retries=2, backoff=0.01)
+    policy = strict(connect_timeout=0.5, read_timeout=0.5, total_timeout=2, retries=2, backoff=0.01)
     failure = fails(_literal_url(ip), policy)
     assert failure.code == "blocked_address" and not failure.retryable
 
 
 def test_fetch_refuses_loopback_server_and_never_reaches_it(server):
     path = f"/status/200/{token()}"
-    failure = fails(server.base + path, FetchPolicy(retries=3, backoff=0.01))
+    failure = fails(server.base + path, strict(retries=3, backoff=0.01))
     assert failure.code == "blocked_address" and not failure.retryable
     assert failure.message == ("the address 127.0.0.1 is private, loopback or reserved; "
                                "PixShift does not fetch from internal networks")
@@ -501,7 +508,7 @@ def test_fetch_refuses_loopback_server_and_never_reaches_it(server):
 
 
 def test_blocked_message_names_the_host_name():
-    failure = fails("http://localhost:9/x.png", FetchPolicy(retries=0))
+    failure = fails("http://localhost:9/x.png", strict(retries=0))
     assert failure.code == "blocked_address"
     assert failure.message.startswith("the address ") and " of localhost is private" in failure.message
 
@@ -511,7 +518,7 @@ def loopback_only(monkeypatch):
     """Filter on, but 127.0.0.1 allowed, so the test server can send redirects to the filter."""
     session = outbound.new_session(False, allow_loopback=True)
     monkeypatch.setattr(outbound, "session", lambda allow_private: session)
-    return FetchPolicy(connect_timeout=0.5, read_timeout=2, total_timeout=5, retries=2, backoff=0.01)
+    return strict(connect_timeout=0.5, read_timeout=2, total_timeout=5, retries=2, backoff=0.01)
 
 
 def test_filtered_session_still_fetches_an_allowed_address(server, loopback_only):
@@ -547,6 +554,6 @@ def test_check_public_url_with_allow_private_skips_the_address_rule():
 
 def test_policy_rejects_nonsense_limits():
     with pytest.raises(ValueError):
-        FetchPolicy(max_bytes=0)
+        strict(max_bytes=0)
     with pytest.raises(ValueError):
-        FetchPolicy(retries=-1)
+        strict(retries=-1)
