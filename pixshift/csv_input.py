@@ -123,13 +123,6 @@ def read_products(stream: BinaryIO) -> Iterator[ProductRow]:
                 yield ProductRow(row_number, _serial(cells[serial]), cells[name].strip(), _split_urls(cells[urls]))
 
 
-def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow]:
-    """Every product of a file held in memory, or CsvRejected: for tests and small files."""
-    stream = io.BytesIO(data)
-    validate(stream, limits)
-    return list(read_products(stream))
-
-
 def _opening_problem(stream: BinaryIO) -> str | None:
     """A file that is UTF-16 or only whitespace: one problem, not one per row."""
     stream.seek(0)

@@ -60,13 +60,13 @@ def create_request(rows: Iterable[ProductRow], *, filename: str | None, webhook_
     request_id = str(uuid.uuid4())
     filename = "".join(c for c in (filename or "") if c.isprintable())[:255]  # no NUL or controls
     request = Request(id=request_id, filename=filename or None, webhook_url=webhook_url, owner=owner,
-                      base_url=base_url, product_count=0, image_count=0)
+                      base_url=base_url, product_count=0)
     db.session.add(request)
     try:
         db.session.flush()
         postgresql = db.session.get_bind().dialect.name == "postgresql"
         counts = (_insert_postgresql if postgresql else _insert_sqlite)(request_id, rows)
-        request.product_count, request.image_count = counts  # known once the rows are read
+        request.product_count = counts[0]  # known once the rows are read
         db.session.commit()
     except BaseException:
         db.session.rollback()

@@ -64,7 +64,6 @@ class Request(db.Model):
     base_url: Mapped[str | None] = mapped_column(Text)  # how the uploader reached us, for links in events
     owner: Mapped[str | None] = mapped_column(String(64), index=True)  # hash of the API token that made it
     product_count: Mapped[int] = mapped_column(Integer)
-    image_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # fan-out done
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -49,8 +49,6 @@ class MediaStore(Protocol):
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> Blob: ...
 
-    def exists(self, key: str) -> bool: ...
-
     def size(self, key: str) -> int: ...
 
     def delete(self, key: str) -> None: ...
@@ -108,9 +106,6 @@ class DirectoryStore:
                     left -= len(chunk)
                     yield chunk
         return Blob(size, chunks())
-
-    def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
 
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
@@ -177,15 +172,6 @@ class S3Store:
         content_range = response.get("ContentRange")  # "bytes 0-9/1234" when a range was asked
         size = int(content_range.rsplit("/", 1)[1]) if content_range else response["ContentLength"]
         return Blob(size, response["Body"].iter_chunks(CHUNK))
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.public_path(key))
-            return True
-        except self._errors() as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
 
     def size(self, key: str) -> int:
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from pixshift.csv_input import CsvRejected, Limits, parse_products
+from csv_files import parse_products
+from pixshift.csv_input import CsvRejected, Limits
 
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
 URL = "https://img.example.com/a.jpg"

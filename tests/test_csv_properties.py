@@ -18,8 +18,9 @@ import json
 from hypothesis import HealthCheck, assume, event, example, given, settings, strategies as st
 from sqlalchemy import text
 
-from pixshift.csv_input import COLUMNS, MAX_NAME_LENGTH, MAX_SERIAL, CsvRejected, Limits, ProductRow, \
-    parse_products, url_problem
+from csv_files import parse_products
+from pixshift.csv_input import COLUMNS, MAX_NAME_LENGTH, MAX_SERIAL, CsvRejected, Limits, ProductRow
+from pixshift.urls import url_problem
 
 SN, PN, IU = COLUMNS
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

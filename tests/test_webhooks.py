@@ -147,7 +147,7 @@ def _delivery_to(url: str) -> int:
     from pixshift.extensions import db
     from pixshift.models import Request, utcnow
     from pixshift.webhooks import create_event
-    req = Request(id=str(uuid.uuid4()), state="completed", webhook_url=url, product_count=0, image_count=0,
+    req = Request(id=str(uuid.uuid4()), state="completed", webhook_url=url, product_count=0,
                   finished_at=utcnow())
     db.session.add(req)
     db.session.flush()
