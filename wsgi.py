@@ -3,8 +3,9 @@
 Workers are separate ``huey_consumer pixshift.worker.huey`` processes; this process serves pages, the API
 and Socket.IO, and relays progress events from Redis to its own browsers.
 """
-from pixshift import create_app
+from pixshift import create_app, logs
 from pixshift.realtime import start_relay
 
 app = create_app({"ASYNC_MODE": "eventlet"})
+logs.configure(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
 start_relay(app)

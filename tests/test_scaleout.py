@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
 import threading
@@ -28,7 +29,8 @@ def scaleout(request, tmp_path):
     if not (TEST_DATABASE_URL and TEST_REDIS_URL):
         pytest.skip("set DATABASE_URL and REDIS_URL to run the scale-out test")
     with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
-        env.update({"PIXSHIFT_LEASE_SECONDS": "4", "PIXSHIFT_SWEEP_SECONDS": "1", "PIXSHIFT_RETRY_DELAY": "0.5"})
+        env.update({"PIXSHIFT_LEASE_SECONDS": "4", "PIXSHIFT_SWEEP_SECONDS": "1", "PIXSHIFT_RETRY_DELAY": "0.5",
+                    "PIXSHIFT_LOG_FORMAT": "json"})
         if request.param == "s3":
             env.update(request.getfixturevalue("seaweed").env(prefix=env["PIXSHIFT_QUEUE_NAME"]))
         with Stack(tmp_path, env, separate_consumer=True, gunicorn=True, workers=8) as stack:
@@ -113,3 +115,10 @@ def test_a_killed_consumer_loses_nothing(scaleout, image_server):
     finished = [b["counts"]["done"] + b["counts"]["failed"] for b in live.batches if b.get("counts")]
     assert len(set(finished)) >= 3 and max(finished) == N_IMAGES
     assert any(b.get("state") == "completed_with_errors" for b in live.batches)
+
+    # gunicorn's web process logs as configured: one JSON object a line, tagged with the ids in context.
+    assert stack.session.delete(stack.url(f"/requests/{request_id}")).status_code == 204
+    logged = [json.loads(line) for line in (stack.tmp_path / "web.log").read_text().splitlines()
+              if line.startswith("{")]
+    deleted = [r for r in logged if r.get("message", "").startswith(f"deleted request {request_id}")]
+    assert deleted and deleted[0]["http_request_id"], logged[-5:]
