@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from livestack import wait_until
 from pixshift.extensions import socketio
 
 
@@ -37,14 +38,18 @@ def _upload(client, server, paths):
 
 
 def _receive_until(sio, predicate, timeout=30):
+    """Everything the test client received, once a message matches ``predicate`` (it can only be polled)."""
     got = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got += sio.get_received()
-        if any(predicate(m) for m in got):
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; received {got}")
+
+    def arrived():
+        got.extend(sio.get_received())
+        return any(predicate(m) for m in got)
+
+    try:
+        wait_until(arrived, timeout, message="a matching Socket.IO message")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; received {got}") from None
+    return got
 
 
 def test_join_gives_a_snapshot_then_live_batches(live_app, live_client, inprocess_worker, image_server):
@@ -88,10 +93,8 @@ def test_joining_an_unknown_or_malformed_request_is_an_error_event(live_app, liv
 def test_a_late_joiner_gets_the_finished_state_at_once(live_app, live_client, inprocess_worker, image_server):
     app, client = live_app, live_client
     request_id = _upload(client, image_server, ["photo2.jpg"])
-    deadline = time.monotonic() + 30
-    while client.get(f"/status/{request_id}").get_json()["state"] != "completed":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: client.get(f"/status/{request_id}").get_json()["state"] == "completed", 30,
+               message=f"request {request_id} to complete")
     sio = socketio.test_client(app, flask_test_client=client)
     sio.emit("join", {"request_id": request_id})
     [snapshot] = [m["args"][0] for m in sio.get_received() if m["name"] == "snapshot"]
