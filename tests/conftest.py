@@ -103,7 +103,7 @@ def seaweed(tmp_path_factory):
 
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
     yield server
-    server.stop()
+    server.kill()  # throwaway data: no need to wait for a graceful stop
 
 
 BACKENDS = ["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout), "s3"]

@@ -5,10 +5,11 @@ import random
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
+
+from livestack import wait_until
 
 WEED = Path(sys.executable).parent / "weed"
 
@@ -54,17 +55,19 @@ class SeaweedServer:
              f"-master.port={self.master}", f"-volume.port={self.volume}", f"-filer.port={self.filer}",
              "-s3", f"-s3.port={self.s3}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=10"],
             stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"weed exited: {(self.directory / 'weed.log').read_text()[-2000:]}")
-            try:
-                if requests.get(self.endpoint, timeout=1).status_code < 500 and self._writable():
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"SeaweedFS did not come up: {(self.directory / 'weed.log').read_text()[-2000:]}")
+        try:
+            wait_until(self._ready, timeout, interval=0.1, message="SeaweedFS to come up")
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}: {(self.directory / 'weed.log').read_text()[-2000:]}") from None
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"weed exited: {(self.directory / 'weed.log').read_text()[-2000:]}")
+        try:
+            return requests.get(self.endpoint, timeout=1).status_code < 500 and self._writable()
+        except requests.RequestException:
+            return False
 
     def _writable(self) -> bool:
         import boto3
@@ -85,6 +88,15 @@ class SeaweedServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """End it at once, for good: asked to stop, weed takes about 25 s (its volume server's
+        pre-stop wait, the filer retrying its peers), which was 15 s at the end of every test session.
+        A restart on its data did not come up within a minute: use it last."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
         self.process = None
 
     def env(self, bucket: str = "pixshift-media", prefix: str = "media") -> dict:

@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 import requests
 
-from livestack import BIN, ROOT, Stack, free_port, wait_until
+from livestack import BIN, ROOT, WORKER_COMMAND, Stack, free_port, wait_until
 from webhook_receiver import Receiver
 
 SCRIPT = BIN / "pixshift"
@@ -264,8 +265,14 @@ def test_serve_and_worker_run_the_pieces(image_server, tmp_path):
         proc = run("--server", base, "upload", str(path), "--wait", "--no-live", "--interval", "0.2", timeout=90)
         assert proc.returncode == 0, proc.stdout + proc.stderr + "".join(
             (tmp_path / f"{n}.log").read_text(errors="replace")[-3000:] for n in logs)
+        # `pixshift worker` became (exec, same PID) the deployment's worker command, with its options.
+        worker = processes[1]
+        argv = (Path("/proc") / str(worker.pid) / "cmdline").read_bytes().decode().split("\0")[:-1]
+        expected = [str(BIN / WORKER_COMMAND[0]), *WORKER_COMMAND[1:]]
+        expected[expected.index("-w") + 1] = "2"
+        assert argv[1:] == [*expected, "-d", "0.05", "-m", "0.5"], argv  # argv[0]: the script's interpreter
         worker_log = (tmp_path / "worker.log").read_text(errors="replace")
-        assert "pixshift.worker.huey" in worker_log or "huey" in worker_log.lower(), worker_log[-2000:]
+        assert f"Huey consumer started with 2 thread, PID {worker.pid} " in worker_log, worker_log[-2000:]
     finally:
         for p in processes:
             if p.poll() is None:

@@ -4,6 +4,7 @@ No Docker engine runs here, so these files are checked by parsing, against the c
 tests/livestack.py starts (and tests/test_scaleout.py exercises)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -49,8 +50,42 @@ def test_media_is_on_object_storage_and_databases_on_volumes():
     assert doc["services"]["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
 
 
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order; continuation lines joined, comments dropped."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def _landing(workdir: Path, source: str, dest: str) -> Path:
+    """Where ``COPY source dest`` puts source: a directory's contents go into dest; a file goes into
+    dest when dest is a directory (``.`` or ending in ``/``), else becomes dest."""
+    target = workdir / dest
+    if source.endswith("/") or not (dest.endswith("/") or dest in (".", "..")):
+        return target
+    return target / Path(source).name
+
+
 def test_dockerfile_ships_what_the_commands_need():
-    dockerfile = (ROOT / "Dockerfile").read_text()
+    """Each file the three commands load is copied to where they look for it (the WORKDIR), the
+    pinned requirements are installed, and the image starts the web command by default."""
+    instructions = dockerfile_instructions()
+    [workdir] = [Path(args) for name, args in instructions if name == "WORKDIR"]
+    shipped: dict[str, Path] = {}  # source in the repository -> where it lands in the image
+    for name, args in instructions:
+        if name == "COPY":
+            *sources, dest = args.split()
+            assert not any(s.startswith("--") for s in sources), args  # no --from stages to follow here
+            for source in sources:
+                shipped[source] = _landing(workdir, source, dest)
     for path in ("pixshift/", "migrations/", "wsgi.py", "gunicorn.conf.py", "requirements.txt"):
-        assert f"COPY {path}" in dockerfile or f" {path}" in dockerfile, path
-    assert '"gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"' in dockerfile
+        assert path in shipped, f"{path} is not copied into the image"
+        assert (ROOT / path).exists(), path
+        assert shipped[path] == workdir / path.rstrip("/"), (path, shipped[path])
+    copied_requirements = [i for i, (name, args) in enumerate(instructions)
+                           if name == "COPY" and "requirements.txt" in args.split()[:-1]]
+    installs = [i for i, (name, args) in enumerate(instructions)
+                if name == "RUN" and "pip install -r requirements.txt" in args]
+    assert copied_requirements and installs and copied_requirements[0] < installs[0]
+    [(_, cmd)] = [(name, args) for name, args in instructions if name == "CMD"]
+    assert json.loads(cmd) == WEB_COMMAND

@@ -152,3 +152,45 @@ def test_validate_names_the_problems_of_a_streamed_file():
     with pytest.raises(CsvRejected) as rejected:
         validate(spooled(csv_file(10, bad_last_row=True)))
     assert [(p.row, p.column) for p in rejected.value.problems] == [(12, "Serial Number"), (12, "Input Image URLs")]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.scaleout)])
+def unreachable_queue(request, tmp_path):
+    """A real ``python -m pixshift`` whose Huey queue (REDIS_URL) points at a closed port, on SQLite
+    and, when configured, on a fresh PostgreSQL database; yields it with its database URL."""
+    from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+    from livestack import Stack, free_port, scaleout_env
+
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    if request.param == "sqlite":
+        with Stack(tmp_path, {"REDIS_URL": closed}, separate_consumer=False, workers=0) as stack:
+            yield stack, f"sqlite:///{tmp_path / 'instance' / 'pixshift.db'}"
+        return
+    if not TEST_DATABASE_URL:
+        pytest.skip("set DATABASE_URL to run the PostgreSQL variant")
+    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL or "redis://127.0.0.1:6379/0") as env:
+        with Stack(tmp_path, {**env, "REDIS_URL": closed}, separate_consumer=False, workers=0) as stack:
+            yield stack, env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def test_an_unreachable_queue_refuses_the_upload_and_stores_nothing(unreachable_queue):
+    """Stored but never enqueued, a request would wait for ever: the upload is refused with a 503
+    the client can retry, and the rows written before the enqueue are removed again."""
+    from sqlalchemy import create_engine
+
+    stack, database_url = unreachable_queue
+    response = stack.upload(csv_file(3))
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["error"] == "queue_unavailable" and body["message"].endswith("nothing was stored")
+    assert response.headers["Retry-After"] == "10"
+    assert stack.session.get(stack.url("/readyz")).json()["checks"]["queue"] == "error"
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            stored_rows = [connection.scalar(select(func.count()).select_from(table))
+                           for table in (Request.__table__, Product.__table__, Image.__table__)]
+    finally:
+        engine.dispose()
+    assert stored_rows == [0, 0, 0]

@@ -144,7 +144,12 @@ def test_the_store_going_down_mid_batch_loses_nothing(aws_env, image_server, tmp
         wait_until(lambda: any(im["error"] and im["error"]["code"] == "storage_unavailable"
                                for p in stack.status(request_id)["items"] for im in p["images"]), 30,
                    message="an image to meet the outage")
-        time.sleep(1.5)  # the outage lasts a while; retries back off meanwhile
+        # The outage lasts until a retry has met it too: an image back in the queue after a second
+        # failed attempt, backing off.
+        wait_until(lambda: any(im["state"] == "queued" and im["attempts"] >= 2 and im["error"]
+                               and im["error"]["code"] == "storage_unavailable"
+                               for p in stack.status(request_id)["items"] for im in p["images"]), 30,
+                   message="a retry to meet the outage")
         proxy.start()
         doc = stack.wait_finished(request_id, timeout=120)
     assert doc["state"] == "completed" and doc["counts"]["done"] == 16, doc["counts"]

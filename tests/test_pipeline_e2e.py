@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import threading
+import time
 import uuid
 
 import pytest
@@ -37,18 +38,36 @@ class EventRecorder:
     def __init__(self, env: dict) -> None:
         from pixshift.events import RedisBus
 
-        self.subscription = RedisBus(env["REDIS_URL"], env["PIXSHIFT_QUEUE_NAME"]).subscribe()
-        self.subscription.get(0.5)  # wait for the subscription to be live
+        bus = RedisBus(env["REDIS_URL"], env["PIXSHIFT_QUEUE_NAME"])
+        self.subscription = bus.subscribe()
         self.events: list[tuple[str, dict]] = []
+        self._arrived = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        # Live once it hears its own probe: an event published before that would be missed unseen.
+        probe = str(uuid.uuid4())  # a request id nobody has: relays that hear it find no request
+        deadline = time.monotonic() + 10
+        with self._arrived:
+            while not any(rid == probe for rid, _ in self.events):
+                assert time.monotonic() < deadline, "the event subscription never became live"
+                bus.publish(probe, {"type": "probe"})
+                self._arrived.wait(0.05)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             item = self.subscription.get(0.2)
             if item:
-                self.events.append(item)
+                with self._arrived:
+                    self.events.append(item)
+                    self._arrived.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 10) -> list[tuple[str, dict]]:
+        """The events so far, once ``predicate(events)`` holds."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: predicate(self.events), timeout):
+                raise AssertionError(f"events never matched within {timeout} s: {self.events}")
+            return list(self.events)
 
     def close(self) -> None:
         self._stop.set()
@@ -124,10 +143,17 @@ def test_csv_in_images_compressed_csv_out(stack, image_server):
             assert cell == (f"FAILED:{BAD[path]}" if path in BAD else im["output_url"])
 
     if recorder:
+        def ended(events):
+            return [e for rid, e in events if rid == request_id and e["type"] == "image"
+                    and e["state"] in ("done", "failed")]
+
+        def requests_ended(events):
+            return [e for rid, e in events if rid == request_id and e["type"] == "request"]
+
+        # The request is finished in the database before its events are published: wait for them.
+        events = recorder.wait_for(lambda events: len(ended(events)) >= n_images and requests_ended(events))
         recorder.close()
-        image_events = [e for rid, e in recorder.events
-                        if rid == request_id and e["type"] == "image" and e["state"] in ("done", "failed")]
-        request_events = [e for rid, e in recorder.events if rid == request_id and e["type"] == "request"]
+        image_events, request_events = ended(events), requests_ended(events)
         assert len(image_events) == n_images
         assert {e["image_id"] for e in image_events} == {im["id"] for p in status["items"] for im in p["images"]}
         assert len(request_events) == 1 and request_events[0]["state"] == "completed_with_errors"

@@ -217,3 +217,68 @@ def test_no_second_attempt_starts_beside_a_running_one_nor_past_the_schedule(any
         delivery = db.session.get(WebhookDelivery, delivery_id)
         assert delivery.attempts == len(settings.schedule) + 1 == len(receiver.received)
         db.session.commit()
+
+
+# --- giving up, and endpoints that went away ---------------------------------------------------
+
+
+def test_a_receiver_that_always_fails_is_given_up_after_the_schedule(app, client, inprocess_worker, image_server):
+    """One attempt, then one per slot of PIXSHIFT_WEBHOOK_RETRY_SCHEDULE, then the delivery fails
+    saying so: a receiver that never recovers is not retried for ever."""
+    attempts = len(app.extensions["pixshift"].webhooks.schedule) + 1
+    with Receiver(SECRET, statuses=[500] * (attempts + 3)) as receiver:
+        request_id = upload(client, image_server, ["photo1.jpg"], receiver.url)
+        delivery = wait_delivery(client, request_id, lambda d: d["url"] == receiver.url and d["state"] == "failed")
+        calls = list(receiver.received)  # a failed delivery is never claimed again: these are all
+    assert delivery["last_error"] == f"the receiver answered 500; gave up after {attempts} attempts"
+    assert [a["status_code"] for a in delivery["attempts"]] == [500] * attempts
+    assert delivery["next_attempt_at"] is None and delivery["delivered_at"] is None
+    assert len(calls) == attempts
+    assert {c["headers"]["webhook-id"] for c in calls} == {delivery["event_id"]}
+
+
+def _deliveries_of_a_finished_request() -> dict[int | None, int]:
+    """A finished request's event, written as the pipeline writes it: its delivery ids by endpoint id."""
+    import uuid
+    from pixshift.extensions import db
+    from pixshift.models import Request, WebhookDelivery, utcnow
+    from pixshift.webhooks import create_event
+    req = Request(id=str(uuid.uuid4()), state="completed", product_count=0, finished_at=utcnow())
+    db.session.add(req)
+    db.session.flush()
+    delivery_ids = create_event(req, {"total": 0, "done": 0, "failed": 0}, "http://127.0.0.1")
+    db.session.commit()
+    return {db.session.get(WebhookDelivery, i).endpoint_id: i for i in delivery_ids}
+
+
+@pytest.mark.parametrize("gone", ["deleted", "disabled by a 410"])
+def test_a_delivery_to_an_endpoint_gone_before_its_attempt_fails_without_calling_it(any_db_app, gone):
+    """Deliveries are written when a request finishes, to every endpoint enabled then. An endpoint
+    deleted since, or disabled by its 410 to an earlier event, must not be called for them."""
+    from pixshift.extensions import db
+    from pixshift.models import WebhookDelivery
+    from pixshift.webhooks import WebhookSettings, attempt_delivery
+    rt = any_db_app.extensions["pixshift"]
+    settings = WebhookSettings(secret=SECRET, timeout=1, schedule=(0, 0))
+    client = any_db_app.test_client()
+    with Receiver(None, statuses=[410]) as receiver:
+        endpoint = client.post("/api/webhooks", json={"url": receiver.url}).get_json()
+        with any_db_app.app_context():
+            earlier = _deliveries_of_a_finished_request()[endpoint["id"]]
+            later = _deliveries_of_a_finished_request()[endpoint["id"]]
+            if gone == "deleted":
+                assert client.delete(f"/api/webhooks/{endpoint['id']}").status_code == 204
+            else:
+                assert attempt_delivery(earlier, settings, rt.fetch_policy) is None
+                assert [c["status"] for c in receiver.received] == [410]
+                listed = {e["id"]: e for e in client.get("/api/webhooks").get_json()["endpoints"]}
+                assert listed[endpoint["id"]]["enabled"] is False
+            called = len(receiver.received)
+
+            assert attempt_delivery(later, settings, rt.fetch_policy) is None
+            delivery = db.session.get(WebhookDelivery, later)
+            assert (delivery.state, delivery.last_error) == ("failed", "the endpoint is disabled or deleted")
+            assert delivery.attempt_log == [] and delivery.delivered_at is None  # no request was made
+            db.session.commit()
+        assert len(receiver.received) == called
+    client.delete(f"/api/webhooks/{endpoint['id']}")
