@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -55,6 +55,16 @@ class DeliveryState(str, enum.Enum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"
+
+
+class ImageCounts(TypedDict):
+    """A request's images by state (derived, never stored), and the percentage finished."""
+    total: int
+    queued: int
+    processing: int
+    done: int
+    failed: int
+    percent: float
 
 
 FINISHED_REQUEST_STATES = (RequestState.COMPLETED, RequestState.COMPLETED_WITH_ERRORS, RequestState.FAILED)
