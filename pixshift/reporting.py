@@ -59,7 +59,7 @@ def output_url(base: str, request_id: str, serial: int, image: Image) -> str | N
     return media_url(base, request_id, serial, image)
 
 
-def request_summary(req: Request, base: str) -> dict:
+def request_summary(req: Request, base: str) -> dict[str, object]:
     counts = image_counts(req.id)
     return {
         "request_id": req.id,
@@ -79,7 +79,7 @@ def request_summary(req: Request, base: str) -> dict:
     }
 
 
-def _webhook_deliveries(request_id: str) -> list[dict]:
+def _webhook_deliveries(request_id: str) -> list[dict[str, object]]:
     event = db.session.scalar(select(WebhookEvent).where(WebhookEvent.request_id == request_id))
     return [delivery_doc(d) for d in event.deliveries] if event else []
 
@@ -89,7 +89,7 @@ def page_count(req: Request, per_page: int) -> int:
     return max(1, -(-req.product_count // per_page))
 
 
-def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) -> dict:
+def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) -> dict[str, object]:
     """The summary plus one page of products with their images, in CSV order."""
     doc = request_summary(req, base)
     # Plain rows, not ORM objects: a page is read-only, and building 100 products and their
