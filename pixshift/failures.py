@@ -17,7 +17,7 @@ class Failure(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
-    def __reduce__(self) -> tuple[type[Failure], tuple[str, str], dict[str, bool]]:  # pickles whole, so it crosses back from a compression child process
+    def __reduce__(self) -> tuple[type["Failure"], tuple[str, str], dict[str, bool]]:  # pickles whole, so it crosses back from a compression child process
         return type(self), (self.code, self.message), {"retryable": self.retryable}
 
 
