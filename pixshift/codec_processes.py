@@ -36,11 +36,14 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import TypeVar, cast
 
 from .failures import ImageFailure
 
 T = TypeVar("T")
+# What crosses the pipe: (fn, args, kwargs) to the child, (True, result) or (False, exception) back.
+_Job = tuple[Callable[..., object], tuple[object, ...], dict[str, object]]
+_Reply = tuple[bool, object]
 logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.1  # how often a busy child's CPU time is read: how far it can overrun its budget
@@ -51,8 +54,8 @@ _lock = threading.Lock()
 _pools: dict[int, _Pool] = {}
 
 
-def run(fn: Callable[..., T], /, *args, processes: int, cpu_seconds: float | None = None,
-        heartbeat: Callable[[], object] | None = None, heartbeat_seconds: float = 60.0, **kwargs) -> T:
+def run(fn: Callable[..., T], /, *args: object, processes: int, cpu_seconds: float | None = None,
+        heartbeat: Callable[[], object] | None = None, heartbeat_seconds: float = 60.0, **kwargs: object) -> T:
     """``fn(*args, **kwargs)`` in a child process; its exceptions are raised here as they are.
 
     ``fn`` and its arguments must pickle (a module-level function, bytes, numbers). The child may
@@ -67,7 +70,8 @@ def run(fn: Callable[..., T], /, *args, processes: int, cpu_seconds: float | Non
     beat = _Heartbeat(heartbeat, heartbeat_seconds)
     slot = pool.take(beat)
     try:
-        return slot.call((fn, args, kwargs), cpu_seconds or None, beat)
+        # The child returned what fn(*args, **kwargs) returns, unpickled: a T.
+        return cast(T, slot.call((fn, args, kwargs), cpu_seconds or None, beat))
     finally:
         pool.give_back(slot)
 
@@ -130,7 +134,7 @@ class _Slot:
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
 
-    def call(self, job: tuple, cpu_seconds: float | None, beat: _Heartbeat) -> Any:
+    def call(self, job: _Job, cpu_seconds: float | None, beat: _Heartbeat) -> object:
         if self.process is None:
             self._start()
         try:
@@ -140,22 +144,25 @@ class _Slot:
             raise
         if ok:
             return value
-        raise value
+        raise cast(BaseException, value)  # _answer replies (False, the exception fn raised)
 
-    def _exchange(self, job: tuple, cpu_seconds: float | None, beat: _Heartbeat) -> tuple[bool, Any]:
+    def _exchange(self, job: _Job, cpu_seconds: float | None, beat: _Heartbeat) -> _Reply:
         process, conn = self.process, self.conn
-        started, cpu_before = time.monotonic(), _cpu_time(process.pid)
+        assert process is not None and process.pid is not None and conn is not None  # call() started it
+        pid = process.pid
+        started, cpu_before = time.monotonic(), _cpu_time(pid)
         try:
             conn.send(job)
             while True:
                 ready = wait([conn, process.sentinel], beat.timeout(_POLL_SECONDS if cpu_seconds else None))
                 if conn in ready:
-                    return conn.recv()
+                    reply: _Reply = conn.recv()
+                    return reply
                 if ready:  # the child ended without answering
                     raise EOFError
                 beat()
                 if cpu_seconds is not None:
-                    _check_budget(process.pid, cpu_before, started, cpu_seconds)
+                    _check_budget(pid, cpu_before, started, cpu_seconds)
         except (EOFError, OSError) as e:
             raise ImageFailure(
                 "worker_crashed",
@@ -180,6 +187,7 @@ class _Slot:
     def _end(self) -> None:
         """Kill the child if it still runs, and forget it: the next call starts a new one."""
         process, conn = self.process, self.conn
+        assert process is not None and conn is not None  # only a started slot is ended
         self.process = self.conn = None
         conn.close()
         if process.exitcode is None:  # not reaped yet, so the pid is still this child's
@@ -229,7 +237,7 @@ def _serve(conn: Connection, service: int) -> None:
         del fn, args, kwargs  # an idle child keeps no image
 
 
-def _answer(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _answer(conn: Connection, fn: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]) -> None:
     try:
         reply = (True, fn(*args, **kwargs))
     except Exception as e:

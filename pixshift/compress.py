@@ -38,9 +38,9 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, cast
 
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pixshift import formats
 from pixshift.failures import ImageFailure
@@ -82,7 +82,14 @@ _MAX_JPEG_SCANS = 256
 _JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 
-_scratch = threading.local()
+
+
+class _Scratch(threading.local):
+    file: IO[bytes]  # the encode buffer of this thread
+    pid: int  # the process that opened it (a forked child must open its own)
+
+
+_scratch = _Scratch()
 
 Encoder = Callable[[Image.Image, int], bytes]  # (image, quality) -> file bytes
 
@@ -173,7 +180,7 @@ def _check_arguments(ratio: float, max_pixels: int, qmin: int, qmax: int, thumb:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _open(data: bytes, max_pixels: int, max_scans: int) -> Image.Image:
+def _open(data: bytes, max_pixels: int, max_scans: int) -> ImageFile.ImageFile:
     """Read only the header, so a decompression bomb (pixels, or a JPEG's scans) is refused before
     any pixel is decoded."""
     if not data:
@@ -239,12 +246,13 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.1f}".removesuffix(".0")
 
 
-def _decode_upright(image: Image.Image, notes: list[str]) -> Image.Image:
+def _decode_upright(source: ImageFile.ImageFile, notes: list[str]) -> Image.Image:
     """The one full decode: first frame only, turned the way EXIF says the camera was held."""
+    image: Image.Image = source
     try:
         if getattr(image, "is_animated", False):
             notes.append("first_frame_of_animation")
-        if any(";16" in str(tile.args) for tile in image.tile):  # e.g. PNG "RGB;16B", "I;16B"
+        if any(";16" in str(tile.args) for tile in source.tile):  # e.g. PNG "RGB;16B", "I;16B"
             notes.append("16bit_to_8bit")
         image.load()
         if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
@@ -281,7 +289,8 @@ def _convert(image: Image.Image, notes: list[str]) -> Image.Image:
         return _to_8bit(image)
     if image.has_transparency_data:  # alpha band, or a transparent palette entry or colour
         rgba = image.convert("RGBA")
-        if rgba.getchannel("A").getextrema()[0] < 255:
+        alpha_min, _ = cast(tuple[float, float], rgba.getchannel("A").getextrema())  # one band: (min, max)
+        if alpha_min < 255:
             notes.append("alpha_to_webp")
             return rgba
     target = "L" if image.mode in ("1", "L", "LA", "La") else "RGB"
@@ -293,7 +302,8 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     if image.mode == "F":
         return image.convert("L")
     image = image if image.mode == "I" else image.convert("I")
-    if image.getextrema()[1] <= 255:
+    _, top = cast(tuple[float, float], image.getextrema())  # one band ("I"): (min, max)
+    if top <= 255:
         return image.convert("L")
     return image.point(lambda v: v / 257).convert("L")
 
@@ -335,7 +345,7 @@ def _quality_of_tables(luma: tuple[int, ...], chroma: tuple[int, ...] = ()) -> i
     a batch's images mostly share their tables, and the comparison costs ~1 ms in Python."""
     pairs = [(luma, _STD_LUMA)] + ([(chroma, _STD_CHROMA)] if chroma else [])
 
-    def mismatch(quality: int) -> int:
+    def mismatch(quality: int) -> float:
         scale = _table_scale(quality)
         return sum(
             abs(value - min(max((base * scale + 50) // 100, 1), 255))
@@ -350,7 +360,7 @@ def _quality_of_tables(luma: tuple[int, ...], chroma: tuple[int, ...] = ()) -> i
 # --- encoding --------------------------------------------------------------------------------
 
 
-def _scratch_file() -> BinaryIO:
+def _scratch_file() -> IO[bytes]:
     """This thread's in-memory file with a real descriptor (reopened after a fork: no sharing)."""
     if getattr(_scratch, "pid", None) != os.getpid():
         try:
@@ -407,8 +417,8 @@ def _fit(
     found, probes = _search_with_probe(image, encode, budget, smallest, qmin, qmax, prior, slope) \
         if fmt == "JPEG" else (None, 0)
     if found is not None:
-        output, quality, encodes = found
-        return output, quality, image.size, encodes, probes
+        found_output, quality, encodes = found
+        return found_output, quality, image.size, encodes, probes
     work, encodes = image, 0
     for _ in range(_MAX_DOWNSCALES + 1):
         output, quality, tried = _search_quality(work, encode, budget, qmin, qmax, prior, slope)
@@ -525,7 +535,7 @@ def _shrink(
 def _search_quality(
     image: Image.Image,
     encode: Encoder,
-    budget: int,
+    budget: float,
     qmin: int,
     qmax: int,
     prior: tuple[float, int] | None,
@@ -557,7 +567,7 @@ def _next_quality(
     tried: list[tuple[int, int]],
     lo: int,
     hi: int,
-    budget: int,
+    budget: float,
     prior: tuple[float, int] | None,
     slope: float,
 ) -> int:
@@ -577,7 +587,9 @@ def _next_quality(
     if below and above:
         x = _interpolate(below, above, target, [n <= budget for _, n in tried[-2:]])
     else:
-        x = _extrapolate(below or above, list(measured.values()), target, slope)
+        anchor = below or above
+        assert anchor is not None  # lo or hi is a measured quality, or the free point lies on one side
+        x = _extrapolate(anchor, list(measured.values()), target, slope)
     quality = math.floor(_quality_for_scale(math.exp(x)) + 0.3)
     if tried and hi not in measured:
         quality += 1
@@ -638,7 +650,7 @@ def _output_thumbnail(data: bytes, encode: Encoder, box: tuple[int, int]) -> byt
     """Thumbnail of what we ship, the size of the input's. For JPEG, draft() makes the decoder scale
     down by 2, 4 or 8 in the DCT while keeping both sides >= the box (3 ms for 2.5 MP at 1/8, a third
     of a full decode); Lanczos covers the rest, which is less than 2x."""
-    output = Image.open(io.BytesIO(data))
+    output: Image.Image = Image.open(io.BytesIO(data))
     output.draft(output.mode, box)  # no-op for WebP
     if output.size != box:
         output = output.resize(box, Image.Resampling.LANCZOS, reducing_gap=1.0)

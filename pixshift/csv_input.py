@@ -20,7 +20,7 @@ import io
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator, TextIO
+from typing import IO, Iterator, TextIO
 
 from .urls import url_problem
 
@@ -39,7 +39,7 @@ class Problem:
     column: str | None
     message: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"row": self.row, "column": self.column, "message": self.message}
 
 
@@ -93,7 +93,7 @@ class Totals:
     images: int
 
 
-def validate(stream: BinaryIO, limits: Limits | None = None) -> Totals:
+def validate(stream: IO[bytes], limits: Limits | None = None) -> Totals:
     """Check a whole file without keeping its rows (a 50,000-row upload held as objects was ~90 MiB):
     return its counts, or raise CsvRejected naming every problem. Reads ``stream`` from the start."""
     limits = limits or Limits()
@@ -111,7 +111,7 @@ def validate(stream: BinaryIO, limits: Limits | None = None) -> Totals:
     return Totals(products, images)
 
 
-def read_products(stream: BinaryIO) -> Iterator[ProductRow]:
+def read_products(stream: IO[bytes]) -> Iterator[ProductRow]:
     """The products of a file ``validate`` accepted, in order, one at a time: a second pass, so no
     list of every row is ever held. It trusts that validation and only converts the cells again."""
     with _text(stream) as text:
@@ -123,7 +123,7 @@ def read_products(stream: BinaryIO) -> Iterator[ProductRow]:
                 yield ProductRow(row_number, _serial(cells[serial]), cells[name].strip(), _split_urls(cells[urls]))
 
 
-def _opening_problem(stream: BinaryIO) -> str | None:
+def _opening_problem(stream: IO[bytes]) -> str | None:
     """A file that is UTF-16 or only whitespace: one problem, not one per row."""
     stream.seek(0)
     if stream.read(2) in (b"\xff\xfe", b"\xfe\xff"):
@@ -136,7 +136,7 @@ def _opening_problem(stream: BinaryIO) -> str | None:
 
 
 @contextmanager
-def _text(stream: BinaryIO) -> Iterator[TextIO]:
+def _text(stream: IO[bytes]) -> Iterator[TextIO]:
     """The file as text from its start, decoded as it is read. Bytes that are not UTF-8 become lone
     surrogates (surrogateescape), reported per row. The upload's stream stays open for the next pass."""
     stream.seek(0)

@@ -24,7 +24,7 @@ def delete_request(req: Request, store: MediaStore) -> int:
     db.session.commit()
     if not keys:
         return 0
-    shared = set()
+    shared: set[str | None] = set()
     for column in _KEY_COLUMNS:
         shared.update(db.session.scalars(select(column).where(column.in_(keys))).all())
     db.session.commit()

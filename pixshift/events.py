@@ -12,16 +12,19 @@ import threading
 from typing import Protocol
 
 import redis
+import redis.client
+
+Event = dict[str, object]  # a JSON object: "type", "request_id" and what that type carries
 
 
 class EventBus(Protocol):
-    def publish(self, request_id: str, event: dict) -> None: ...
+    def publish(self, request_id: str, event: Event) -> None: ...
 
     def subscribe(self) -> "Subscription": ...
 
 
 class Subscription(Protocol):
-    def get(self, timeout: float) -> tuple[str, dict] | None:
+    def get(self, timeout: float) -> tuple[str, Event] | None:
         """The next (request_id, event), or None when ``timeout`` passes without one."""
 
     def close(self) -> None: ...
@@ -31,32 +34,32 @@ class LocalBus:
     """Fan-out to subscribers in this process (the embedded default)."""
 
     def __init__(self) -> None:
-        self._subscribers: list[queue.SimpleQueue] = []
+        self._subscribers: list[queue.SimpleQueue[tuple[str, Event]]] = []
         self._lock = threading.Lock()
 
-    def publish(self, request_id: str, event: dict) -> None:
+    def publish(self, request_id: str, event: Event) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
         for q in subscribers:
             q.put((request_id, event))
 
     def subscribe(self) -> "LocalSubscription":
-        q: queue.SimpleQueue = queue.SimpleQueue()
+        q: queue.SimpleQueue[tuple[str, Event]] = queue.SimpleQueue()
         with self._lock:
             self._subscribers.append(q)
         return LocalSubscription(self, q)
 
-    def _unsubscribe(self, q: queue.SimpleQueue) -> None:
+    def _unsubscribe(self, q: queue.SimpleQueue[tuple[str, Event]]) -> None:
         with self._lock:
             if q in self._subscribers:
                 self._subscribers.remove(q)
 
 
 class LocalSubscription:
-    def __init__(self, bus: LocalBus, q: queue.SimpleQueue) -> None:
+    def __init__(self, bus: LocalBus, q: queue.SimpleQueue[tuple[str, Event]]) -> None:
         self._bus, self._queue = bus, q
 
-    def get(self, timeout: float) -> tuple[str, dict] | None:
+    def get(self, timeout: float) -> tuple[str, Event] | None:
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -74,7 +77,7 @@ class RedisBus:
         self._url = url
         self._prefix = f"{prefix}:events:"
 
-    def publish(self, request_id: str, event: dict) -> None:
+    def publish(self, request_id: str, event: Event) -> None:
         self._redis.publish(self._prefix + request_id, json.dumps(event, separators=(",", ":")))
 
     def subscribe(self) -> "RedisSubscription":
@@ -84,15 +87,16 @@ class RedisBus:
 
 
 class RedisSubscription:
-    def __init__(self, pubsub, prefix_len: int) -> None:
+    def __init__(self, pubsub: redis.client.PubSub, prefix_len: int) -> None:
         self._pubsub, self._prefix_len = pubsub, prefix_len
 
-    def get(self, timeout: float) -> tuple[str, dict] | None:
+    def get(self, timeout: float) -> tuple[str, Event] | None:
         message = self._pubsub.get_message(timeout=timeout)
         if message is None or message.get("type") != "pmessage":
             return None
-        channel = message["channel"].decode()
-        return channel[self._prefix_len:], json.loads(message["data"])
+        channel: str = message["channel"].decode()
+        event: Event = json.loads(message["data"])
+        return channel[self._prefix_len:], event
 
     def close(self) -> None:
         self._pubsub.close()

@@ -7,9 +7,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
-from typing import IO, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Iterable, Iterator, cast
 
 from sqlalchemy import select
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
 
 from .csv_input import Limits, ProductRow, read_products, validate
 from .urls import url_problem
@@ -129,11 +133,14 @@ ORDER BY i.k
 def _insert_postgresql(request_id: str, rows: Iterable[ProductRow]) -> tuple[int, int]:
     """PostgreSQL (psycopg 3): the batches are pipelined, so the server inserts one batch while the
     next is read from the file; the server's work (indexes, foreign-key checks) is most of the time."""
-    connection = db.session.connection().connection.driver_connection
+    # Only called on PostgreSQL, whose dialect here is psycopg 3.
+    connection = cast("psycopg.Connection[TupleRow]", db.session.connection().connection.driver_connection)
     products = images = 0
     with connection.pipeline(), connection.cursor() as cursor:
         for start, batch in _batches(rows):
-            product, n, url = [], [], []
+            product: list[int] = []
+            n: list[int] = []
+            url: list[str] = []
             for position, r in enumerate(batch, start):
                 product += [position] * len(r.urls)
                 n += range(len(r.urls))

@@ -76,7 +76,7 @@ def find_media(request_id: str, name: str) -> tuple[str, str]:
                                           Product.serial_number == int(serial), Image.position == int(n) - 1)
     ).scalar_one_or_none()
     key = image and media_key(image, input=bool(is_input), thumb=bool(is_thumb))
-    if not key or media_name(int(serial), image, input=bool(is_input), thumb=bool(is_thumb)) != name:
+    if image is None or not key or media_name(int(serial), image, input=bool(is_input), thumb=bool(is_thumb)) != name:
         raise NotFound("not_found", "no such file (the image may not be processed yet)")
     return key, mime_type_of_extension(ext)
 

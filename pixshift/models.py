@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, TypedDict
 
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
+
+if TYPE_CHECKING:
+    # db.Model is a subclass of Base that Flask-SQLAlchemy builds at runtime, which mypy cannot follow.
+    from .extensions import Base as Model
+else:
+    Model = db.Model
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -50,11 +57,21 @@ class DeliveryState(str, enum.Enum):
     FAILED = "failed"
 
 
+class ImageCounts(TypedDict):
+    """A request's images by state (derived, never stored), and the percentage finished."""
+    total: int
+    queued: int
+    processing: int
+    done: int
+    failed: int
+    percent: float
+
+
 FINISHED_REQUEST_STATES = (RequestState.COMPLETED, RequestState.COMPLETED_WITH_ERRORS, RequestState.FAILED)
 FINISHED_IMAGE_STATES = (ImageState.DONE, ImageState.FAILED)
 
 
-class Request(db.Model):
+class Request(Model):
     __tablename__ = "requests"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -73,7 +90,7 @@ class Request(db.Model):
                             cascade="all, delete-orphan", passive_deletes=True)
 
 
-class Product(db.Model):
+class Product(Model):
     __tablename__ = "products"
     __table_args__ = (
         UniqueConstraint("request_id", "serial_number"),
@@ -92,7 +109,7 @@ class Product(db.Model):
                           cascade="all, delete-orphan", passive_deletes=True)
 
 
-class Image(db.Model):
+class Image(Model):
     __tablename__ = "images"
     __table_args__ = (
         Index("ix_images_request_state", "request_id", "state"),
@@ -136,7 +153,7 @@ class Image(db.Model):
     product = relationship("Product", back_populates="images")
 
 
-class WebhookEndpoint(db.Model):
+class WebhookEndpoint(Model):
     """A receiver registered through the API or the form; gets every event of its owner's requests."""
 
     __tablename__ = "webhook_endpoints"
@@ -153,7 +170,7 @@ class WebhookEndpoint(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class WebhookEvent(db.Model):
+class WebhookEvent(Model):
     """What happened, once per request (the unique request_id makes the database enforce it)."""
 
     __tablename__ = "webhook_events"
@@ -168,7 +185,7 @@ class WebhookEvent(db.Model):
     deliveries = relationship("WebhookDelivery", back_populates="event", order_by="WebhookDelivery.id")
 
 
-class WebhookDelivery(db.Model):
+class WebhookDelivery(Model):
     """One event to one receiver, retried on a schedule until it is delivered or given up."""
 
     __tablename__ = "webhook_deliveries"
@@ -191,7 +208,7 @@ class WebhookDelivery(db.Model):
                                passive_deletes=True)
 
 
-class DeliveryAttempt(db.Model):
+class DeliveryAttempt(Model):
     __tablename__ = "webhook_attempts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 from http.cookiejar import DefaultCookiePolicy
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import requests
@@ -68,7 +69,9 @@ class _AddressFilterAdapter(deadlines.WatchedPoolsAdapter, IPFilterAdapter):
     checked IP; we check that same IP again, so no second DNS lookup can disagree.
     """
 
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[no-untyped-def]
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: str | tuple[str, str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:  # HTTPAdapter's signature: urllib3 pool key attributes
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
         ip = ipaddress.ip_address(host_params["host"].strip("[]"))
         if is_blocked_address(ip) and not (self._allow_loopback and ip.is_loopback):
@@ -179,8 +182,8 @@ def connection_failure(exc: BaseException, host: str) -> UrlRefused:
     elif find(exc, ssl.SSLError):
         reason = "the TLS handshake failed"
     else:
-        errors = [e for e in causes(exc) if isinstance(e, OSError) and e.strerror]
-        reason = errors[-1].strerror if errors else "the connection broke"
+        strerrors = [e.strerror for e in causes(exc) if isinstance(e, OSError) and e.strerror]
+        reason = strerrors[-1] if strerrors else "the connection broke"
     return UrlRefused("connection_failed", f"could not connect to {host}: {reason}", retryable=True)
 
 

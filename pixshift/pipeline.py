@@ -20,17 +20,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, exists, func, or_, select, update
+from sqlalchemy import Table, bindparam, exists, func, or_, select, update
+from sqlalchemy.engine import CursorResult
 
 from . import codec_processes, formats, logs
 from .compress import compress_to_ratio
 from .failures import ImageFailure
-from .events import EventBus
+from .events import Event, EventBus
 from .extensions import db
 from .fetch import FetchPolicy, fetch_image
 from .host_slots import HostSlots, host_of
-from .models import FINISHED_IMAGE_STATES, Image, ImageState, Product, Request, RequestState, utcnow
+from .models import FINISHED_IMAGE_STATES, Image, ImageCounts, ImageState, Product, Request, RequestState, utcnow
 from .storage import MediaStore
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
 
@@ -40,7 +42,14 @@ _ORPHANS_PER_SWEEP = 10_000
 _CLOCK_TOLERANCE = timedelta(seconds=1)  # a delayed task may fire a little before the stored time
 # The per-image statements use the tables, not the ORM classes: an ORM UPDATE also evaluates its
 # WHERE clause against the session's objects, which cost more CPU than the database did.
-_images, _products, _requests = Image.__table__, Product.__table__, Request.__table__
+# (Each class maps one Table; SQLAlchemy types __table__ as any FromClause.)
+_images, _products, _requests = (cast(Table, m.__table__) for m in (Image, Product, Request))
+
+
+def _rowcount(result: object) -> int:
+    """Rows an UPDATE matched (its result is a CursorResult; Session.execute is typed as Result)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 # Built once: the two statements every image runs (SET of _FINISH: the parameters' column names).
 _CLAIM = (
     update(_images)
@@ -173,7 +182,7 @@ def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str, str] | Non
     return row.attempts, row.input_url, row.request_id
 
 
-def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime, slot: _HostSlot) -> dict:
+def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime, slot: _HostSlot) -> dict[str, object]:
     claimed = time.monotonic()
     try:
         fetched = fetch_image(url, rt.fetch_policy)
@@ -201,7 +210,7 @@ def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime, slot
     )
 
 
-def _failure_fields(failure: ImageFailure, attempt: int) -> dict:
+def _failure_fields(failure: ImageFailure, attempt: int) -> dict[str, object]:
     message = failure.message
     if attempt > 1:
         message += f" (after {attempt} attempts)"
@@ -221,7 +230,7 @@ def _release(image_id: int, attempt: int, failure: ImageFailure, retry_in: float
         {"b_id": image_id, "b_attempt": attempt},
     )
     db.session.commit()
-    return result.rowcount == 1
+    return _rowcount(result) == 1
 
 
 def renew_lease(image_id: int, attempt: int, lease_seconds: int) -> None:
@@ -233,12 +242,12 @@ def renew_lease(image_id: int, attempt: int, lease_seconds: int) -> None:
     db.session.commit()
 
 
-def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> Outcome:
+def _finish_image(image_id: int, attempt: int, fields: dict[str, object], rt: Runtime) -> Outcome:
     result = db.session.execute(_FINISH, {"b_id": image_id, "b_attempt": attempt, "lease_expires_at": None,
                                           "finished_at": utcnow(), **fields}).first()
     event = _image_event(image_id) if result is not None else None  # read in the same transaction
     db.session.commit()
-    if result is None:  # our lease expired and another attempt owns the image now
+    if result is None or event is None:  # our lease expired and another attempt owns the image now
         logger.warning("attempt %d finished after its lease was taken over; result dropped", attempt)
         return Outcome(None)
     if fields["state"] == ImageState.DONE.value:
@@ -248,10 +257,12 @@ def _finish_image(image_id: int, attempt: int, fields: dict, rt: Runtime) -> Out
         logger.info("failed: %s: %s", fields["error_code"], fields["error_message"])
     request_id = result.request_id
     _publish(rt.bus, request_id, event)
-    return Outcome(fields["state"], deliveries=tuple(finish_request_if_complete(request_id, rt)))
+    state = fields["state"]
+    assert isinstance(state, str)
+    return Outcome(state, deliveries=tuple(finish_request_if_complete(request_id, rt)))
 
 
-def image_counts(request_id: str) -> dict:
+def image_counts(request_id: str) -> ImageCounts:
     """Counts by state, derived from the images themselves."""
     by_state = dict(db.session.execute(
         select(Image.state, func.count()).where(Image.request_id == request_id).group_by(Image.state)
@@ -266,7 +277,7 @@ def image_counts(request_id: str) -> dict:
     }
 
 
-def _image_event(image_id: int) -> dict:
+def _image_event(image_id: int) -> Event:
     """The event that tells listeners an image ended: one SELECT, no ORM objects."""
     i = _images.c
     row = db.session.execute(
@@ -289,7 +300,7 @@ def _publish_image(image_id: int, request_id: str, bus: EventBus) -> None:
     _publish(bus, request_id, event)
 
 
-def _publish(bus: EventBus, request_id: str, event: dict) -> None:
+def _publish(bus: EventBus, request_id: str, event: Event) -> None:
     try:
         bus.publish(request_id, event)
     except Exception:  # a bus outage must not fail the image or the request
@@ -318,10 +329,11 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
         update(Request).where(Request.id == request_id, Request.finished_at.is_(None))
         .values(state=state.value, finished_at=now)
     )
-    if result.rowcount != 1:
+    if _rowcount(result) != 1:
         db.session.rollback()
         return []
     req = db.session.get(Request, request_id)
+    assert req is not None  # just updated in this transaction
     deliveries = create_event(req, counts, req.base_url or rt.base_url)
     db.session.commit()
     _publish(rt.bus, request_id, {"type": "request", "request_id": request_id, "state": state.value,
@@ -356,15 +368,15 @@ def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = No
     requeue: list[int] = []
     for image_id, attempts, request_id in expired:
         exhausted = attempts >= rt.max_attempts
-        values = dict(state=ImageState.QUEUED.value, lease_expires_at=None,
+        values: dict[str, object] = dict(state=ImageState.QUEUED.value, lease_expires_at=None,
                       error_code="worker_lost", error_message="the worker processing this image stopped (will retry)")
         if exhausted:
             values.update(state=ImageState.FAILED.value, finished_at=now,
                           error_message=f"the worker processing this image stopped {attempts} times; giving up")
-        changed = db.session.execute(
+        changed = _rowcount(db.session.execute(
             update(Image).where(Image.id == image_id, Image.attempts == attempts,
                                 Image.state == ImageState.PROCESSING.value).values(**values)
-        ).rowcount
+        ))
         db.session.commit()
         if changed and exhausted:
             _publish_image(image_id, request_id, rt.bus)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from typing import Iterator
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from flask import current_app
 from sqlalchemy import select
@@ -29,20 +30,55 @@ def is_finished(req: Request) -> bool:
     return req.state in {s.value for s in FINISHED_REQUEST_STATES}
 
 
-def media_name(serial: int, image: Image, *, input: bool = False, thumb: bool = False) -> str:
+class ImageFields(Protocol):
+    """What the media helpers read of an image: an Image, or a read-only row of its columns."""
+    @property
+    def position(self) -> int: ...
+    @property
+    def input_format(self) -> str | None: ...
+    @property
+    def output_format(self) -> str | None: ...
+    @property
+    def input_key(self) -> str | None: ...
+    @property
+    def output_key(self) -> str | None: ...
+    @property
+    def input_thumb_key(self) -> str | None: ...
+    @property
+    def output_thumb_key(self) -> str | None: ...
+
+
+    @property
+    def state(self) -> str: ...
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    # A row of select(*Image.__table__.columns): SQLAlchemy types its columns as Any.
+    ImageRow = Row[*tuple[Any, ...]]
+    UrlMaker = Callable[[int, ImageRow], tuple[str, str, str, str]]
+
+
+def media_name(serial: int, image: ImageFields, *, input: bool = False, thumb: bool = False) -> str:
     """The stable public file name of one stored file of an image (thumbnails follow the output format)."""
     fmt = image.input_format if input and not thumb else image.output_format
     kind = ("-input" if input else "") + ("-thumb" if thumb else "")
     return f"{serial}-{image.position + 1}{kind}.{formats.extension(fmt)}"
 
 
-def media_key(image: Image, *, input: bool, thumb: bool) -> str | None:
+def media_key(image: ImageFields, *, input: bool, thumb: bool) -> str | None:
     if input:
         return image.input_thumb_key if thumb else image.input_key
     return image.output_thumb_key if thumb else image.output_key
 
 
-def media_url(base: str, request_id: str, serial: int, image: Image, *, input: bool = False,
+def media_url(base: str, request_id: str, serial: int, image: ImageFields, *, input: bool = False,
               thumb: bool = False) -> str:
     """Where a client gets one stored file: PixShift's stable URL (it streams, or redirects to a
     presigned URL), or with PIXSHIFT_MEDIA_DELIVERY=public the object's own public URL."""
@@ -53,13 +89,13 @@ def media_url(base: str, request_id: str, serial: int, image: Image, *, input: b
     return f"{base}/media/{request_id}/{media_name(serial, image, input=input, thumb=thumb)}"
 
 
-def output_url(base: str, request_id: str, serial: int, image: Image) -> str | None:
+def output_url(base: str, request_id: str, serial: int, image: ImageFields) -> str | None:
     if image.state != ImageState.DONE.value:
         return None
     return media_url(base, request_id, serial, image)
 
 
-def request_summary(req: Request, base: str) -> dict:
+def request_summary(req: Request, base: str) -> dict[str, object]:
     counts = image_counts(req.id)
     return {
         "request_id": req.id,
@@ -79,7 +115,7 @@ def request_summary(req: Request, base: str) -> dict:
     }
 
 
-def _webhook_deliveries(request_id: str) -> list[dict]:
+def _webhook_deliveries(request_id: str) -> list[dict[str, object]]:
     event = db.session.scalar(select(WebhookEvent).where(WebhookEvent.request_id == request_id))
     return [delivery_doc(d) for d in event.deliveries] if event else []
 
@@ -89,7 +125,7 @@ def page_count(req: Request, per_page: int) -> int:
     return max(1, -(-req.product_count // per_page))
 
 
-def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) -> dict:
+def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) -> dict[str, object]:
     """The summary plus one page of products with their images, in CSV order."""
     doc = request_summary(req, base)
     # Plain rows, not ORM objects: a page is read-only, and building 100 products and their
@@ -118,9 +154,9 @@ def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) 
     return doc
 
 
-def _images_of(products) -> dict[int, list]:
+def _images_of(products: Sequence[_HasId]) -> dict[int, list[ImageRow]]:
     """The images of these products as read-only rows (attribute access like Image), by product id."""
-    by_product: dict[int, list] = {}
+    by_product: dict[int, list[ImageRow]] = {}
     if not products:
         return by_product
     rows = db.session.execute(
@@ -132,7 +168,7 @@ def _images_of(products) -> dict[int, list]:
     return by_product
 
 
-def _url_maker(base: str, request_id: str):
+def _url_maker(base: str, request_id: str) -> UrlMaker:
     """The four media URLs of an image (output, input thumbnail, output thumbnail, original), with
     the configuration read once per page rather than per URL; the same URLs media_url makes."""
     if current_app.config["MEDIA_DELIVERY"] == "public":
@@ -142,13 +178,13 @@ def _url_maker(base: str, request_id: str):
                                    media_url(base, request_id, serial, im, input=True))
     prefix = f"{base}/media/{request_id}/"
 
-    def urls(serial: int, im) -> tuple[str, str, str, str]:
+    def urls(serial: int, im: ImageRow) -> tuple[str, str, str, str]:
         return (prefix + media_name(serial, im), prefix + media_name(serial, im, input=True, thumb=True),
                 prefix + media_name(serial, im, thumb=True), prefix + media_name(serial, im, input=True))
     return urls
 
 
-def _image_doc(url, serial: int, im) -> dict:
+def _image_doc(url: UrlMaker, serial: int, im: ImageRow) -> dict[str, object]:
     done = im.state == ImageState.DONE.value
     output, input_thumb, output_thumb, original = url(serial, im)
     return {

@@ -175,7 +175,8 @@ class S3Store:
 
     def size(self, key: str) -> int:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.public_path(key))["ContentLength"]
+            size: int = self.client.head_object(Bucket=self.bucket, Key=self.public_path(key))["ContentLength"]
+            return size
         except self._errors() as exc:
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 raise FileNotFoundError(key) from exc
@@ -193,9 +194,10 @@ class S3Store:
             self._create_bucket()
 
     def presigned_url(self, key: str, seconds: int, content_type: str) -> str | None:
-        return self.client.generate_presigned_url(
+        url: str = self.client.generate_presigned_url(
             "get_object", ExpiresIn=seconds,
             Params={"Bucket": self.bucket, "Key": self.public_path(key), "ResponseContentType": content_type})
+        return url
 
     def _create_bucket(self) -> None:
         try:

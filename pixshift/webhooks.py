@@ -30,7 +30,7 @@ from .urls import url_problem
 from .extensions import db
 from .failures import DeliveryFailure, InvalidInput, UrlRefused
 from .fetch import FetchPolicy
-from .models import (DeliveryAttempt, DeliveryState, Request, RequestState, WebhookDelivery, WebhookEndpoint,
+from .models import (DeliveryAttempt, DeliveryState, ImageCounts, Request, RequestState, WebhookDelivery, WebhookEndpoint,
                      WebhookEvent, iso, utcnow)
 
 
@@ -60,7 +60,7 @@ def event_type(state: str) -> str:
     return "request.failed" if state == RequestState.FAILED.value else "request.completed"
 
 
-def create_event(req: Request, counts: dict, base_url: str) -> list[int]:
+def create_event(req: Request, counts: ImageCounts, base_url: str) -> list[int]:
     """Write the request's event and its deliveries in the caller's transaction; returns delivery ids.
 
     The caller finishes the request in the same transaction, so the event exists if and only if
@@ -152,7 +152,7 @@ def attempt_delivery(delivery_id: int, settings: WebhookSettings, policy: FetchP
     if attempt > len(settings.schedule):
         _close(delivery_id, attempt, DeliveryState.FAILED, f"{reason}; gave up after {attempt} attempts")
         return None
-    delay = settings.schedule[attempt - 1] * random.uniform(0.9, 1.1)  # jitter spreads a burst of retries
+    delay: float = settings.schedule[attempt - 1] * random.uniform(0.9, 1.1)  # jitter spreads a burst of retries
     db.session.execute(
         update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempt)
         .values(next_attempt_at=utcnow() + timedelta(seconds=delay), lease_expires_at=None, last_error=reason)
@@ -226,7 +226,8 @@ def register_endpoint(url: object, description: object, *, owner: str | None,
                       allow_private: bool) -> WebhookEndpoint:
     """Validate and store an endpoint (the form and the API share this rule); raises InvalidInput."""
     url = _clean_text(url, 2048)
-    if url is None or (description is not None and _clean_text(description, 255) is None):
+    text = _clean_text(description, 255) if description is not None else None  # the same string, if valid
+    if url is None or (description is not None and text is None):
         raise InvalidInput("invalid_body", 'send JSON like {"url": "https://…", "description": "…"} '
                                            "(text without NUL, description at most 255 characters)")
     url = url.strip()
@@ -236,7 +237,7 @@ def register_endpoint(url: object, description: object, *, owner: str | None,
         outbound.check_public_url(url, allow_private)
     except UrlRefused as refused:
         raise InvalidInput("invalid_webhook_url", f"url: {refused.message}") from None
-    endpoint = WebhookEndpoint(id=str(uuid.uuid4()), url=url, description=(description or "").strip()[:255] or None,
+    endpoint = WebhookEndpoint(id=str(uuid.uuid4()), url=url, description=(text or "").strip()[:255] or None,
                                secret=new_secret(), owner=owner)
     db.session.add(endpoint)
     db.session.commit()
@@ -276,7 +277,7 @@ def overdue_deliveries(now: datetime, grace: float = 60.0) -> list[int]:
     return list(ids)
 
 
-def delivery_doc(delivery: WebhookDelivery) -> dict:
+def delivery_doc(delivery: WebhookDelivery) -> dict[str, object]:
     return {
         "id": delivery.id,
         "event_id": delivery.event_id,
@@ -294,8 +295,8 @@ def delivery_doc(delivery: WebhookDelivery) -> dict:
     }
 
 
-def endpoint_doc(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> dict:
-    doc = {
+def endpoint_doc(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> dict[str, object]:
+    doc: dict[str, object] = {
         "id": endpoint.id, "url": endpoint.url, "description": endpoint.description,
         "created_at": iso(endpoint.created_at), "enabled": endpoint.disabled_at is None,
         "disabled_reason": endpoint.disabled_reason,

@@ -18,7 +18,7 @@ class Progress:
         self.stream = stream
         self.enabled = enabled
         self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
-        self.last = None
+        self.last: tuple[object, ...] | None = None
         self.drawn = False
 
     def note(self, message: str) -> None:
@@ -73,7 +73,7 @@ def wait_finished(client: Client, request_id: str, progress: Progress, *, live: 
                                f"(pixshift status {request_id} --wait)",
                                body={"error": "timeout", "message": f"request {request_id} not finished yet",
                                      "request_id": request_id})
-            if mode == "live":
+            if mode == "live" and feed is not None:  # live only with a started feed
                 try:
                     kind, data = feed.updates.get(timeout=_left(deadline, QUIET_POLL))
                 except queue.Empty:
