@@ -111,12 +111,8 @@ class Deployment:
         return self.stack.base_url
 
     def web_pid(self) -> int:
-        """The process that serves HTTP: python -m pixshift itself, or gunicorn's (only) worker."""
-        pid = self.stack.processes["web"].pid
-        if self.mode == "embedded":
-            return pid
-        workers = wait_until(lambda: procs.children(pid), 10, message="gunicorn's worker")
-        return workers[0]
+        """The process that serves HTTP: gunicorn's (only) worker, on either deployment."""
+        return self.stack.serving_pid()
 
     def pids(self) -> list[int]:
         out = []

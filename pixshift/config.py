@@ -58,6 +58,10 @@ class Config:
         self.QUEUE_NAME = _env("PIXSHIFT_QUEUE_NAME", "pixshift")
         self.SECRET_KEY = _env("PIXSHIFT_SECRET_KEY")
 
+        # Request threads of python -m pixshift's server (gunicorn gthread): requests handled at once.
+        # Each open Socket.IO connection (a browser on a request page, pixshift upload --wait) holds one.
+        self.WEB_THREADS = _int("PIXSHIFT_WEB_THREADS", 100)
+
         # Workers.
         self.INPROCESS_WORKERS = _int("PIXSHIFT_INPROCESS_WORKERS", 16)
         self.CPU_SLOTS = _int("PIXSHIFT_CPU_SLOTS", os.cpu_count() or 1)
