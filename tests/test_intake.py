@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
+import time
 import tracemalloc
 
 import pytest
@@ -152,3 +154,36 @@ def test_validate_names_the_problems_of_a_streamed_file():
     with pytest.raises(CsvRejected) as rejected:
         validate(spooled(csv_file(10, bad_last_row=True)))
     assert [(p.row, p.column) for p in rejected.value.problems] == [(12, "Serial Number"), (12, "Input Image URLs")]
+
+
+def test_uploads_are_checked_and_stored_two_at_a_time(app, monkeypatch):
+    """Many uploads at once wait for the two slots (so status polls meanwhile share the GIL with two)."""
+    from pixshift.api import routes
+
+    busy, most, lock = [0], [0], threading.Lock()
+    check = routes.validate
+
+    def slow_check(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.1)  # the other uploads arrive meanwhile
+        try:
+            return check(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(routes, "validate", slow_check)
+    answers = []
+
+    def upload():
+        answers.append(app.test_client().post("/upload", data={"file": (io.BytesIO(csv_file(3)), "p.csv")}))
+
+    uploads = [threading.Thread(target=upload) for _ in range(6)]
+    for t in uploads:
+        t.start()
+    for t in uploads:
+        t.join()
+    assert [a.status_code for a in answers] == [202] * 6
+    assert most[0] == 2

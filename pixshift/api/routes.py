@@ -59,6 +59,14 @@ def load_finished_request(request_id: str, action: str) -> Request | tuple:
     return req
 
 
+# Uploads checked and stored at once by this process; the others wait their turn with their file
+# already received (a slow sender holds no slot) and no database connection. Checking a CSV is
+# Python (the GIL) and storing it writes to the database (one writer at a time on SQLite): twenty
+# uploads at once finished no sooner than two at a time, but every status poll meanwhile waited
+# for the GIL behind twenty busy threads instead of two (bench: status beside uploads).
+_upload_slots = threading.BoundedSemaphore(2)
+
+
 @dataclass(frozen=True)
 class Accepted:
     request_id: str
@@ -78,13 +86,14 @@ def accept_upload(upload: FileStorage | None, webhook_url: str | None) -> Accept
                     max_urls_per_row=c["MAX_URLS_PER_ROW"])
     # Two passes over the uploaded file (a seekable spooled temporary file): check everything first,
     # then insert as it is read again. No list of every row is held.
-    try:
-        totals = validate(upload.stream, limits)
-    except CsvRejected as rejected:
-        return error_response(400, "invalid_csv", "the CSV was not accepted; nothing was stored",
-                              details=[p.as_dict() for p in rejected.problems], truncated=rejected.truncated)
-    request_id = create_request(read_products(upload.stream), filename=upload.filename, webhook_url=webhook_url,
-                                owner=current_owner(), base_url=public_base())
+    with _upload_slots:
+        try:
+            totals = validate(upload.stream, limits)
+        except CsvRejected as rejected:
+            return error_response(400, "invalid_csv", "the CSV was not accepted; nothing was stored",
+                                  details=[p.as_dict() for p in rejected.problems], truncated=rejected.truncated)
+        request_id = create_request(read_products(upload.stream), filename=upload.filename,
+                                    webhook_url=webhook_url, owner=current_owner(), base_url=public_base())
     from tasks import start_request  # web enqueues through the task layer
     try:
         start_request(request_id)
