@@ -118,10 +118,15 @@ class Config:
         return {k: getattr(self, k) for k in dir(self) if k.isupper()}
 
 
-def engine_options(url: str) -> dict:
+def engine_options(url: str, threads: int) -> dict:
+    """SQLAlchemy engine options for a process in which ``threads`` threads may use the database at once."""
     if url.startswith("sqlite"):
-        # Many worker threads write: wait for the lock instead of failing at once.
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # Many worker threads write: wait for the lock instead of failing at once. A connection for
+        # every thread that may want one: SQLAlchemy's default pool (5 + 10) made request threads
+        # wait for one while uploads and worker threads held them (each waiting for SQLite's write
+        # lock), and opened and closed a connection (with its PRAGMAs) per request beyond 5.
+        # Connections are opened only when first needed, and an idle one costs ~0.1 MB.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": threads, "max_overflow": 10}
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
 
 
