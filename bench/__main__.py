@@ -1,6 +1,6 @@
 """PixShift's benchmark: one command, everything started and stopped here, one table at the end.
 
-    .venv/bin/python -m bench                 # the full run (~3.5 minutes on 2 cores)
+    .venv/bin/python -m bench                 # the full run (~5 minutes on 2 cores)
     .venv/bin/python -m bench --smoke         # seconds: tiny sizes, same sections (CI runs this)
 
 Options: ``--modes embedded,scaleout`` (scale-out needs DATABASE_URL and REDIS_URL, default the local

@@ -121,6 +121,7 @@ def render(r: dict) -> str:
         per_mode(lambda x: f"{x['status']['processed_per_s']:.0f} images/s"))
 
     # 6. status beside uploads
+    # The target is the embedded default's (the issue "Hostile peers"); scale-out's figure is shown.
     def crowd_ok(x: dict) -> bool:
         polls = x["crowd"]["polls"]
         return polls["errors"] == 0 and polls["p99_ms"] < 1000 and x["crowd"]["uploads"]["errors"] == 0
@@ -134,7 +135,7 @@ def render(r: dict) -> str:
                                f"max {x['crowd']['polls']['max_ms']:.0f} ms ({x['crowd']['polls']['requests']} answered, "
                                f"**{x['crowd']['polls']['timeouts']} timed out** (> {x['crowd']['timeout_s']:.0f} s), "
                                f"{x['crowd']['polls']['errors'] - x['crowd']['polls']['timeouts']} failed)"),
-            "0 timed out, p99 < 1 s", all(crowd_ok(r[m]) for m in modes if m in r))
+            "embedded: 0 timed out, p99 < 1 s", crowd_ok(r["embedded"]) if "embedded" in r else None)
         row("", "… the uploads: accepted; POST /upload latency",
             per_mode(lambda x: f"{x['crowd']['uploads']['accepted']}/{x['crowd']['uploads']['uploads']}; "
                                f"p50 {x['crowd']['uploads']['p50_s']:.2f} s, max {x['crowd']['uploads']['max_s']:.2f} s"))
