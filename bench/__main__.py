@@ -1,6 +1,6 @@
 """PixShift's benchmark: one command, everything started and stopped here, one table at the end.
 
-    .venv/bin/python -m bench                 # the full run (~3.5 minutes on 2 cores)
+    .venv/bin/python -m bench                 # the full run (~5 minutes on 2 cores)
     .venv/bin/python -m bench --smoke         # seconds: tiny sizes, same sections (CI runs this)
 
 Options: ``--modes embedded,scaleout`` (scale-out needs DATABASE_URL and REDIS_URL, default the local
@@ -20,7 +20,9 @@ Sections (every rate is a ratio taken in the same run, on the same machine):
 5. status under load: GET /status/<id> (default page) of a 5,000-image request, 100 clients each
    polling once a second (while the request is processed, then with the workers stopped), and 100
    clients back to back (capacity); the response size;
-6. compression: encodes per image and quality reached, as PixShift reported them in (2).
+6. status beside uploads: 200 clients started at once, each polling GET /status once a second for a
+   minute, while 20 clients upload a 1,000-row CSV each at the same moment (bench/crowd.py);
+7. compression: encodes per image and quality reached, as PixShift reported them in (2).
 """
 from __future__ import annotations
 
@@ -50,10 +52,11 @@ from imageserver import ImageServer  # noqa: E402  (tests/imageserver.py)
 from livestack import Stack, scaleout_env, wait_until  # noqa: E402  (tests/livestack.py)
 
 from bench import codec, corpus as corpus_mod, procs  # noqa: E402
+from bench.crowd import crowd  # noqa: E402
 from bench.load import load  # noqa: E402
 from bench.report import render  # noqa: E402
 
-ALL_SECTIONS = ("codec", "e2e", "slow", "big", "status")
+ALL_SECTIONS = ("codec", "e2e", "slow", "big", "status", "crowd")
 FINISHED = ("completed", "completed_with_errors", "failed")
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
 
@@ -73,14 +76,20 @@ class Sizes:
     status_seconds: float  # each open-loop load phase
     closed_per_client: int
     fresh_web_per_size: bool
+    crowd_pollers: int  # clients polling GET /status once a second, all started at once, ...
+    crowd_uploaders: int  # ... while this many clients upload at once ...
+    crowd_rows: int  # ... a CSV of this many rows (2 URLs each) ...
+    crowd_seconds: float  # ... polling for this long
 
 
 FULL = Sizes(codec_seconds=6, jpeg_repeats=10, png_repeats=3, slow_images=200, slow_delay=0.2,
              big_rows=(1_000, 10_000, 50_000), latency_rows=10_000, latency_runs=3, status_images=5_000,
-             status_clients=100, status_seconds=10, closed_per_client=5, fresh_web_per_size=True)
+             status_clients=100, status_seconds=10, closed_per_client=5, fresh_web_per_size=True,
+             crowd_pollers=200, crowd_uploaders=20, crowd_rows=1_000, crowd_seconds=60)
 SMOKE = Sizes(codec_seconds=0.3, jpeg_repeats=1, png_repeats=1, slow_images=16, slow_delay=0.2,
               big_rows=(100, 300, 600), latency_rows=300, latency_runs=1, status_images=60,
-              status_clients=10, status_seconds=1, closed_per_client=3, fresh_web_per_size=False)
+              status_clients=10, status_seconds=1, closed_per_client=3, fresh_web_per_size=False,
+              crowd_pollers=20, crowd_uploaders=4, crowd_rows=50, crowd_seconds=2)
 
 
 def log(message: str) -> None:
@@ -102,12 +111,8 @@ class Deployment:
         return self.stack.base_url
 
     def web_pid(self) -> int:
-        """The process that serves HTTP: python -m pixshift itself, or gunicorn's (only) worker."""
-        pid = self.stack.processes["web"].pid
-        if self.mode == "embedded":
-            return pid
-        workers = wait_until(lambda: procs.children(pid), 10, message="gunicorn's worker")
-        return workers[0]
+        """The process that serves HTTP: gunicorn's (only) worker, on either deployment."""
+        return self.stack.serving_pid()
 
     def pids(self) -> list[int]:
         out = []
@@ -397,6 +402,35 @@ def status_under_load(mode: str, tmp: Path, server: ImageServer, corpus: corpus_
     return out
 
 
+def polls_beside_uploads(mode: str, tmp: Path, server: ImageServer, corpus: corpus_mod.Corpus, sizes: Sizes,
+                         urls: dict, profile_dir: Path | None) -> dict:
+    """GET /status from ``crowd_pollers`` clients, all started at once and each polling once a second,
+    while ``crowd_uploaders`` clients each upload a ``crowd_rows``-row CSV at the same moment and the
+    workers process: a busy service's worst second, then a minute of it.
+
+    One request per uploader is uploaded first (same size, small images); the pollers watch those
+    (round robin, default page) while they are processed. A poll counts as timed out after 10 s."""
+    tiny = corpus.of("tiny")[0]
+
+    def csv(tag: str) -> str:
+        return product_csv([server.url(f"{tiny.name}?u={tag}-{n}") for n in range(2 * sizes.crowd_rows)], per_row=2)
+    out: dict = {"pollers": sizes.crowd_pollers, "uploaders": sizes.crowd_uploaders, "rows": sizes.crowd_rows,
+                 "seconds": sizes.crowd_seconds, "timeout_s": 10.0}
+    with deployment(mode, tmp, urls=urls) as dep:
+        watched = [dep.upload(csv(f"w{k}"))[0]["request_id"] for k in range(sizes.crowd_uploaders)]
+        texts = [[csv(f"u{k}")] for k in range(sizes.crowd_uploaders)]
+        with profiled(dep, profile_dir, "crowd"):
+            result = crowd([f"{dep.base_url}/status/{rid}" for rid in watched], dep.base_url + "/upload", texts,
+                           pollers=sizes.crowd_pollers, max_seconds=sizes.crowd_seconds, timeout=out["timeout_s"])
+        out["drain_s"] = dep.drain()
+    polls, uploads = result.polls, result.uploads
+    log(f"{mode} status beside uploads, {sizes.crowd_pollers} clients at 1/s, {sizes.crowd_uploaders} uploading "
+        f"{sizes.crowd_rows} rows: {polls.row()}, {polls.timeouts} timed out, {polls.errors} failed; uploads "
+        f"{uploads.accepted}/{uploads.uploads} accepted, p50 {uploads.p50_s:.2f} s, max {uploads.max_s:.2f} s")
+    out.update(polls=asdict(polls), uploads=asdict(uploads))
+    return out
+
+
 @contextlib.contextmanager
 def web_only(dep: Deployment, tmp: Path, urls: dict):
     """The same deployment with its workers stopped."""
@@ -465,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
                 if "status" in sections:
                     r["status"] = status_under_load(mode, tmp / f"{mode}-status", server, corpus, sizes, urls,
                                                     args.profile)
+                if "crowd" in sections:
+                    r["crowd"] = polls_beside_uploads(mode, tmp / f"{mode}-crowd", server, corpus, sizes, urls,
+                                                      args.profile)
                 if "big" in sections:
                     r["big_csv"] = big_csv(mode, tmp / f"{mode}-web", server, sizes, urls)
         results["seconds"] = time.perf_counter() - began

@@ -7,7 +7,7 @@ import time
 
 MODE_NAMES = {"embedded": "embedded default", "scaleout": "Redis + PostgreSQL, 2 consumers"}
 SECTIONS = ("1. Codec limit", "2. End to end", "3. Slow hosts", "4. Big CSV", "5. Status under load",
-            "6. Compression")
+            "6. Status beside uploads", "7. Compression")
 
 
 def _mib(kib: float) -> str:
@@ -120,7 +120,27 @@ def render(r: dict) -> str:
     row("", "small images (320×240) processed meanwhile: the pipeline's per-image overhead",
         per_mode(lambda x: f"{x['status']['processed_per_s']:.0f} images/s"))
 
-    # 6. compression
+    # 6. status beside uploads
+    # The target is the embedded default's (the issue "Hostile peers"); scale-out's figure is shown.
+    def crowd_ok(x: dict) -> bool:
+        polls = x["crowd"]["polls"]
+        return polls["errors"] == 0 and polls["p99_ms"] < 1000 and x["crowd"]["uploads"]["errors"] == 0
+    c0 = r[modes[0]]["crowd"] if modes and modes[0] in r else None
+    if c0:
+        row(SECTIONS[5], f"GET /status (default page) of {c0['uploaders']} requests being processed, "
+                         f"{c0['pollers']} clients started at once, each polling 1/s for {c0['seconds']:.0f} s; "
+                         f"meanwhile {c0['uploaders']} clients upload a {c0['rows']:,}-row CSV (2 URLs a row) each, "
+                         "all at the first poll",
+            per_mode(lambda x: f"p50 {x['crowd']['polls']['p50_ms']:.0f} ms, **p99 {x['crowd']['polls']['p99_ms']:.0f} ms**, "
+                               f"max {x['crowd']['polls']['max_ms']:.0f} ms ({x['crowd']['polls']['requests']} answered, "
+                               f"**{x['crowd']['polls']['timeouts']} timed out** (> {x['crowd']['timeout_s']:.0f} s), "
+                               f"{x['crowd']['polls']['errors'] - x['crowd']['polls']['timeouts']} failed)"),
+            "embedded: 0 timed out, p99 < 1 s", crowd_ok(r["embedded"]) if "embedded" in r else None)
+        row("", "… the uploads: accepted; POST /upload latency",
+            per_mode(lambda x: f"{x['crowd']['uploads']['accepted']}/{x['crowd']['uploads']['uploads']}; "
+                               f"p50 {x['crowd']['uploads']['p50_s']:.2f} s, max {x['crowd']['uploads']['max_s']:.2f} s"))
+
+    # 7. compression
     def comp(kind: str):
         def cell(x: dict) -> str:
             e = x[f"e2e_{kind}"]
@@ -132,7 +152,7 @@ def render(r: dict) -> str:
         return cell
     ok = all(statistics.fmean(r[m]["e2e_jpeg"]["encodes"] or [99]) <= 3 and max(r[m]["e2e_jpeg"]["ratios"] or [1]) <= 0.5
              and r[m]["e2e_jpeg"]["done"] == r[m]["e2e_jpeg"]["images"] for m in modes if m in r)
-    row(SECTIONS[5], "JPEG set: full-size encodes per image; quality; output/input; formats", per_mode(comp("jpeg")),
+    row(SECTIONS[6], "JPEG set: full-size encodes per image; quality; output/input; formats", per_mode(comp("jpeg")),
         "≤ 3 mean, every output ≤ 0.5", ok)
     row("", "PNG set: same", per_mode(comp("png")), "every output ≤ 0.5",
         all(max(r[m]["e2e_png"]["ratios"] or [1]) <= 0.5 for m in modes if m in r))

@@ -25,7 +25,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(config.as_flask_config())
     if test_config:
         app.config.update(test_config)
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
+    # The request threads and the worker threads of python -m pixshift (plus its relay and scheduler).
+    threads = app.config["WEB_THREADS"] + app.config["INPROCESS_WORKERS"] + 2
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"], threads))
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _instance_secret(app)
     if not app.config["MEDIA_URL"]:
@@ -34,6 +36,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         raise ValueError("PIXSHIFT_MEDIA_DELIVERY must be proxy, presigned or public")
     if app.config["MEDIA_DELIVERY"] == "public" and not app.config["MEDIA_PUBLIC_BASE_URL"]:
         raise ValueError("PIXSHIFT_MEDIA_DELIVERY=public needs PIXSHIFT_MEDIA_PUBLIC_BASE_URL")
+    from flask.json.provider import DefaultJSONProvider
+
+    assert isinstance(app.json, DefaultJSONProvider)
     app.json.sort_keys = False  # documents read in the order they are written
 
     # Socket.IO handlers must be declared before the first init_app: Flask-SocketIO copies its

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import overload
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+@overload
+def _env(name: str, default: str) -> str: ...
+@overload
+def _env(name: str, default: None = None) -> str | None: ...
 def _env(name: str, default: str | None = None) -> str | None:
+    """The variable's value; unset and empty both mean the default."""
     value = os.environ.get(name)
-    return value if value not in (None, "") else default
+    return value if value else default
 
 
 def _int(name: str, default: int) -> int:
@@ -57,6 +63,10 @@ class Config:
         # Name of the Huey queue and prefix of the event channels: lets deployments share a Redis.
         self.QUEUE_NAME = _env("PIXSHIFT_QUEUE_NAME", "pixshift")
         self.SECRET_KEY = _env("PIXSHIFT_SECRET_KEY")
+
+        # Request threads of python -m pixshift's server (gunicorn gthread): requests handled at once.
+        # Each open Socket.IO connection (a browser on a request page, pixshift upload --wait) holds one.
+        self.WEB_THREADS = _int("PIXSHIFT_WEB_THREADS", 100)
 
         # Workers.
         self.INPROCESS_WORKERS = _int("PIXSHIFT_INPROCESS_WORKERS", 16)
@@ -123,10 +133,15 @@ class Config:
         return {k: getattr(self, k) for k in dir(self) if k.isupper()}
 
 
-def engine_options(url: str) -> dict:
+def engine_options(url: str, threads: int) -> dict:
+    """SQLAlchemy engine options for a process in which ``threads`` threads may use the database at once."""
     if url.startswith("sqlite"):
-        # Many worker threads write: wait for the lock instead of failing at once.
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # Many worker threads write: wait for the lock instead of failing at once. A connection for
+        # every thread that may want one: SQLAlchemy's default pool (5 + 10) made request threads
+        # wait for one while uploads and worker threads held them (each waiting for SQLite's write
+        # lock), and opened and closed a connection (with its PRAGMAs) per request beyond 5.
+        # Connections are opened only when first needed, and an idle one costs ~0.1 MB.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": threads, "max_overflow": 10}
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
 
 

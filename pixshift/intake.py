@@ -3,6 +3,7 @@ transaction, and enqueue it; all or nothing."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ logger = logging.getLogger(__name__)
 _BATCH = 1000  # products per statement: one batch of rows is held at a time, never the file
 
 
+# Uploads checked and stored at once by this process; the others wait their turn with their file
+# already received (a slow sender holds no slot) and no database connection. Checking a CSV is
+# Python (the GIL) and storing it writes to the database (one writer at a time on SQLite): twenty
+# uploads at once finished no sooner than two at a time, but every status poll meanwhile waited
+# for the GIL behind twenty busy threads instead of two (bench: status beside uploads).
+_upload_slots = threading.BoundedSemaphore(2)
+
+
 @dataclass(frozen=True)
 class Accepted:
     request_id: str
@@ -43,9 +52,10 @@ def accept_upload(stream: IO[bytes] | None, filename: str | None, webhook_url: s
     webhook_url = (webhook_url or "").strip() or None
     if webhook_url and (problem := url_problem(webhook_url)):
         raise InvalidInput("invalid_webhook_url", f"webhook_url: {problem}")
-    totals = validate(stream, limits)  # first pass: every problem, or CsvRejected
-    request_id = create_request(read_products(stream), filename=filename, webhook_url=webhook_url,
-                                owner=owner, base_url=base_url)
+    with _upload_slots:
+        totals = validate(stream, limits)  # first pass: every problem, or CsvRejected
+        request_id = create_request(read_products(stream), filename=filename, webhook_url=webhook_url,
+                                    owner=owner, base_url=base_url)
     try:
         enqueue(request_id)
     except Exception:

@@ -87,7 +87,7 @@ def client(app):
 @pytest.fixture(scope="session")
 def inprocess_worker(app):
     """A real Huey consumer (thread workers) running in the test process, as in the embedded default."""
-    from pixshift.__main__ import start_inprocess_consumer
+    from pixshift.server import start_inprocess_consumer
     from pixshift import tasks
 
     tasks.huey.flush()  # tasks other tests enqueued without a worker are not this worker's business

@@ -134,6 +134,20 @@ class Stack:
                 proc.kill()
                 proc.wait()
 
+    def serving_pid(self, timeout: float = 10) -> int:
+        """The process that runs the app: gunicorn's only worker, a child of ``processes["web"]``
+        (``python -m pixshift`` and the scale-out web process both run gunicorn)."""
+        web = self.processes["web"].pid
+
+        def worker() -> int | None:
+            tasks = Path(f"/proc/{web}/task")
+            try:
+                kids = [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+            except OSError:  # a thread ended between listing and reading
+                return None
+            return kids[0] if len(kids) == 1 else None
+        return wait_until(worker, timeout, message=f"gunicorn's worker under {web}\n{self.logs()}")
+
     def logs(self, tail: int = 4000) -> str:
         out = []
         for name in self.processes:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("1. Codec limit", "2. End to end", "3. Slow hosts", "4. Big CSV", "5. Status under load",
-            "6. Compression")
+            "6. Status beside uploads", "7. Compression")
 
 
 def test_the_benchmark_runs_and_prints_every_section(tmp_path):
@@ -48,3 +48,7 @@ def test_the_benchmark_runs_and_prints_every_section(tmp_path):
         assert status[phase]["requests"] > 0 and status[phase]["errors"] == 0, status[phase]
         assert 0 < status[phase]["p50_ms"] <= status[phase]["p99_ms"]
     assert status["response_bytes"] > status["per_page_1_bytes"] > 0
+
+    crowd = r["embedded"]["crowd"]
+    assert crowd["polls"]["requests"] > 0 and crowd["polls"]["errors"] == 0, crowd["polls"]
+    assert crowd["uploads"]["accepted"] == crowd["uploads"]["uploads"] == crowd["uploaders"], crowd["uploads"]

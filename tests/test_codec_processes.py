@@ -106,7 +106,7 @@ def test_killing_compression_children_mid_image_costs_one_attempt_not_the_servic
         big = "gen/6000x4000.jpg?q=95"  # 24 MP: about a second of decoding and encoding
         image_server.generated(6000, 4000, quality=95)  # made before the clock starts
         request_id = stack.upload(make_csv(image_server, [(1, "Big", [big])])).json()["request_id"]
-        service = stack.processes["web"].pid
+        service = stack.serving_pid()  # the pool belongs to the process that runs the workers
         wait_until(lambda: any(_cpu_ticks(w) > 20 for w in _pool_workers(service)), 60,
                    message="a compression child to be busy")  # 0.2 s of CPU: mid-image
         victims = _pool_workers(service)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
+import time
 import tracemalloc
 
 import pytest
@@ -194,3 +196,36 @@ def test_an_unreachable_queue_refuses_the_upload_and_stores_nothing(unreachable_
     finally:
         engine.dispose()
     assert stored_rows == [0, 0, 0]
+
+
+def test_uploads_are_checked_and_stored_two_at_a_time(app, monkeypatch):
+    """Many uploads at once wait for the two slots (so status polls meanwhile share the GIL with two)."""
+    from pixshift import intake
+
+    busy, most, lock = [0], [0], threading.Lock()
+    check = intake.validate
+
+    def slow_check(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.1)  # the other uploads arrive meanwhile
+        try:
+            return check(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(intake, "validate", slow_check)
+    answers = []
+
+    def upload():
+        answers.append(app.test_client().post("/upload", data={"file": (io.BytesIO(csv_file(3)), "p.csv")}))
+
+    uploads = [threading.Thread(target=upload) for _ in range(6)]
+    for t in uploads:
+        t.start()
+    for t in uploads:
+        t.join()
+    assert [a.status_code for a in answers] == [202] * 6
+    assert most[0] == 2

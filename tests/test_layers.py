@@ -11,7 +11,7 @@ PACKAGE = ROOT / "pixshift"
 
 # Top to bottom; a module may import its own layer or any below it.
 LAYERS = {
-    "entry points": {"pixshift.__main__", "pixshift.worker", "pixshift.cli"},
+    "entry points": {"pixshift.__main__", "pixshift.server", "pixshift.worker", "pixshift.cli"},
     "app factory": {"pixshift"},
     "web": {"pixshift.api", "pixshift.web", "pixshift.downloads", "pixshift.errors", "pixshift.realtime",
             "pixshift.security", "pixshift.request_context"},

@@ -24,11 +24,11 @@ def thread_nices(pid: int) -> dict[int, int]:
 def test_embedded_worker_threads_are_niced_and_the_web_is_not(tmp_path):
     base = os.getpriority(os.PRIO_PROCESS, 0)
     with Stack(tmp_path, {}, separate_consumer=False, workers=4) as stack:
-        pid = stack.processes["web"].pid
+        pid = stack.serving_pid()  # gunicorn's worker: request threads and Huey's worker threads
         wait_until(lambda: Counter(thread_nices(pid).values())[base + 10] >= 4, 10,
                    message=f"4 worker threads at nice {base + 10}: {thread_nices(pid)}")
         nices = thread_nices(pid)
-        assert nices[pid] == base  # the main thread serves HTTP
+        assert nices[pid] == base  # the main thread accepts connections for the request threads
         assert Counter(nices.values())[base + 10] == 4, nices
 
 
@@ -39,4 +39,4 @@ def test_consumer_workers_are_niced_and_a_web_only_process_is_untouched(tmp_path
         wait_until(lambda: Counter(thread_nices(consumer).values())[base + 5] == 3, 15,
                    message=f"3 worker threads at nice {base + 5}: {thread_nices(consumer)}\n{stack.logs()}")
         assert thread_nices(consumer)[consumer] == base
-        assert set(thread_nices(stack.processes["web"].pid).values()) == {base}
+        assert set(thread_nices(stack.serving_pid()).values()) == {base}

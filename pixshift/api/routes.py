@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import cast
 
-from flask import current_app, request
+from flask import Response, current_app, request
 
 from ..deletion import delete_request as remove_request
 from ..failures import InvalidInput
@@ -51,13 +52,15 @@ MAX_PER_PAGE = 500
 # Rendered status pages of unfinished requests, kept for STATUS_CACHE_SECONDS: a hundred clients
 # polling a big request once a second then cost one render a second, not a hundred (a page of 100
 # products is ~180 kB of JSON and ~10 ms of CPU). Per process; visibility is checked before it.
-# When a page expires, one request renders it again while the others get the page it replaces:
-# without that, every poll arriving during the render rendered too, and under load renders slowed
-# each other until a p99 of ~0.1 s became ~5 s (bench, embedded default).
+# A page is rendered by one request at a time: when it expires, the others get the page it
+# replaces; when there is none yet (its first poll), they wait for the render under way. Without
+# that, every poll arriving during a render rendered too, and under load renders slowed each other
+# until a p99 of ~0.1 s became ~5 s (bench, embedded default).
 _page_cache: dict[tuple, tuple[float, bytes]] = {}
-_rendering: set[tuple] = set()
+_rendering: dict[tuple, threading.Event] = {}  # pages being rendered -> set when done
 _page_cache_lock = threading.Lock()
 _PAGE_CACHE_MAX = 256
+_FIRST_RENDER_WAIT = 10.0  # seconds a poll waits for another's first render before rendering itself
 
 
 def _cached_page(req: Request, page: int, per_page: int, ttl: float):
@@ -65,24 +68,29 @@ def _cached_page(req: Request, page: int, per_page: int, ttl: float):
     now = time.monotonic()
     with _page_cache_lock:
         hit = _page_cache.get(key)
-        render = (hit is None or hit[0] <= now) and key not in _rendering
+        done = _rendering.get(key)
+        render = (hit is None or hit[0] <= now) and done is None
         if render:
-            _rendering.add(key)
-    if render or hit is None:  # ours to render, or nothing to serve yet
-        try:
-            body = current_app.json.response(request_status(req, public_base(), page, per_page)).get_data()
-        except BaseException:
-            if render:
-                with _page_cache_lock:
-                    _rendering.discard(key)
-            raise
+            done = _rendering[key] = threading.Event()
+    if not render and hit is None:
+        assert done is not None  # nothing to serve yet, and not ours to render: another poll renders it
+        done.wait(_FIRST_RENDER_WAIT)
         with _page_cache_lock:
-            if len(_page_cache) >= _PAGE_CACHE_MAX:
-                for stale in [k for k, (expires, _) in _page_cache.items() if expires <= now] or list(_page_cache):
-                    del _page_cache[stale]
-            _page_cache[key] = hit = (time.monotonic() + ttl, body)
-            if render:
-                _rendering.discard(key)
+            hit = _page_cache.get(key)
+    if render or hit is None:  # ours to render, or the render we waited for failed
+        try:
+            rendered = current_app.json.response(request_status(req, public_base(), page, per_page))
+            body = cast(Response, rendered).get_data()  # the app's response class, a werkzeug Response
+            with _page_cache_lock:
+                if len(_page_cache) >= _PAGE_CACHE_MAX:
+                    for stale in [k for k, (expires, _) in _page_cache.items() if expires <= now] or list(_page_cache):
+                        del _page_cache[stale]
+                _page_cache[key] = hit = (time.monotonic() + ttl, body)
+        finally:
+            if render and done is not None:
+                with _page_cache_lock:
+                    del _rendering[key]
+                done.set()
     return current_app.response_class(hit[1], mimetype="application/json")
 
 
