@@ -19,9 +19,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from .config import PROJECT_ROOT, Config, engine_options
     from .extensions import db, migrate, socketio
+    from .request_context import UploadClosingRequest
 
     config = Config()
     app = Flask(__name__, instance_path=str(config.INSTANCE_PATH))
+    app.request_class = UploadClosingRequest  # closes an upload file even when its body fails mid-file
     app.config.from_mapping(config.as_flask_config())
     if test_config:
         app.config.update(test_config)

@@ -360,15 +360,29 @@ def _quality_of_tables(luma: tuple[int, ...], chroma: tuple[int, ...] = ()) -> i
 # --- encoding --------------------------------------------------------------------------------
 
 
+class _ScratchFile:
+    """One thread's scratch file, closed when the thread ends (its thread-local data goes) or when a
+    forked child replaces the one it inherited, rather than left for the garbage collector."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        try:
+            self.file: IO[bytes] = os.fdopen(os.memfd_create("pixshift-encode", os.MFD_CLOEXEC), "w+b")
+        except (AttributeError, OSError):  # not Linux: a temporary file also has a real descriptor
+            self.file = tempfile.TemporaryFile()
+
+    def __del__(self) -> None:
+        file = getattr(self, "file", None)
+        if file is not None:
+            file.close()
+
+
 def _scratch_file() -> IO[bytes]:
     """This thread's in-memory file with a real descriptor (reopened after a fork: no sharing)."""
-    if getattr(_scratch, "pid", None) != os.getpid():
-        try:
-            _scratch.file = os.fdopen(os.memfd_create("pixshift-encode", os.MFD_CLOEXEC), "w+b")
-        except (AttributeError, OSError):  # not Linux: a temporary file also has a real descriptor
-            _scratch.file = tempfile.TemporaryFile()
-        _scratch.pid = os.getpid()
-    return _scratch.file
+    scratch = getattr(_scratch, "scratch", None)
+    if scratch is None or scratch.pid != os.getpid():
+        _scratch.scratch = scratch = _ScratchFile()  # an inherited one closes this process's copy
+    return scratch.file
 
 
 def _encode(image: Image.Image, quality: int, *, fmt: str, icc: bytes | None) -> bytes:

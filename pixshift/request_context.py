@@ -2,7 +2,9 @@
 the rules an upload is held to. Blueprints import this, never each other."""
 from __future__ import annotations
 
-from flask import current_app, request
+import typing as t
+
+from flask import Request, current_app, request
 
 from .csv_input import Limits
 
@@ -19,3 +21,22 @@ def upload_limits() -> Limits:
 
 def allow_private_urls() -> bool:
     return current_app.extensions["pixshift"].fetch_policy.allow_private
+
+
+class UploadClosingRequest(Request):
+    """Flask's request, closing every file Werkzeug's form parser opened for an upload. Werkzeug closes
+    ``request.files`` at the end of a request, but a body that fails mid-file (a chunked upload cut
+    off at MAX_CONTENT_LENGTH) makes the parser drop the spooled file it was writing, unclosed: it
+    stayed open (in memory, or a temporary file past 500 kB) until the garbage collector found it."""
+
+    def _get_file_stream(self, *args: t.Any, **kwargs: t.Any) -> t.IO[bytes]:
+        stream = super()._get_file_stream(*args, **kwargs)
+        self.__dict__.setdefault("_upload_streams", []).append(stream)
+        return stream
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            for stream in self.__dict__.pop("_upload_streams", ()):
+                stream.close()

@@ -89,6 +89,7 @@ class Stack:
         else:
             self.env["PIXSHIFT_INPROCESS_WORKERS"] = str(workers)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.log_files: list = []  # each process's log, open for it to write: closed by stop()
         self.session = requests.Session()
         self.gunicorn = gunicorn
 
@@ -113,6 +114,7 @@ class Stack:
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.tmp_path / f"{name}.log", "wb")
+        self.log_files.append(log)
         proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.processes[name] = proc
         return proc
@@ -133,6 +135,9 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for log in self.log_files:
+            log.close()
+        self.log_files.clear()
 
     def serving_pid(self, timeout: float = 10) -> int:
         """The process that runs the app: gunicorn's only worker, a child of ``processes["web"]``

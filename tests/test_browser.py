@@ -10,6 +10,7 @@ import csv
 import io
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -268,7 +269,7 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         assert link.get_attribute("href").endswith(f"/requests/{request_id}/output.csv")
         with page.expect_download() as info:
             link.click()
-        out_rows = list(csv.reader(io.StringIO(open(info.value.path(), encoding="utf-8").read())))
+        out_rows = list(csv.reader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
         assert out_rows[0] == [*HEADER, "Output Image URLs"]
         assert [(int(r[0]), r[1]) for r in out_rows[1:]] == [(s, n) for s, n, _ in rows]
         for (serial, _, urls), out in zip(rows, out_rows[1:]):

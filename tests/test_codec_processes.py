@@ -51,10 +51,11 @@ def test_children_exit_with_a_service_killed_without_cleanup(tmp_path):
     )
     service = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                cwd=Path(__file__).resolve().parents[1])
-    child = int(service.stdout.readline())
-    assert Path(f"/proc/{child}").exists()
-    service.kill()
-    service.wait()
+    with service:  # closes its pipes
+        child = int(service.stdout.readline())
+        assert Path(f"/proc/{child}").exists()
+        service.kill()
+        service.wait()
     def gone() -> bool:  # exited, or a zombie waiting for the fork server to reap it
         try:
             return Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"

@@ -34,7 +34,8 @@ def csv_file(rows: int, bad_last_row: bool = False) -> bytes:
 
 
 def spooled(data: bytes):
-    """What werkzeug hands over for an uploaded file: a spooled temporary file, on disk past 500 kB."""
+    """What werkzeug hands over for an uploaded file: a spooled temporary file, on disk past 500 kB.
+    Use it in a ``with`` block, as werkzeug closes its own at the end of the request."""
     stream = tempfile.SpooledTemporaryFile(max_size=500 * 1024, mode="w+b")
     stream.write(data)
     stream.seek(0)
@@ -58,8 +59,7 @@ def counts() -> tuple[int, int, int]:
 def test_rows_are_stored_in_file_order_with_ids_in_that_order(any_db_app):
     data = csv_file(ROWS)
     expected = list(read_products(io.BytesIO(data)))
-    stream = spooled(data)
-    with any_db_app.app_context():
+    with spooled(data) as stream, any_db_app.app_context():
         totals = validate(stream)
         assert (totals.products, totals.images) == (ROWS, sum(len(r.urls) for r in expected))
         request_id = intake.create_request(read_products(stream), filename="p.csv", webhook_url=None)
@@ -136,23 +136,23 @@ def test_validation_holds_no_rows():
     """Checking a file keeps its serial numbers (to name duplicates) and nothing else of a row: under
     120 bytes a row, where the rows as objects took ~700. Reading it again holds one batch at most."""
     rows = 20_000
-    stream = spooled(csv_file(rows))
-    tracemalloc.start()
-    try:
-        validate(stream)
-        after_validate, peak_validate = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        assert sum(1 for _ in read_products(stream)) == rows
-        peak_read = tracemalloc.get_traced_memory()[1] - after_validate
-    finally:
-        tracemalloc.stop()
+    with spooled(csv_file(rows)) as stream:
+        tracemalloc.start()
+        try:
+            validate(stream)
+            after_validate, peak_validate = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            assert sum(1 for _ in read_products(stream)) == rows
+            peak_read = tracemalloc.get_traced_memory()[1] - after_validate
+        finally:
+            tracemalloc.stop()
     assert peak_validate < 120 * rows, peak_validate
     assert peak_read < 256 * 1024, peak_read
 
 
 def test_validate_names_the_problems_of_a_streamed_file():
-    with pytest.raises(CsvRejected) as rejected:
-        validate(spooled(csv_file(10, bad_last_row=True)))
+    with spooled(csv_file(10, bad_last_row=True)) as stream, pytest.raises(CsvRejected) as rejected:
+        validate(stream)
     assert [(p.row, p.column) for p in rejected.value.problems] == [(12, "Serial Number"), (12, "Input Image URLs")]
 
 

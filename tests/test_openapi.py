@@ -85,7 +85,8 @@ def test_openapi_json_and_docs_are_served(client):
     assert any("swagger-ui-bundle.js" in s for s in scripts) and all(s.startswith("/static/") for s in scripts)
     assert all(s.startswith("/static/") for s in styles)
     for url in scripts + styles:
-        assert client.get(url).status_code == 200, url
+        with client.get(url) as static:  # a file response: closing it closes the file
+            assert static.status_code == 200, url
     assert "'unsafe-inline'" not in page.headers["Content-Security-Policy"]
 
 
