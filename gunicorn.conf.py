@@ -1,4 +1,5 @@
 """gunicorn settings for PixShift's web process (scale-out)."""
+
 from pixshift.config import Config
 
 _config = Config()

@@ -3,6 +3,7 @@
 Workers are separate ``huey_consumer pixshift.worker.huey`` processes; this process serves pages, the API
 and Socket.IO, and relays progress events from Redis to its own browsers.
 """
+
 from pixshift import create_app, logs
 from pixshift.realtime import start_relay
 

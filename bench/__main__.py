@@ -24,6 +24,7 @@ Sections (every rate is a ratio taken in the same run, on the same machine):
    minute, while 20 clients upload a 1,000-row CSV each at the same moment (bench/crowd.py);
 7. compression: encodes per image and quality reached, as PixShift reported them in (2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,13 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from imageserver import ImageServer  # noqa: E402  (tests/imageserver.py)
-from livestack import Stack, scaleout_env, wait_until  # noqa: E402  (tests/livestack.py)
+from imageserver import ImageServer
+from livestack import Stack, scaleout_env, wait_until
 
-from bench import codec, corpus as corpus_mod, procs  # noqa: E402
-from bench.crowd import crowd  # noqa: E402
-from bench.load import load  # noqa: E402
-from bench.report import render  # noqa: E402
+from bench import codec, procs
+from bench import corpus as corpus_mod
+from bench.crowd import crowd
+from bench.load import load
+from bench.report import render
 
 ALL_SECTIONS = ("codec", "e2e", "slow", "big", "status", "crowd")
 FINISHED = ("completed", "completed_with_errors", "failed")
@@ -82,14 +84,44 @@ class Sizes:
     crowd_seconds: float  # ... polling for this long
 
 
-FULL = Sizes(codec_seconds=6, jpeg_repeats=10, png_repeats=3, slow_images=200, slow_delay=0.2,
-             big_rows=(1_000, 10_000, 50_000), latency_rows=10_000, latency_runs=3, status_images=5_000,
-             status_clients=100, status_seconds=10, closed_per_client=5, fresh_web_per_size=True,
-             crowd_pollers=200, crowd_uploaders=20, crowd_rows=1_000, crowd_seconds=60)
-SMOKE = Sizes(codec_seconds=0.3, jpeg_repeats=1, png_repeats=1, slow_images=16, slow_delay=0.2,
-              big_rows=(100, 300, 600), latency_rows=300, latency_runs=1, status_images=60,
-              status_clients=10, status_seconds=1, closed_per_client=3, fresh_web_per_size=False,
-              crowd_pollers=20, crowd_uploaders=4, crowd_rows=50, crowd_seconds=2)
+FULL = Sizes(
+    codec_seconds=6,
+    jpeg_repeats=10,
+    png_repeats=3,
+    slow_images=200,
+    slow_delay=0.2,
+    big_rows=(1_000, 10_000, 50_000),
+    latency_rows=10_000,
+    latency_runs=3,
+    status_images=5_000,
+    status_clients=100,
+    status_seconds=10,
+    closed_per_client=5,
+    fresh_web_per_size=True,
+    crowd_pollers=200,
+    crowd_uploaders=20,
+    crowd_rows=1_000,
+    crowd_seconds=60,
+)
+SMOKE = Sizes(
+    codec_seconds=0.3,
+    jpeg_repeats=1,
+    png_repeats=1,
+    slow_images=16,
+    slow_delay=0.2,
+    big_rows=(100, 300, 600),
+    latency_rows=300,
+    latency_runs=1,
+    status_images=60,
+    status_clients=10,
+    status_seconds=1,
+    closed_per_client=3,
+    fresh_web_per_size=False,
+    crowd_pollers=20,
+    crowd_uploaders=4,
+    crowd_rows=50,
+    crowd_seconds=2,
+)
 
 
 def log(message: str) -> None:
@@ -123,8 +155,9 @@ class Deployment:
 
     def upload(self, text: str, timeout: float = 300) -> tuple[dict, float]:
         start = time.perf_counter()
-        response = self.http.post(self.base_url + "/upload", files={"file": ("products.csv", text.encode(), "text/csv")},
-                                  timeout=timeout)
+        response = self.http.post(
+            self.base_url + "/upload", files={"file": ("products.csv", text.encode(), "text/csv")}, timeout=timeout
+        )
         seconds = time.perf_counter() - start
         if response.status_code != 202:
             raise RuntimeError(f"upload refused: {response.status_code} {response.text[:500]}")
@@ -148,8 +181,9 @@ class Deployment:
             if doc["state"] in FINISHED:
                 return doc
             if time.monotonic() > deadline:
-                raise TimeoutError(f"request {request_id} not finished after {timeout} s: {doc['counts']}\n"
-                                   f"{self.stack.logs()}")
+                raise TimeoutError(
+                    f"request {request_id} not finished after {timeout} s: {doc['counts']}\n{self.stack.logs()}"
+                )
             time.sleep(interval)
 
     def images(self, request_id: str) -> list[dict]:
@@ -179,8 +213,11 @@ def deployment(mode: str, tmp: Path, *, workers: bool = True, urls: dict | None 
                 for name in ("worker-1", "worker-2"):
                     stack.start_consumer(name)
                 for name in ("worker-1", "worker-2"):
-                    wait_until(lambda n=name: "consumer started" in (tmp / f"{n}.log").read_text(errors="replace"),
-                               30, message=f"{name} to start\n{stack.logs()}")
+                    wait_until(
+                        lambda n=name: "consumer started" in (tmp / f"{n}.log").read_text(errors="replace"),
+                        30,
+                        message=f"{name} to start\n{stack.logs()}",
+                    )
             yield Deployment(stack, mode)
 
 
@@ -188,7 +225,7 @@ def product_csv(urls: list[str], per_row: int, *, start_serial: int = 1) -> str:
     lines = [HEADER]
     for i in range(0, len(urls), per_row):
         serial = start_serial + i // per_row
-        lines.append(f'{serial},Product {serial},"{", ".join(urls[i:i + per_row])}"\r\n')
+        lines.append(f'{serial},Product {serial},"{", ".join(urls[i : i + per_row])}"\r\n')
     return "".join(lines)
 
 
@@ -206,9 +243,26 @@ def profiled(dep: Deployment, profile_dir: Path | None, name: str):
     for key, proc in dep.stack.processes.items():
         if proc.poll() is None:
             out = profile_dir / f"{dep.mode}-{name}-{key}.txt"
-            recorders.append(subprocess.Popen(
-                [spy, "record", "--pid", str(proc.pid), "--subprocesses", "--rate", "200", "--format", "raw",
-                 "--output", str(out), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            recorders.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(proc.pid),
+                        "--subprocesses",
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(out),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
     time.sleep(1.0)  # py-spy attaches
     try:
         yield
@@ -237,17 +291,21 @@ def direct_compression(corpus: corpus_mod.Corpus) -> dict:
 def codec_section(corpus: corpus_mod.Corpus, direct: dict, sizes: Sizes) -> dict:
     out = {}
     for kind in ("jpeg", "png"):
-        jobs = [codec.Job(str(corpus.path(i)), direct[i.name]["format"], direct[i.name]["quality"])
-                for i in corpus.of(kind)]
+        jobs = [
+            codec.Job(str(corpus.path(i)), direct[i.name]["format"], direct[i.name]["quality"]) for i in corpus.of(kind)
+        ]
         rate = codec.codec_limit(jobs, sizes.codec_seconds)
-        log(f"codec limit {kind}: {rate.images_per_s:.1f} images/s ({rate.cpu_ms_per_image:.1f} ms CPU per image, "
-            f"{rate.ms_per_image_per_core:.1f} ms wall per image per core)")
+        log(
+            f"codec limit {kind}: {rate.images_per_s:.1f} images/s ({rate.cpu_ms_per_image:.1f} ms CPU per image, "
+            f"{rate.ms_per_image_per_core:.1f} ms wall per image per core)"
+        )
         out[kind] = asdict(rate)
     return out
 
 
-def end_to_end(dep: Deployment, server: ImageServer, corpus: corpus_mod.Corpus, kind: str, repeats: int,
-               profile_dir: Path | None) -> dict:
+def end_to_end(
+    dep: Deployment, server: ImageServer, corpus: corpus_mod.Corpus, kind: str, repeats: int, profile_dir: Path | None
+) -> dict:
     items = corpus.of(kind)
     urls = [server.url(f"{item.name}?r={r}") for r in range(repeats) for item in items]
     text = product_csv(urls, per_row=2)
@@ -270,9 +328,16 @@ def end_to_end(dep: Deployment, server: ImageServer, corpus: corpus_mod.Corpus, 
     images = dep.images(accepted["request_id"])
     done = [im for im in images if im["state"] == "done"]
     result = {
-        "images": len(urls), "done": len(done), "seconds": seconds, "images_per_s": len(urls) / seconds,
-        "upload_s": upload_s, "cpu_s": cpu, "cpu_ms_per_image": 1000 * cpu / len(urls),
-        "machine_busy": busy, "bench_process_cpu_s": bench_cpu, "services_cpu_s": services_cpu,
+        "images": len(urls),
+        "done": len(done),
+        "seconds": seconds,
+        "images_per_s": len(urls) / seconds,
+        "upload_s": upload_s,
+        "cpu_s": cpu,
+        "cpu_ms_per_image": 1000 * cpu / len(urls),
+        "machine_busy": busy,
+        "bench_process_cpu_s": bench_cpu,
+        "services_cpu_s": services_cpu,
         "other_cores": others,
         "encodes": [im["output"]["encodes"] for im in done],
         "qualities": [im["quality"] for im in done],
@@ -280,9 +345,11 @@ def end_to_end(dep: Deployment, server: ImageServer, corpus: corpus_mod.Corpus, 
         "formats": sorted({im["output"]["format"] for im in done}),
         "failed": [im["error"] for im in images if im["state"] != "done"][:5],
     }
-    log(f"{dep.mode} e2e {kind}: {len(urls)} images in {seconds:.1f} s = {result['images_per_s']:.1f}/s, "
+    log(
+        f"{dep.mode} e2e {kind}: {len(urls)} images in {seconds:.1f} s = {result['images_per_s']:.1f}/s, "
         f"PixShift CPU {result['cpu_ms_per_image']:.0f} ms/image, machine {100 * busy:.0f}% busy, "
-        f"{others:.2f} cores used by other processes")
+        f"{others:.2f} cores used by other processes"
+    )
     return result
 
 
@@ -291,19 +358,31 @@ def slow_hosts(dep: Deployment, server: ImageServer, corpus: corpus_mod.Corpus, 
     # Two host names for the one server: PixShift opens at most PIXSHIFT_HOST_CONCURRENCY (8)
     # connections to a host per worker process, and 16 workers should all be busy.
     hosts = ("127.0.0.1", "localhost")
-    urls = [server.url(f"slow/{small[n % len(small)].name}?delay={sizes.slow_delay}&n={n}")
-            .replace("127.0.0.1", hosts[n % len(hosts)], 1) for n in range(sizes.slow_images)]
+    urls = [
+        server.url(f"slow/{small[n % len(small)].name}?delay={sizes.slow_delay}&n={n}").replace(
+            "127.0.0.1", hosts[n % len(hosts)], 1
+        )
+        for n in range(sizes.slow_images)
+    ]
     server.reset()
     start = time.perf_counter()
     accepted, _ = dep.upload(product_csv(urls, per_row=2))
     doc = dep.wait_finished(accepted["request_id"], timeout=300)
     seconds = time.perf_counter() - start
     serial = sizes.slow_images * sizes.slow_delay
-    result = {"images": sizes.slow_images, "delay_s": sizes.slow_delay, "seconds": seconds, "serial_s": serial,
-              "fraction_of_serial": seconds / serial, "max_in_flight": server.max_in_flight,
-              "done": doc["counts"]["done"]}
-    log(f"{dep.mode} slow hosts: {seconds:.1f} s vs {serial:.0f} s serial ({seconds / serial:.3f}), "
-        f"{server.max_in_flight} downloads at once")
+    result = {
+        "images": sizes.slow_images,
+        "delay_s": sizes.slow_delay,
+        "seconds": seconds,
+        "serial_s": serial,
+        "fraction_of_serial": seconds / serial,
+        "max_in_flight": server.max_in_flight,
+        "done": doc["counts"]["done"],
+    }
+    log(
+        f"{dep.mode} slow hosts: {seconds:.1f} s vs {serial:.0f} s serial ({seconds / serial:.3f}), "
+        f"{server.max_in_flight} downloads at once"
+    )
     return result
 
 
@@ -319,7 +398,7 @@ def big_csv_text(rows: int, base: str) -> str:
 def big_csv(mode: str, tmp: Path, server: ImageServer, sizes: Sizes, urls: dict) -> dict:
     """Peak web memory per CSV size, and POST /upload latency for the 10k-row file."""
     out: dict = {"memory": [], "latency_s": []}
-    texts = {rows: big_csv_text(rows, server.base_url) for rows in sorted(set(sizes.big_rows + (sizes.latency_rows,)))}
+    texts = {rows: big_csv_text(rows, server.base_url) for rows in sorted({*sizes.big_rows, sizes.latency_rows})}
 
     def measure(dep: Deployment, rows: int) -> None:
         pid = dep.web_pid()
@@ -328,11 +407,20 @@ def big_csv(mode: str, tmp: Path, server: ImageServer, sizes: Sizes, urls: dict)
         procs.reset_peak(pid)
         _, seconds = dep.upload(texts[rows])
         mem = procs.memory_kib(pid)
-        entry = {"rows": rows, "images": 3 * rows, "csv_bytes": len(texts[rows].encode()), "rss_before_kib": before,
-                 "peak_kib": mem["VmHWM"], "growth_kib": mem["VmHWM"] - before, "upload_s": seconds}
+        entry = {
+            "rows": rows,
+            "images": 3 * rows,
+            "csv_bytes": len(texts[rows].encode()),
+            "rss_before_kib": before,
+            "peak_kib": mem["VmHWM"],
+            "growth_kib": mem["VmHWM"] - before,
+            "upload_s": seconds,
+        }
         out["memory"].append(entry)
-        log(f"{mode} upload {rows} rows ({entry['csv_bytes'] / 1e6:.1f} MB): {seconds:.2f} s, web peak "
-            f"+{entry['growth_kib'] / 1024:.0f} MiB over {before / 1024:.0f} MiB")
+        log(
+            f"{mode} upload {rows} rows ({entry['csv_bytes'] / 1e6:.1f} MB): {seconds:.2f} s, web peak "
+            f"+{entry['growth_kib'] / 1024:.0f} MiB over {before / 1024:.0f} MiB"
+        )
         if rows == sizes.latency_rows:
             out["latency_s"].append(seconds)
             for _ in range(sizes.latency_runs - 1):
@@ -355,8 +443,15 @@ def big_csv(mode: str, tmp: Path, server: ImageServer, sizes: Sizes, urls: dict)
     return out
 
 
-def status_under_load(mode: str, tmp: Path, server: ImageServer, corpus: corpus_mod.Corpus, sizes: Sizes,
-                      urls: dict, profile_dir: Path | None) -> dict:
+def status_under_load(
+    mode: str,
+    tmp: Path,
+    server: ImageServer,
+    corpus: corpus_mod.Corpus,
+    sizes: Sizes,
+    urls: dict,
+    profile_dir: Path | None,
+) -> dict:
     """GET /status of a request of ``status_images`` small images (2 a product), default page.
 
     The first page is processed first (tasks run in image order); once it is all done its document
@@ -376,15 +471,18 @@ def status_under_load(mode: str, tmp: Path, server: ImageServer, corpus: corpus_
         def first_page_done() -> bool:
             doc = dep.status(request_id)
             return all(im["state"] == "done" for item in doc["items"] for im in item["images"])
+
         wait_until(first_page_done, 300, interval=0.2, message="the first page of the status test")
         with profiled(dep, profile_dir, "status-during"):
             during = load(url, clients=clients, per_client=per_client, interval=1.0, max_seconds=sizes.status_seconds)
         out["drain_during_s"] = dep.drain()
         counts = dep.status(request_id, per_page=1)["counts"]
         out["processed_per_s"] = (counts["done"] + counts["failed"]) / (time.perf_counter() - start)
-        log(f"{mode} status while processing, {clients} clients at 1/s: {during.row()}; "
+        log(
+            f"{mode} status while processing, {clients} clients at 1/s: {during.row()}; "
             f"{out['processed_per_s']:.0f} small images/s processed meanwhile; backlog drained "
-            f"{out['drain_during_s']:.1f} s after the clients stopped")
+            f"{out['drain_during_s']:.1f} s after the clients stopped"
+        )
         with web_only(dep, tmp, urls) as web:
             url = f"{web.base_url}/status/{request_id}"
             web.status(request_id)  # warm
@@ -392,8 +490,13 @@ def status_under_load(mode: str, tmp: Path, server: ImageServer, corpus: corpus_
                 idle = load(url, clients=clients, per_client=per_client, interval=1.0, max_seconds=sizes.status_seconds)
             out["drain_idle_s"] = web.drain()
             log(f"{mode} status, web alone, {clients} clients at 1/s: {idle.row()}")
-            closed = load(url, clients=clients, per_client=sizes.closed_per_client, interval=None,
-                          max_seconds=max(5.0, 2 * sizes.status_seconds))
+            closed = load(
+                url,
+                clients=clients,
+                per_client=sizes.closed_per_client,
+                interval=None,
+                max_seconds=max(5.0, 2 * sizes.status_seconds),
+            )
             web.drain()
             log(f"{mode} status, web alone, {clients} clients back to back: {closed.row()}")
             out["response_bytes"] = len(web.http.get(url, timeout=30).content)
@@ -402,8 +505,15 @@ def status_under_load(mode: str, tmp: Path, server: ImageServer, corpus: corpus_
     return out
 
 
-def polls_beside_uploads(mode: str, tmp: Path, server: ImageServer, corpus: corpus_mod.Corpus, sizes: Sizes,
-                         urls: dict, profile_dir: Path | None) -> dict:
+def polls_beside_uploads(
+    mode: str,
+    tmp: Path,
+    server: ImageServer,
+    corpus: corpus_mod.Corpus,
+    sizes: Sizes,
+    urls: dict,
+    profile_dir: Path | None,
+) -> dict:
     """GET /status from ``crowd_pollers`` clients, all started at once and each polling once a second,
     while ``crowd_uploaders`` clients each upload a ``crowd_rows``-row CSV at the same moment and the
     workers process: a busy service's worst second, then a minute of it.
@@ -414,19 +524,33 @@ def polls_beside_uploads(mode: str, tmp: Path, server: ImageServer, corpus: corp
 
     def csv(tag: str) -> str:
         return product_csv([server.url(f"{tiny.name}?u={tag}-{n}") for n in range(2 * sizes.crowd_rows)], per_row=2)
-    out: dict = {"pollers": sizes.crowd_pollers, "uploaders": sizes.crowd_uploaders, "rows": sizes.crowd_rows,
-                 "seconds": sizes.crowd_seconds, "timeout_s": 10.0}
+
+    out: dict = {
+        "pollers": sizes.crowd_pollers,
+        "uploaders": sizes.crowd_uploaders,
+        "rows": sizes.crowd_rows,
+        "seconds": sizes.crowd_seconds,
+        "timeout_s": 10.0,
+    }
     with deployment(mode, tmp, urls=urls) as dep:
         watched = [dep.upload(csv(f"w{k}"))[0]["request_id"] for k in range(sizes.crowd_uploaders)]
         texts = [[csv(f"u{k}")] for k in range(sizes.crowd_uploaders)]
         with profiled(dep, profile_dir, "crowd"):
-            result = crowd([f"{dep.base_url}/status/{rid}" for rid in watched], dep.base_url + "/upload", texts,
-                           pollers=sizes.crowd_pollers, max_seconds=sizes.crowd_seconds, timeout=out["timeout_s"])
+            result = crowd(
+                [f"{dep.base_url}/status/{rid}" for rid in watched],
+                dep.base_url + "/upload",
+                texts,
+                pollers=sizes.crowd_pollers,
+                max_seconds=sizes.crowd_seconds,
+                timeout=out["timeout_s"],
+            )
         out["drain_s"] = dep.drain()
     polls, uploads = result.polls, result.uploads
-    log(f"{mode} status beside uploads, {sizes.crowd_pollers} clients at 1/s, {sizes.crowd_uploaders} uploading "
+    log(
+        f"{mode} status beside uploads, {sizes.crowd_pollers} clients at 1/s, {sizes.crowd_uploaders} uploading "
         f"{sizes.crowd_rows} rows: {polls.row()}, {polls.timeouts} timed out, {polls.errors} failed; uploads "
-        f"{uploads.accepted}/{uploads.uploads} accepted, p50 {uploads.p50_s:.2f} s, max {uploads.max_s:.2f} s")
+        f"{uploads.accepted}/{uploads.uploads} accepted, p50 {uploads.p50_s:.2f} s, max {uploads.max_s:.2f} s"
+    )
     out.update(polls=asdict(polls), uploads=asdict(uploads))
     return out
 
@@ -457,16 +581,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every figure as JSON here")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the end-to-end and status runs here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, corpus)")
-    parser.add_argument("--sections", default=",".join(ALL_SECTIONS),
-                        help="a subset of " + ",".join(ALL_SECTIONS) + " (prints JSON instead of the table)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(ALL_SECTIONS),
+        help="a subset of " + ",".join(ALL_SECTIONS) + " (prints JSON instead of the table)",
+    )
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
     if unknown := sections - set(ALL_SECTIONS):
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    urls = {"database": os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test",
-            "redis": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"}
+    urls = {
+        "database": os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test",
+        "redis": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+    }
     for name in ("DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "PUBLIC_BASE_URL", "PIXSHIFT_QUEUE_NAME"):
         os.environ.pop(name, None)  # each deployment below decides its own
 
@@ -497,16 +626,21 @@ def main(argv: list[str] | None = None) -> int:
                         if "slow" in sections:
                             r["slow"] = slow_hosts(dep, server, corpus, sizes)
                 if "status" in sections:
-                    r["status"] = status_under_load(mode, tmp / f"{mode}-status", server, corpus, sizes, urls,
-                                                    args.profile)
+                    r["status"] = status_under_load(
+                        mode, tmp / f"{mode}-status", server, corpus, sizes, urls, args.profile
+                    )
                 if "crowd" in sections:
-                    r["crowd"] = polls_beside_uploads(mode, tmp / f"{mode}-crowd", server, corpus, sizes, urls,
-                                                      args.profile)
+                    r["crowd"] = polls_beside_uploads(
+                        mode, tmp / f"{mode}-crowd", server, corpus, sizes, urls, args.profile
+                    )
                 if "big" in sections:
                     r["big_csv"] = big_csv(mode, tmp / f"{mode}-web", server, sizes, urls)
         results["seconds"] = time.perf_counter() - began
-        table = render(results) if sections == set(ALL_SECTIONS) else json.dumps(
-            {m: results.get(m) for m in modes}, indent=1, default=str)
+        table = (
+            render(results)
+            if sections == set(ALL_SECTIONS)
+            else json.dumps({m: results.get(m) for m in modes}, indent=1, default=str)
+        )
         print(table)
         if args.out:
             args.out.write_text(table)
@@ -526,11 +660,16 @@ def corpus_summary(corpus: corpus_mod.Corpus) -> dict:
     for kind in ("jpeg", "png", "small", "tiny"):
         items = corpus.of(kind)
         mp = [i.width * i.height / 1e6 for i in items]
-        out[kind] = {"files": len(items), "mp_min": min(mp), "mp_max": max(mp), "mp_mean": statistics.fmean(mp),
-                     "bytes_mean": statistics.fmean(i.nbytes for i in items),
-                     "bpp_mean": statistics.fmean(8 * i.nbytes / (i.width * i.height) for i in items),
-                     "qualities": sorted({i.source_quality for i in items if i.source_quality}),
-                     "alpha": sum(i.alpha for i in items)}
+        out[kind] = {
+            "files": len(items),
+            "mp_min": min(mp),
+            "mp_max": max(mp),
+            "mp_mean": statistics.fmean(mp),
+            "bytes_mean": statistics.fmean(i.nbytes for i in items),
+            "bpp_mean": statistics.fmean(8 * i.nbytes / (i.width * i.height) for i in items),
+            "qualities": sorted({i.source_quality for i in items if i.source_quality}),
+            "alpha": sum(i.alpha for i in items),
+        }
     return out
 
 

@@ -6,6 +6,7 @@ its file bytes, brought to the mode PixShift encodes (RGB, or RGBA when it has t
 encoded once, in the format and at the quality PixShift's search ends on for it. That is the most
 any pipeline built on Pillow could do with these images; every other rate is compared with it.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,7 +52,7 @@ def decode_encode(data: bytes, fmt: str, quality: int) -> int:
 
 def _worker(jobs: list[Job], offset: int, seconds: float, start_at: float, results) -> None:
     loaded = [(Path(j.path).read_bytes(), j.format, j.quality) for j in jobs]
-    loaded = loaded[offset % len(loaded):] + loaded[:offset % len(loaded)]
+    loaded = loaded[offset % len(loaded) :] + loaded[: offset % len(loaded)]
     decode_encode(*loaded[0])  # warm up outside the clock
     while time.time() < start_at:
         time.sleep(0.001)
@@ -72,8 +73,10 @@ def codec_limit(jobs: list[Job], seconds: float, processes: int | None = None) -
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     start_at = time.time() + 1.5  # every process loaded and warm before the clock starts
-    workers = [ctx.Process(target=_worker, args=(jobs, i * len(jobs) // processes, seconds, start_at, results))
-               for i in range(processes)]
+    workers = [
+        ctx.Process(target=_worker, args=(jobs, i * len(jobs) // processes, seconds, start_at, results))
+        for i in range(processes)
+    ]
     for w in workers:
         w.start()
     got = [results.get(timeout=seconds + 60) for _ in workers]
@@ -98,5 +101,11 @@ def search_one(path: str) -> dict:
         buf = io.BytesIO()
         im.save(buf, r.format, quality=r.quality + 1, **({"alpha_quality": 100} if r.format == "WEBP" else {}))
         best = buf.tell() > len(data) // 2
-    return {"format": r.format, "quality": r.quality, "encodes": r.encodes, "probe_encodes": r.probe_encodes,
-            "ratio": len(r.data) / len(data), "best": best}
+    return {
+        "format": r.format,
+        "quality": r.quality,
+        "encodes": r.encodes,
+        "probe_encodes": r.probe_encodes,
+        "ratio": len(r.data) / len(data),
+        "best": best,
+    }

@@ -27,9 +27,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_compress import photo  # noqa: E402  (the test's synthetic photo)
+from test_compress import photo
 
-from pixshift.compress import _encode, compress_to_ratio  # noqa: E402
+from pixshift.compress import _encode, compress_to_ratio
 
 
 def corpus(dirs: list[str]) -> dict[str, Image.Image]:
@@ -141,7 +141,7 @@ def trace_bench_corpus() -> None:
         budget = len(data) // 2
         steps: list[tuple[int, int]] = []
 
-        def encode(image, quality, **kw):
+        def encode(image, quality, steps=steps, **kw):
             out = real_encode(image, quality, **kw)
             if image.width > 1:  # not the 1x1 header measurement
                 steps.append((quality, len(out), image.height))
@@ -160,11 +160,15 @@ def trace_bench_corpus() -> None:
         # a probe encode (fewer rows) shows as p<quality>: its bytes scaled to the full height, headers
         # included (so ~1% high), over the budget
         trail = " ".join(f"{'q' if h == r.height else 'p'}{q}:{n * r.height / h / budget:.3f}" for q, n, h in steps)
-        print(f"{item.name} {item.width}x{item.height} source q{item.source_quality} -> q{r.quality} "
-              f"{'best' if best else 'NOT BEST'} in {r.encodes} + {r.probe_encodes} probes: {trail}  (bytes / budget)")
-    print(f"full-size encodes mean {statistics.mean(counts):.2f}, max {max(counts)}, "
-          f"distribution {dict(sorted(Counter(counts).items()))}; probe encodes mean {statistics.mean(probes):.2f}; "
-          f"best quality {bests}/{len(counts)}")
+        print(
+            f"{item.name} {item.width}x{item.height} source q{item.source_quality} -> q{r.quality} "
+            f"{'best' if best else 'NOT BEST'} in {r.encodes} + {r.probe_encodes} probes: {trail}  (bytes / budget)"
+        )
+    print(
+        f"full-size encodes mean {statistics.mean(counts):.2f}, max {max(counts)}, "
+        f"distribution {dict(sorted(Counter(counts).items()))}; probe encodes mean {statistics.mean(probes):.2f}; "
+        f"best quality {bests}/{len(counts)}"
+    )
 
 
 if __name__ == "__main__":

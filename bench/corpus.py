@@ -18,6 +18,7 @@ Sets:
   is waiting, not decoding;
 - ``tiny``: one 320x240 JPEG, for the request of thousands of images behind the status test.
 """
+
 from __future__ import annotations
 
 import io
@@ -36,15 +37,23 @@ SOURCES = ("photo1.jpg", "photo2.jpg", "photo3.jpg", "alpha.png")  # astronaut, 
 SMALL = ("photo1.jpg", "photo2.jpg", "photo3.jpg")
 GRAIN_SIGMA = 1.1
 # byte -> 128 + N(0, (2.2 * GRAIN_SIGMA)^2) quantile; the 0.7 px blur below takes sigma down to ~GRAIN_SIGMA
-_GAUSSIAN = [min(255, max(0, round(128 + 2.2 * GRAIN_SIGMA * NormalDist().inv_cdf((v + 0.5) / 256))))
-             for v in range(256)]
+_GAUSSIAN = [
+    min(255, max(0, round(128 + 2.2 * GRAIN_SIGMA * NormalDist().inv_cdf((v + 0.5) / 256)))) for v in range(256)
+]
 
 # (width, height, JPEG quality): 1.1-4.0 MP, landscape, portrait and square, q85/90/95 a third each.
-_SIZES = [(1200, 900), (1500, 1000), (1600, 1200), (1500, 1500), (1200, 1800), (2000, 1500),
-          (2400, 1600), (2000, 2000)]
+_SIZES = [(1200, 900), (1500, 1000), (1600, 1200), (1500, 1500), (1200, 1800), (2000, 1500), (2400, 1600), (2000, 2000)]
 JPEG_SPECS = [(w, h, (90, 95, 85)[i % 3]) for i, (w, h) in enumerate(_SIZES * 3)]
-PNG_SPECS = [(1000, 1000, False), (1400, 1000, False), (1200, 1200, False), (1600, 1200, False),
-             (1000, 1000, True), (1200, 1000, True), (1200, 1200, True), (1400, 1000, True)]
+PNG_SPECS = [
+    (1000, 1000, False),
+    (1400, 1000, False),
+    (1200, 1200, False),
+    (1600, 1200, False),
+    (1000, 1000, True),
+    (1200, 1000, True),
+    (1200, 1200, True),
+    (1400, 1000, True),
+]
 # The smoke run: the same kinds of images, small enough to make in a blink.
 SMOKE_JPEG_SPECS = [(480, 360, 90), (400, 400, 95), (360, 480, 85)]
 SMOKE_PNG_SPECS = [(320, 240, False), (320, 240, True)]
@@ -160,13 +169,23 @@ def describe(root: Path) -> Corpus:
         kind = path.parent.name
         with Image.open(path) as im:
             quality = _jpeg_quality(im) if im.format == "JPEG" else None
-            items.append(Item(kind, f"{kind}/{path.name}", im.width, im.height, path.stat().st_size, quality,
-                              im.mode in ("RGBA", "LA") or "transparency" in im.info))
+            items.append(
+                Item(
+                    kind,
+                    f"{kind}/{path.name}",
+                    im.width,
+                    im.height,
+                    path.stat().st_size,
+                    quality,
+                    im.mode in ("RGBA", "LA") or "transparency" in im.info,
+                )
+            )
     return Corpus(root, items)
 
 
 def _jpeg_quality(im: Image.Image) -> int | None:
     from pixshift.compress import jpeg_quality  # exact for files Pillow wrote
+
     return jpeg_quality(im)
 
 
@@ -184,7 +203,9 @@ if __name__ == "__main__":  # python -m bench.corpus [DIR]: build it and show ho
     for item in corpus.items:
         data = corpus.path(item).read_bytes()
         r = compress_to_ratio(data)
-        print(f"{item.name:16s} {item.width}x{item.height} {item.width * item.height / 1e6:4.2f} MP "
-              f"{item.nbytes / 1e3:7.0f} kB {8 * item.nbytes / (item.width * item.height):5.2f} bpp "
-              f"q{item.source_quality or '--'} -> {r.format} q{r.quality} {len(r.data) / len(data):.3f} "
-              f"in {r.encodes} encodes")
+        print(
+            f"{item.name:16s} {item.width}x{item.height} {item.width * item.height / 1e6:4.2f} MP "
+            f"{item.nbytes / 1e3:7.0f} kB {8 * item.nbytes / (item.width * item.height):5.2f} bpp "
+            f"q{item.source_quality or '--'} -> {r.format} q{r.quality} {len(r.data) / len(data):.3f} "
+            f"in {r.encodes} encodes"
+        )

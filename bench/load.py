@@ -12,13 +12,13 @@ outstanding, as a polling client does. Two ways to drive it:
 Every run is bounded both in requests per client and in time (no request is sent after
 ``max_seconds``, and none is waited for longer than ``timeout``, TIMEOUT unless told).
 """
+
 from __future__ import annotations
 
 import asyncio
 import statistics
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
 
 TIMEOUT = 30.0  # seconds a request may take before it counts as failed
 START_DELAY = 0.2  # seconds from calling ``poll`` to the first request (every client is connected by then)
@@ -39,8 +39,7 @@ class LoadResult:
     rate: float  # answered requests per second
 
     def row(self) -> str:
-        return (f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.0f} ms, "
-                f"{self.rate:.0f} req/s")
+        return f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.0f} ms, {self.rate:.0f} req/s"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,9 +75,21 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
     return status, len(body), False
 
 
-async def _client(host: str, port: int, path: str, count: int, interval: float | None, phase: float,
-                  start: float, deadline: float, timeout: float, latencies: list[float], sizes: list[int],
-                  errors: list[int], span: list[float]) -> None:
+async def _client(
+    host: str,
+    port: int,
+    path: str,
+    count: int,
+    interval: float | None,
+    phase: float,
+    start: float,
+    deadline: float,
+    timeout: float,
+    latencies: list[float],
+    sizes: list[int],
+    errors: list[int],
+    span: list[float],
+) -> None:
     request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\n\r\n".encode()
     reader = writer = None
     loop = asyncio.get_running_loop()
@@ -106,7 +117,7 @@ async def _client(host: str, port: int, path: str, count: int, interval: float |
             sizes.append(size)
             if status != 200:
                 errors.append(status)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             errors.append(-1)
             keep = False
         except (OSError, asyncio.IncompleteReadError, ValueError):
@@ -127,8 +138,16 @@ def local_target(url: str) -> tuple[str, int, str]:
     return parts.hostname, parts.port or 80, parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-async def poll(url: str | list[str], *, clients: int, per_client: int, interval: float | None,
-               max_seconds: float, timeout: float = TIMEOUT, together: bool = False) -> LoadResult:
+async def poll(
+    url: str | list[str],
+    *,
+    clients: int,
+    per_client: int,
+    interval: float | None,
+    max_seconds: float,
+    timeout: float = TIMEOUT,
+    together: bool = False,
+) -> LoadResult:
     """The load of ``load`` as a coroutine, to run beside other traffic in the same event loop.
 
     Several URLs: client n GETs ``url[n % len(url)]``. ``together``: every client sends its first
@@ -142,24 +161,46 @@ async def poll(url: str | list[str], *, clients: int, per_client: int, interval:
     sizes: list[int] = []
     errors: list[int] = []
     span = [float("inf"), float("-inf")]  # first request due, last answer in
-    await asyncio.gather(*[
-        _client(*targets[n % len(targets)], per_client, interval, 0.0 if together else (interval or 0) * n / clients,
-                start, deadline, timeout, latencies, sizes, errors, span)
-        for n in range(clients)
-    ])
+    await asyncio.gather(
+        *[
+            _client(
+                *targets[n % len(targets)],
+                per_client,
+                interval,
+                0.0 if together else (interval or 0) * n / clients,
+                start,
+                deadline,
+                timeout,
+                latencies,
+                sizes,
+                errors,
+                span,
+            )
+            for n in range(clients)
+        ]
+    )
     seconds = span[1] - span[0] if latencies else 0.0
     ms = [x * 1000 for x in latencies]
     return LoadResult(
-        requests=len(ms), errors=len(errors), timeouts=errors.count(-1), seconds=seconds,
-        p50_ms=percentile(ms, 50), p90_ms=percentile(ms, 90), p99_ms=percentile(ms, 99),
-        max_ms=max(ms) if ms else float("nan"), mean_ms=statistics.fmean(ms) if ms else float("nan"),
-        bytes_per_response=round(statistics.fmean(sizes)) if sizes else 0, rate=len(ms) / seconds if seconds > 0 else 0,
+        requests=len(ms),
+        errors=len(errors),
+        timeouts=errors.count(-1),
+        seconds=seconds,
+        p50_ms=percentile(ms, 50),
+        p90_ms=percentile(ms, 90),
+        p99_ms=percentile(ms, 99),
+        max_ms=max(ms) if ms else float("nan"),
+        mean_ms=statistics.fmean(ms) if ms else float("nan"),
+        bytes_per_response=round(statistics.fmean(sizes)) if sizes else 0,
+        rate=len(ms) / seconds if seconds > 0 else 0,
     )
 
 
-def load(url: str, *, clients: int, per_client: int, interval: float | None, max_seconds: float,
-         timeout: float = TIMEOUT) -> LoadResult:
+def load(
+    url: str, *, clients: int, per_client: int, interval: float | None, max_seconds: float, timeout: float = TIMEOUT
+) -> LoadResult:
     """GET ``url`` from ``clients`` concurrent clients, at most ``per_client`` times each and for at most
     ``max_seconds``."""
-    return asyncio.run(poll(url, clients=clients, per_client=per_client, interval=interval,
-                            max_seconds=max_seconds, timeout=timeout))
+    return asyncio.run(
+        poll(url, clients=clients, per_client=per_client, interval=interval, max_seconds=max_seconds, timeout=timeout)
+    )

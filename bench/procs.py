@@ -1,4 +1,5 @@
 """What processes cost, read from /proc (psutil is not a dependency): CPU seconds and memory."""
+
 from __future__ import annotations
 
 import os

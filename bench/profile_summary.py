@@ -5,6 +5,7 @@
 Prints the functions with the most samples on the stack (inclusive) and at the top (self), as a
 share of all samples. ``--focus`` keeps only stacks through that function (a substring of it).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """The benchmark's table: every figure of one run, its target and whether it is met."""
+
 from __future__ import annotations
 
 import platform
@@ -6,8 +7,15 @@ import statistics
 import time
 
 MODE_NAMES = {"embedded": "embedded default", "scaleout": "Redis + PostgreSQL, 2 consumers"}
-SECTIONS = ("1. Codec limit", "2. End to end", "3. Slow hosts", "4. Big CSV", "5. Status under load",
-            "6. Status beside uploads", "7. Compression")
+SECTIONS = (
+    "1. Codec limit",
+    "2. End to end",
+    "3. Slow hosts",
+    "4. Big CSV",
+    "5. Status under load",
+    "6. Status beside uploads",
+    "7. Compression",
+)
 
 
 def _mib(kib: float) -> str:
@@ -47,7 +55,9 @@ def render(r: dict) -> str:
     ]
 
     def row(section: str, measure: str, cells: list[str], target: str = "", ok: bool | None = None) -> None:
-        lines.append(f"| {section} | {measure} | " + " | ".join(cells) + f" | {target} | {_mark(ok) if target else ''} |")
+        lines.append(
+            f"| {section} | {measure} | " + " | ".join(cells) + f" | {target} | {_mark(ok) if target else ''} |"
+        )
 
     def per_mode(fn) -> list[str]:
         return [fn(r[m]) if m in r else "n/a" for m in modes]
@@ -55,8 +65,11 @@ def render(r: dict) -> str:
     # 1. codec limit
     for kind, label in (("jpeg", "JPEG set"), ("png", "PNG set")):
         k = codec[kind]
-        row(SECTIONS[0] if kind == "jpeg" else "", f"decode + 1 encode, {label}, {k['processes']} processes",
-            [f"{k['images_per_s']:.1f} images/s ({k['cpu_ms_per_image']:.1f} ms CPU per image)"] * len(modes))
+        row(
+            SECTIONS[0] if kind == "jpeg" else "",
+            f"decode + 1 encode, {label}, {k['processes']} processes",
+            [f"{k['images_per_s']:.1f} images/s ({k['cpu_ms_per_image']:.1f} ms CPU per image)"] * len(modes),
+        )
 
     # 2. end to end
     for kind, label in (("jpeg", "JPEG set"), ("png", "PNG set")):
@@ -64,35 +77,76 @@ def render(r: dict) -> str:
         fractions = {m: r[m][f"e2e_{kind}"]["images_per_s"] / limit for m in modes if m in r}
         ok = None
         if kind == "jpeg" and fractions:
-            ok = fractions.get("embedded", 0) >= 0.8 and all(f >= fractions.get("embedded", 0) * 0.95 for f in fractions.values())
-        row(SECTIONS[1] if kind == "jpeg" else "", f"{label}: images/s, share of codec limit",
-            per_mode(lambda x: f"{x[f'e2e_{kind}']['images_per_s']:.1f} images/s = **{100 * x[f'e2e_{kind}']['images_per_s'] / limit:.0f}%** "
-                               f"({x[f'e2e_{kind}']['images']} images, {x[f'e2e_{kind}']['seconds']:.1f} s)"),
-            "≥ 80% (embedded); scale-out no worse" if kind == "jpeg" else "", ok)
-        row("", f"{label}: PixShift CPU per image (codec's share of it); machine busy, cores used by others",
-            per_mode(lambda x: f"{x[f'e2e_{kind}']['cpu_ms_per_image']:.0f} ms "
-                               f"({100 * codec[kind]['cpu_ms_per_image'] / x[f'e2e_{kind}']['cpu_ms_per_image']:.0f}%); "
-                               f"{100 * x[f'e2e_{kind}']['machine_busy']:.0f}%, {x[f'e2e_{kind}']['other_cores']:.2f}"))
+            ok = fractions.get("embedded", 0) >= 0.8 and all(
+                f >= fractions.get("embedded", 0) * 0.95 for f in fractions.values()
+            )
+        row(
+            SECTIONS[1] if kind == "jpeg" else "",
+            f"{label}: images/s, share of codec limit",
+            per_mode(
+                lambda x, kind=kind, limit=limit: (
+                    f"{x[f'e2e_{kind}']['images_per_s']:.1f} images/s = **{100 * x[f'e2e_{kind}']['images_per_s'] / limit:.0f}%** "
+                    f"({x[f'e2e_{kind}']['images']} images, {x[f'e2e_{kind}']['seconds']:.1f} s)"
+                )
+            ),
+            "≥ 80% (embedded); scale-out no worse" if kind == "jpeg" else "",
+            ok,
+        )
+        row(
+            "",
+            f"{label}: PixShift CPU per image (codec's share of it); machine busy, cores used by others",
+            per_mode(
+                lambda x, kind=kind: (
+                    f"{x[f'e2e_{kind}']['cpu_ms_per_image']:.0f} ms "
+                    f"({100 * codec[kind]['cpu_ms_per_image'] / x[f'e2e_{kind}']['cpu_ms_per_image']:.0f}%); "
+                    f"{100 * x[f'e2e_{kind}']['machine_busy']:.0f}%, {x[f'e2e_{kind}']['other_cores']:.2f}"
+                )
+            ),
+        )
 
     # 3. slow hosts
-    row(SECTIONS[2], "wall time vs serial (n × delay)",
-        per_mode(lambda x: f"{x['slow']['seconds']:.2f} s vs {x['slow']['serial_s']:.0f} s = **{x['slow']['fraction_of_serial']:.3f}** "
-                           f"({x['slow']['images']} × {1000 * x['slow']['delay_s']:.0f} ms, {x['slow']['max_in_flight']} at once)"),
-        "≤ 0.1", all(r[m]["slow"]["fraction_of_serial"] <= 0.1 for m in modes if m in r))
+    row(
+        SECTIONS[2],
+        "wall time vs serial (n × delay)",
+        per_mode(
+            lambda x: (
+                f"{x['slow']['seconds']:.2f} s vs {x['slow']['serial_s']:.0f} s = **{x['slow']['fraction_of_serial']:.3f}** "
+                f"({x['slow']['images']} × {1000 * x['slow']['delay_s']:.0f} ms, {x['slow']['max_in_flight']} at once)"
+            )
+        ),
+        "≤ 0.1",
+        all(r[m]["slow"]["fraction_of_serial"] <= 0.1 for m in modes if m in r),
+    )
 
     # 4. big CSV
     def latency(x: dict) -> str:
         b = x["big_csv"]
         return f"**{b['latency_median_s']:.2f} s** (median of {len(b['latency_s'])})"
+
     rows = r[modes[0]]["big_csv"]["memory"][1]["rows"] if modes and modes[0] in r else 0
     lat_rows = r["sizes"]["latency_rows"]
-    row(SECTIONS[3], f"POST /upload, {lat_rows:,} rows × 3 URLs", per_mode(latency),
-        "< 1 s", all(r[m]["big_csv"]["latency_median_s"] < 1 for m in modes if m in r))
+    row(
+        SECTIONS[3],
+        f"POST /upload, {lat_rows:,} rows × 3 URLs",
+        per_mode(latency),
+        "< 1 s",
+        all(r[m]["big_csv"]["latency_median_s"] < 1 for m in modes if m in r),
+    )
+
     def memory(x: dict) -> str:
-        return "; ".join(f"{e['rows'] // 1000 if e['rows'] >= 1000 else e['rows']}{'k' if e['rows'] >= 1000 else ''} rows "
-                         f"({e['csv_bytes'] / 1e6:.1f} MB): +{_mib(e['growth_kib'])}" for e in x["big_csv"]["memory"])
-    row("", "web peak RSS growth while taking the CSV (file size)", per_mode(memory),
-        "≤ 2 × file + 32 MiB", all(memory_ok(r[m]["big_csv"]["memory"]) for m in modes if m in r))
+        return "; ".join(
+            f"{e['rows'] // 1000 if e['rows'] >= 1000 else e['rows']}{'k' if e['rows'] >= 1000 else ''} rows "
+            f"({e['csv_bytes'] / 1e6:.1f} MB): +{_mib(e['growth_kib'])}"
+            for e in x["big_csv"]["memory"]
+        )
+
+    row(
+        "",
+        "web peak RSS growth while taking the CSV (file size)",
+        per_mode(memory),
+        "≤ 2 × file + 32 MiB",
+        all(memory_ok(r[m]["big_csv"]["memory"]) for m in modes if m in r),
+    )
     del rows
 
     # 5. status
@@ -100,45 +154,92 @@ def render(r: dict) -> str:
         def cell(x: dict) -> str:
             st = x["status"]
             drain = st.get(f"drain_{key}_s", 0)
-            return (f"p50 {st[key]['p50_ms']:.0f} ms, **p99 {st[key]['p99_ms']:.0f} ms** "
-                    f"({st[key]['requests']} answered, {st[key]['errors']} failed or timed out"
-                    + (f"; backlog drained {drain:.0f} s after the clients stopped" if drain >= 1 else "") + ")")
+            return (
+                f"p50 {st[key]['p50_ms']:.0f} ms, **p99 {st[key]['p99_ms']:.0f} ms** "
+                f"({st[key]['requests']} answered, {st[key]['errors']} failed or timed out"
+                + (f"; backlog drained {drain:.0f} s after the clients stopped" if drain >= 1 else "")
+                + ")"
+            )
+
         return cell
+
     s0 = r[modes[0]]["status"] if modes and modes[0] in r else None
     who = f"{s0['clients']} clients" if s0 else "clients"
     n = f"{s0['images']:,}-image" if s0 else ""
-    row(SECTIONS[4], f"GET /status (first page done) of a {n} request being processed, {who} polling 1/s",
-        per_mode(status("during")), "p99 < 50 ms",
-        all(r[m]["status"]["during"]["p99_ms"] < 50 and not r[m]["status"]["during"]["errors"] for m in modes if m in r))
-    row("", "… the same, workers stopped (web process alone)", per_mode(status("idle")), "p99 < 50 ms",
-        all(r[m]["status"]["idle"]["p99_ms"] < 50 and not r[m]["status"]["idle"]["errors"] for m in modes if m in r))
-    row("", f"… web alone, {who} back to back (capacity)",
-        per_mode(lambda x: f"{x['status']['closed']['rate']:.0f} req/s, p50 {x['status']['closed']['p50_ms']:.0f} ms, "
-                           f"p99 {x['status']['closed']['p99_ms']:.0f} ms"))
-    row("", "response size: default page (100 products); per_page=1",
-        per_mode(lambda x: f"{x['status']['response_bytes'] / 1e3:.0f} kB; {x['status']['per_page_1_bytes'] / 1e3:.1f} kB"))
-    row("", "small images (320×240) processed meanwhile: the pipeline's per-image overhead",
-        per_mode(lambda x: f"{x['status']['processed_per_s']:.0f} images/s"))
+    row(
+        SECTIONS[4],
+        f"GET /status (first page done) of a {n} request being processed, {who} polling 1/s",
+        per_mode(status("during")),
+        "p99 < 50 ms",
+        all(
+            r[m]["status"]["during"]["p99_ms"] < 50 and not r[m]["status"]["during"]["errors"] for m in modes if m in r
+        ),
+    )
+    row(
+        "",
+        "… the same, workers stopped (web process alone)",
+        per_mode(status("idle")),
+        "p99 < 50 ms",
+        all(r[m]["status"]["idle"]["p99_ms"] < 50 and not r[m]["status"]["idle"]["errors"] for m in modes if m in r),
+    )
+    row(
+        "",
+        f"… web alone, {who} back to back (capacity)",
+        per_mode(
+            lambda x: (
+                f"{x['status']['closed']['rate']:.0f} req/s, p50 {x['status']['closed']['p50_ms']:.0f} ms, "
+                f"p99 {x['status']['closed']['p99_ms']:.0f} ms"
+            )
+        ),
+    )
+    row(
+        "",
+        "response size: default page (100 products); per_page=1",
+        per_mode(
+            lambda x: f"{x['status']['response_bytes'] / 1e3:.0f} kB; {x['status']['per_page_1_bytes'] / 1e3:.1f} kB"
+        ),
+    )
+    row(
+        "",
+        "small images (320×240) processed meanwhile: the pipeline's per-image overhead",
+        per_mode(lambda x: f"{x['status']['processed_per_s']:.0f} images/s"),
+    )
 
     # 6. status beside uploads
     # The target is the embedded default's (the issue "Hostile peers"); scale-out's figure is shown.
     def crowd_ok(x: dict) -> bool:
         polls = x["crowd"]["polls"]
         return polls["errors"] == 0 and polls["p99_ms"] < 1000 and x["crowd"]["uploads"]["errors"] == 0
+
     c0 = r[modes[0]]["crowd"] if modes and modes[0] in r else None
     if c0:
-        row(SECTIONS[5], f"GET /status (default page) of {c0['uploaders']} requests being processed, "
-                         f"{c0['pollers']} clients started at once, each polling 1/s for {c0['seconds']:.0f} s; "
-                         f"meanwhile {c0['uploaders']} clients upload a {c0['rows']:,}-row CSV (2 URLs a row) each, "
-                         "all at the first poll",
-            per_mode(lambda x: f"p50 {x['crowd']['polls']['p50_ms']:.0f} ms, **p99 {x['crowd']['polls']['p99_ms']:.0f} ms**, "
-                               f"max {x['crowd']['polls']['max_ms']:.0f} ms ({x['crowd']['polls']['requests']} answered, "
-                               f"**{x['crowd']['polls']['timeouts']} timed out** (> {x['crowd']['timeout_s']:.0f} s), "
-                               f"{x['crowd']['polls']['errors'] - x['crowd']['polls']['timeouts']} failed)"),
-            "embedded: 0 timed out, p99 < 1 s", crowd_ok(r["embedded"]) if "embedded" in r else None)
-        row("", "… the uploads: accepted; POST /upload latency",
-            per_mode(lambda x: f"{x['crowd']['uploads']['accepted']}/{x['crowd']['uploads']['uploads']}; "
-                               f"p50 {x['crowd']['uploads']['p50_s']:.2f} s, max {x['crowd']['uploads']['max_s']:.2f} s"))
+        row(
+            SECTIONS[5],
+            f"GET /status (default page) of {c0['uploaders']} requests being processed, "
+            f"{c0['pollers']} clients started at once, each polling 1/s for {c0['seconds']:.0f} s; "
+            f"meanwhile {c0['uploaders']} clients upload a {c0['rows']:,}-row CSV (2 URLs a row) each, "
+            "all at the first poll",
+            per_mode(
+                lambda x: (
+                    f"p50 {x['crowd']['polls']['p50_ms']:.0f} ms, **p99 {x['crowd']['polls']['p99_ms']:.0f} ms**, "
+                    f"max {x['crowd']['polls']['max_ms']:.0f} ms ({x['crowd']['polls']['requests']} answered, "
+                    f"**{x['crowd']['polls']['timeouts']} timed out** (> {x['crowd']['timeout_s']:.0f} s), "
+                    f"{x['crowd']['polls']['errors'] - x['crowd']['polls']['timeouts']} failed)"
+                )
+            ),
+            "embedded: 0 timed out, p99 < 1 s",
+            crowd_ok(r["embedded"]) if "embedded" in r else None,
+        )
+        row(
+            "",
+            "… the uploads: accepted; POST /upload latency",
+            per_mode(
+                lambda x: (
+                    f"{x['crowd']['uploads']['accepted']}/{x['crowd']['uploads']['uploads']}; "
+                    f"p50 {x['crowd']['uploads']['p50_s']:.2f} s, max {x['crowd']['uploads']['max_s']:.2f} s"
+                )
+            ),
+        )
 
     # 7. compression
     def comp(kind: str):
@@ -146,27 +247,60 @@ def render(r: dict) -> str:
             e = x[f"e2e_{kind}"]
             if not e["encodes"]:
                 return "no image done"
-            return (f"**{statistics.fmean(e['encodes']):.2f}** mean, {max(e['encodes'])} max; "
-                    f"q{min(e['qualities'])}–{max(e['qualities'])} (mean {statistics.fmean(e['qualities']):.0f}); "
-                    f"bytes ≤ {max(e['ratios']):.3f}; {'/'.join(e['formats'])}; {e['done']}/{e['images']} done")
+            return (
+                f"**{statistics.fmean(e['encodes']):.2f}** mean, {max(e['encodes'])} max; "
+                f"q{min(e['qualities'])}–{max(e['qualities'])} (mean {statistics.fmean(e['qualities']):.0f}); "
+                f"bytes ≤ {max(e['ratios']):.3f}; {'/'.join(e['formats'])}; {e['done']}/{e['images']} done"
+            )
+
         return cell
-    ok = all(statistics.fmean(r[m]["e2e_jpeg"]["encodes"] or [99]) <= 3 and max(r[m]["e2e_jpeg"]["ratios"] or [1]) <= 0.5
-             and r[m]["e2e_jpeg"]["done"] == r[m]["e2e_jpeg"]["images"] for m in modes if m in r)
-    row(SECTIONS[6], "JPEG set: full-size encodes per image; quality; output/input; formats", per_mode(comp("jpeg")),
-        "≤ 3 mean, every output ≤ 0.5", ok)
-    row("", "PNG set: same", per_mode(comp("png")), "every output ≤ 0.5",
-        all(max(r[m]["e2e_png"]["ratios"] or [1]) <= 0.5 for m in modes if m in r))
+
+    ok = all(
+        statistics.fmean(r[m]["e2e_jpeg"]["encodes"] or [99]) <= 3
+        and max(r[m]["e2e_jpeg"]["ratios"] or [1]) <= 0.5
+        and r[m]["e2e_jpeg"]["done"] == r[m]["e2e_jpeg"]["images"]
+        for m in modes
+        if m in r
+    )
+    row(
+        SECTIONS[6],
+        "JPEG set: full-size encodes per image; quality; output/input; formats",
+        per_mode(comp("jpeg")),
+        "≤ 3 mean, every output ≤ 0.5",
+        ok,
+    )
+    row(
+        "",
+        "PNG set: same",
+        per_mode(comp("png")),
+        "every output ≤ 0.5",
+        all(max(r[m]["e2e_png"]["ratios"] or [1]) <= 0.5 for m in modes if m in r),
+    )
     by_q: dict[int, list] = {}
     for name, d in r["direct"].items():
         if name.startswith("jpeg/"):
-            q = next(i for i in r["corpus_items"] if i["name"] == name)["source_quality"] if "corpus_items" in r else None
+            q = (
+                next(i for i in r["corpus_items"] if i["name"] == name)["source_quality"]
+                if "corpus_items" in r
+                else None
+            )
             by_q.setdefault(q, []).append(d)
     best = sum(d["best"] for d in r["direct"].values())
     jpeg_direct = [d for name, d in r["direct"].items() if name.startswith("jpeg/")]
-    row("", "same images compressed in the bench process: best quality (q+1 overflows); full-size + probe "
-            "encodes (a probe is 1/8 or 1/4 of the rows) by source quality",
-        [f"{best}/{len(r['direct'])} best; " + "; ".join(
-            f"q{q}: {statistics.fmean(d['encodes'] for d in ds):.1f} + {statistics.fmean(d.get('probe_encodes', 0) for d in ds):.1f}"
-            f" encodes → q{min(d['quality'] for d in ds)}–{max(d['quality'] for d in ds)}"
-            for q, ds in sorted(by_q.items(), key=lambda kv: kv[0] or 0)) if jpeg_direct else ""] * len(modes))
+    row(
+        "",
+        "same images compressed in the bench process: best quality (q+1 overflows); full-size + probe "
+        "encodes (a probe is 1/8 or 1/4 of the rows) by source quality",
+        [
+            f"{best}/{len(r['direct'])} best; "
+            + "; ".join(
+                f"q{q}: {statistics.fmean(d['encodes'] for d in ds):.1f} + {statistics.fmean(d.get('probe_encodes', 0) for d in ds):.1f}"
+                f" encodes → q{min(d['quality'] for d in ds)}–{max(d['quality'] for d in ds)}"
+                for q, ds in sorted(by_q.items(), key=lambda kv: kv[0] or 0)
+            )
+            if jpeg_direct
+            else ""
+        ]
+        * len(modes),
+    )
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ Importing the package is cheap on purpose: gunicorn's config and the CLI import 
 or ``pixshift.cli`` before eventlet patches the standard library, so Flask, SQLAlchemy and the
 rest load only in ``create_app``.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -50,11 +51,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     # Batch mode lets Alembic change SQLite tables (it recreates them) as well as PostgreSQL's.
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
-    socketio.init_app(app, message_queue=app.config["REDIS_URL"],
-                      channel=f"{app.config['QUEUE_NAME']}:socketio", async_mode=app.config.get("ASYNC_MODE", "threading"))
+    socketio.init_app(
+        app,
+        message_queue=app.config["REDIS_URL"],
+        channel=f"{app.config['QUEUE_NAME']}:socketio",
+        async_mode=app.config.get("ASYNC_MODE", "threading"),
+    )
     app.extensions["pixshift"] = _runtime(app)
 
     from . import api, downloads, errors, logs, security, web
+
     logs.init_app(app)
     security.init_app(app)
     app.register_blueprint(errors.bp)
@@ -77,13 +83,20 @@ def _runtime(app: Flask):
         store=make_store(c["MEDIA_URL"], c["MEDIA_ROOT"], c["S3_ENDPOINT_URL"]),
         bus=make_bus(c["REDIS_URL"], c["QUEUE_NAME"]),
         fetch_policy=FetchPolicy.from_config(c),
-        ratio=c["COMPRESSION_RATIO"], min_quality=c["MIN_QUALITY"], max_quality=c["MAX_QUALITY"],
-        max_pixels=c["MAX_IMAGE_PIXELS"], thumbnail_size=c["THUMBNAIL_SIZE"],
-        lease_seconds=c["LEASE_SECONDS"], max_attempts=c["MAX_ATTEMPTS"], retry_delay=c["RETRY_DELAY"],
-        cpu_slots=c["CPU_SLOTS"], host_slots=HostSlots(c["HOST_CONCURRENCY"]),
+        ratio=c["COMPRESSION_RATIO"],
+        min_quality=c["MIN_QUALITY"],
+        max_quality=c["MAX_QUALITY"],
+        max_pixels=c["MAX_IMAGE_PIXELS"],
+        thumbnail_size=c["THUMBNAIL_SIZE"],
+        lease_seconds=c["LEASE_SECONDS"],
+        max_attempts=c["MAX_ATTEMPTS"],
+        retry_delay=c["RETRY_DELAY"],
+        cpu_slots=c["CPU_SLOTS"],
+        host_slots=HostSlots(c["HOST_CONCURRENCY"]),
         image_cpu_seconds=c["IMAGE_CPU_SECONDS"],
-        webhooks=WebhookSettings(secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"],
-                                 schedule=c["WEBHOOK_RETRY_SCHEDULE"]),
+        webhooks=WebhookSettings(
+            secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"], schedule=c["WEBHOOK_RETRY_SCHEDULE"]
+        ),
         base_url=c["PUBLIC_BASE_URL"] or f"http://{_reachable(c['HOST'])}:{c['PORT']}",
     )
 

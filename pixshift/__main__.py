@@ -3,6 +3,7 @@
 gunicorn serves it (``pixshift/server.py``): this process is its arbiter, and one worker process
 runs the app with the Huey consumer's threads beside the request threads.
 """
+
 from __future__ import annotations
 
 from . import logs

@@ -23,6 +23,7 @@ kills the child once the image has used its budget. A child that holds an image 
 wall time without using it (blocked, or starved of CPU) is killed too, as a retryable
 ``worker_stalled``, so no slot is held for ever.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,16 @@ _lock = threading.Lock()
 _pools: dict[int, _Pool] = {}
 
 
-def run(fn: Callable[..., T], /, *args: object, processes: int, cpu_seconds: float | None = None,
-        heartbeat: Callable[[], object] | None = None, heartbeat_seconds: float = 60.0, **kwargs: object) -> T:
+def run(
+    fn: Callable[..., T],
+    /,
+    *args: object,
+    processes: int,
+    cpu_seconds: float | None = None,
+    heartbeat: Callable[[], object] | None = None,
+    heartbeat_seconds: float = 60.0,
+    **kwargs: object,
+) -> T:
     """``fn(*args, **kwargs)`` in a child process; its exceptions are raised here as they are.
 
     ``fn`` and its arguments must pickle (a module-level function, bytes, numbers). The child may

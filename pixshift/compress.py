@@ -83,7 +83,6 @@ _JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 
 
-
 class _Scratch(threading.local):
     file: IO[bytes]  # the encode buffer of this thread
     pid: int  # the process that opened it (a forked child must open its own)
@@ -129,8 +128,9 @@ def compress_to_ratio(
     """Re-encode `data` to at most floor(len(data) * ratio) bytes at the highest quality that fits.
 
     JPEG stays JPEG, WebP stays WebP, images with real transparency become WebP (lossy colour,
-    lossless alpha), the rest becomes JPEG. Only if min_quality does not fit is the image downscaled. Raises ImageFailure
-    ("not_an_image", "corrupt_image", "too_many_pixels", "too_costly", "unsupported_image", "cannot_compress").
+    lossless alpha), the rest becomes JPEG. Only if min_quality does not fit is the image downscaled.
+    Raises ImageFailure ("not_an_image", "corrupt_image", "too_many_pixels", "too_costly",
+    "unsupported_image", "cannot_compress").
     A JPEG of more than ``max_scans`` scans is refused before decoding.
     """
     _check_arguments(ratio, max_pixels, min_quality, max_quality, thumbnail_size, max_scans)
@@ -225,7 +225,7 @@ def _too_many_scans(data: bytes, limit: int) -> bool:
         if code == 0xDA:
             scans += 1
         if code not in _JPEG_STANDALONE:
-            pos += int.from_bytes(data[pos:pos + 2], "big")
+            pos += int.from_bytes(data[pos : pos + 2], "big")
     return scans > limit
 
 
@@ -236,8 +236,7 @@ def _pillow_bomb(error: Exception, max_pixels: int | None) -> ImageFailure:
     if found and max_pixels is not None and int(found[1]) > max_pixels:
         return ImageFailure(
             "too_many_pixels",
-            f"the image size {_megapixels(int(found[1]))} MP "
-            f"exceeds the limit of {_megapixels(max_pixels)} MP",
+            f"the image size {_megapixels(int(found[1]))} MP exceeds the limit of {_megapixels(max_pixels)} MP",
         )
     return ImageFailure("too_many_pixels", f"Pillow refuses the image as a decompression bomb: {error}")
 
@@ -428,8 +427,9 @@ def _fit(
         )
     slope = _default_slope(fmt, prior[0] if prior else None)
     # The probe's estimate rests on JPEG's fixed block coding; WebP adapts to the whole picture.
-    found, probes = _search_with_probe(image, encode, budget, smallest, qmin, qmax, prior, slope) \
-        if fmt == "JPEG" else (None, 0)
+    found, probes = (
+        _search_with_probe(image, encode, budget, smallest, qmin, qmax, prior, slope) if fmt == "JPEG" else (None, 0)
+    )
     if found is not None:
         found_output, quality, encodes = found
         return found_output, quality, image.size, encodes, probes
@@ -502,7 +502,9 @@ def _search_with_probe(
     quality: int | None = qmax if prior is None else None
     while hi - lo > 1 and encodes < _MAX_CONFIRMING_ENCODES:
         if quality is None:  # search the probe for the next quality to confirm
-            _, quality, _ = _search_quality(probe, encode_probe, probe_budget, lo + 1, hi - 1, probe_prior, slope, sizes)
+            _, quality, _ = _search_quality(
+                probe, encode_probe, probe_budget, lo + 1, hi - 1, probe_prior, slope, sizes
+            )
             if quality <= lo:
                 break  # nothing above the last fit is predicted to fit
         data = encode(image, quality)
@@ -614,9 +616,7 @@ def _point(quality: float, nbytes: int) -> tuple[float, float]:
     return math.log(_table_scale(quality)), math.log(nbytes)
 
 
-def _interpolate(
-    below: tuple[float, float], above: tuple[float, float], target: float, last_fits: list[bool]
-) -> float:
+def _interpolate(below: tuple[float, float], above: tuple[float, float], target: float, last_fits: list[bool]) -> float:
     """Regula falsi; when the same end was kept twice, halve its pull (Illinois), so a curved
     stretch cannot make the search creep one quality step at a time."""
     if last_fits == [True, True]:

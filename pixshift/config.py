@@ -4,6 +4,7 @@ Every setting is documented in README.md's configuration table. Nothing else in 
 reads ``os.environ`` (the ``pixshift`` CLI, a client, reads its own ``PIXSHIFT_SERVER`` and
 ``PIXSHIFT_TOKEN``; boto3 reads the standard ``AWS_*`` credentials).
 """
+
 from __future__ import annotations
 
 import os
@@ -119,7 +120,9 @@ class Config:
         self.WEBHOOK_TIMEOUT = _float("PIXSHIFT_WEBHOOK_TIMEOUT", 10.0)
         # Seconds between attempts (Standard Webhooks' schedule): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
         self.WEBHOOK_RETRY_SCHEDULE = tuple(
-            float(x) for x in (_env("PIXSHIFT_WEBHOOK_RETRY_SCHEDULE") or "5,300,1800,7200,18000,36000,36000").split(","))
+            float(x)
+            for x in (_env("PIXSHIFT_WEBHOOK_RETRY_SCHEDULE") or "5,300,1800,7200,18000,36000,36000").split(",")
+        )
 
         self.STATUS_PAGE_SIZE = _int("PIXSHIFT_STATUS_PAGE_SIZE", 100)
         # How long a rendered status page of an unfinished request may be served again (0: never).
@@ -149,5 +152,5 @@ def _database_url(url: str) -> str:
     """Route plain postgres URLs to psycopg 3, the driver PixShift ships with."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url

@@ -12,15 +12,17 @@ named, so every problem is listed and none by a byte offset.
 An upload is read twice as a stream, so memory does not grow with the file: ``validate`` checks it
 all and keeps only problems and counts, then ``read_products`` yields its rows to be stored.
 """
+
 from __future__ import annotations
 
 import codecs
 import csv
 import io
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Iterator, TextIO
+from typing import IO, TextIO
 
 from .urls import url_problem
 
@@ -195,8 +197,10 @@ def _not_text(cells: list[str], names: dict[int, str] | None) -> str | None:
             where = (names or {}).get(index) or f"column {index + 1}"
             if match.group() == "\x00":
                 return f"a NUL byte in {where}; CSV text cannot hold one (is the file UTF-16?); save it as CSV UTF-8"
-            return (f"the file is not UTF-8 text (byte 0x{ord(match.group()) - 0xDC00:02x} in {where}); "
-                    "save it as CSV UTF-8")
+            return (
+                f"the file is not UTF-8 text (byte 0x{ord(match.group()) - 0xDC00:02x} in {where}); "
+                "save it as CSV UTF-8"
+            )
     return None
 
 
@@ -206,8 +210,14 @@ def _read_header(header: list[str], problems: _Collector) -> dict[str, int] | No
         name = _KEYS.get(raw.strip().casefold())
         if name is None:
             label = raw.strip() or f"column {index + 1} (empty)"
-            hint = next((f" (is the file separated by {sep} instead of commas?)" for key, sep in
-                         ((";", "semicolons"), ("\t", "tabs")) if key in label), "")
+            hint = next(
+                (
+                    f" (is the file separated by {sep} instead of commas?)"
+                    for key, sep in ((";", "semicolons"), ("\t", "tabs"))
+                    if key in label
+                ),
+                "",
+            )
             problems.add(1, label, f"unexpected column {label[:80]!r}; the columns are: " + ", ".join(COLUMNS) + hint)
         elif name in order:
             problems.add(1, name, f"column {name!r} appears more than once")
@@ -219,12 +229,19 @@ def _read_header(header: list[str], problems: _Collector) -> dict[str, int] | No
     return None if problems.problems else order
 
 
-def _check_row(row: int, cells: list[str], order: dict[str, int], problems: _Collector,
-               limits: Limits, seen_serials: dict[int, int]) -> int:
+def _check_row(
+    row: int,
+    cells: list[str],
+    order: dict[str, int],
+    problems: _Collector,
+    limits: Limits,
+    seen_serials: dict[int, int],
+) -> int:
     """Add the row's problems; return its number of images (0 if it has a problem)."""
     if len(cells) != len(order):
-        problems.add(row, None, f"expected {len(order)} cells, found {len(cells)}"
-                                " (is a list of URLs missing its quotes?)")
+        problems.add(
+            row, None, f"expected {len(order)} cells, found {len(cells)} (is a list of URLs missing its quotes?)"
+        )
         return 0
     before = len(problems.problems)
     _read_serial(row, cells[order[COLUMNS[0]]], problems, seen_serials)
@@ -280,5 +297,3 @@ def _serial(text: str) -> int:
 
 def _split_urls(raw: str) -> tuple[str, ...]:
     return tuple(u.strip() for u in raw.split(","))
-
-

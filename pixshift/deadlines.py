@@ -8,6 +8,7 @@ when the deadline passes, which wakes a read blocked at any phase (TCP, TLS hand
 line, headers, body) with an error or an end of stream. The caller then asks ``expired`` to
 tell a deadline from a broken peer. Name resolution is the system resolver's and not covered.
 """
+
 from __future__ import annotations
 
 import heapq

@@ -1,4 +1,5 @@
 """Deleting a request: its rows, and the stored objects no other request still uses."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -18,8 +19,7 @@ def delete_request(req: Request, store: MediaStore) -> int:
     request may share it. An upload storing the same bytes at the same moment could lose its
     object; that image then reads as missing (503), which is why only finished requests go.
     """
-    keys = {k for row in db.session.execute(select(*_KEY_COLUMNS).where(Image.request_id == req.id))
-            for k in row if k}
+    keys = {k for row in db.session.execute(select(*_KEY_COLUMNS).where(Image.request_id == req.id)) for k in row if k}
     db.session.delete(req)
     db.session.commit()
     if not keys:

@@ -1,10 +1,11 @@
 """File downloads: the output CSV and the stored images at their stable public names."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, redirect, request, stream_with_context
 
 from .failures import Unavailable
-from .lookup import finished_request, find_media
+from .lookup import find_media, finished_request
 from .reporting import output_csv_lines
 from .request_context import public_base
 from .security import can_see
@@ -16,8 +17,11 @@ bp = Blueprint("downloads", __name__)
 def output_csv(request_id: str):
     req = finished_request(request_id, can_see, "the CSV is ready")
     lines = output_csv_lines(req, public_base())
-    return Response(stream_with_context(lines), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="pixshift-{req.id}.csv"'})
+    return Response(
+        stream_with_context(lines),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="pixshift-{req.id}.csv"'},
+    )
 
 
 @bp.get("/media/<request_id>/<name>")
@@ -32,8 +36,7 @@ def serve_media(key: str, mimetype: str):
     keep them for good. Byte ranges are served from the store without reading the whole object.
     """
     store = current_app.extensions["pixshift"].store
-    headers = {"ETag": f'"{key}"', "Cache-Control": "public, max-age=31536000, immutable",
-               "Accept-Ranges": "bytes"}
+    headers = {"ETag": f'"{key}"', "Cache-Control": "public, max-age=31536000, immutable", "Accept-Ranges": "bytes"}
     if request.if_none_match.contains(key):
         return Response(status=304, headers=headers)
     if current_app.config["MEDIA_DELIVERY"] == "presigned":

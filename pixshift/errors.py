@@ -4,6 +4,7 @@ or an error page for a browser; nothing leaks a stack trace.
 Services and routes raise (``pixshift.failures``); this is the only place that turns a failure
 into a response.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
@@ -14,8 +15,13 @@ from .failures import Failure, InvalidInput, NotAuthenticated, NotFinished, NotF
 
 bp = Blueprint("errors", __name__)
 
-_STATUS: dict[type[Failure], int] = {InvalidInput: 400, NotAuthenticated: 401, NotFound: 404, NotFinished: 409,
-                                     Unavailable: 503}
+_STATUS: dict[type[Failure], int] = {
+    InvalidInput: 400,
+    NotAuthenticated: 401,
+    NotFound: 404,
+    NotFinished: 409,
+    Unavailable: 503,
+}
 _RETRY_AFTER = {NotFinished: "5", Unavailable: "10"}
 _HTTP_CODES = {413: "too_large", 404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
 
@@ -53,8 +59,13 @@ def failure(exc: Failure):
 
 @bp.app_errorhandler(CsvRejected)
 def csv_rejected(exc: CsvRejected):
-    return _respond(400, "invalid_csv", "the CSV was not accepted; nothing was stored",
-                    details=[p.as_dict() for p in exc.problems], truncated=exc.truncated)
+    return _respond(
+        400,
+        "invalid_csv",
+        "the CSV was not accepted; nothing was stored",
+        details=[p.as_dict() for p in exc.problems],
+        truncated=exc.truncated,
+    )
 
 
 @bp.app_errorhandler(HTTPException)

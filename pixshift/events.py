@@ -4,6 +4,7 @@ With ``REDIS_URL`` it is Redis pub/sub, so consumers on any machine reach every 
 without it, an in-process fan-out for the embedded default. Events are fire-and-forget
 JSON objects: a subscriber that is not listening misses them and reads a snapshot instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ Event = dict[str, object]  # a JSON object: "type", "request_id" and what that t
 class EventBus(Protocol):
     def publish(self, request_id: str, event: Event) -> None: ...
 
-    def subscribe(self) -> "Subscription": ...
+    def subscribe(self) -> Subscription: ...
 
 
 class Subscription(Protocol):
@@ -43,7 +44,7 @@ class LocalBus:
         for q in subscribers:
             q.put((request_id, event))
 
-    def subscribe(self) -> "LocalSubscription":
+    def subscribe(self) -> LocalSubscription:
         q: queue.SimpleQueue[tuple[str, Event]] = queue.SimpleQueue()
         with self._lock:
             self._subscribers.append(q)
@@ -80,7 +81,7 @@ class RedisBus:
     def publish(self, request_id: str, event: Event) -> None:
         self._redis.publish(self._prefix + request_id, json.dumps(event, separators=(",", ":")))
 
-    def subscribe(self) -> "RedisSubscription":
+    def subscribe(self) -> RedisSubscription:
         pubsub = redis.Redis.from_url(self._url).pubsub(ignore_subscribe_messages=True)
         pubsub.psubscribe(self._prefix + "*")
         return RedisSubscription(pubsub, len(self._prefix))
@@ -96,7 +97,7 @@ class RedisSubscription:
             return None
         channel: str = message["channel"].decode()
         event: Event = json.loads(message["data"])
-        return channel[self._prefix_len:], event
+        return channel[self._prefix_len :], event
 
     def close(self) -> None:
         self._pubsub.close()

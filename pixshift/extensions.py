@@ -1,4 +1,5 @@
 """Extension objects, bound to an app in ``create_app`` so any module can import them."""
+
 import sqlite3
 
 from flask_migrate import Migrate

@@ -17,7 +17,11 @@ class Failure(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
-    def __reduce__(self) -> tuple[type["Failure"], tuple[str, str], dict[str, bool]]:  # pickles whole, so it crosses back from a compression child process
+    def __reduce__(
+        self,
+    ) -> tuple[
+        type["Failure"], tuple[str, str], dict[str, bool]
+    ]:  # pickles whole, so it crosses back from a compression child process
         return type(self), (self.code, self.message), {"retryable": self.retryable}
 
 
@@ -42,7 +46,9 @@ class DeliveryFailure(Failure):
 class InvalidInput(Failure):
     """The caller's input is wrong (400); ``details`` lists problems by row and column."""
 
-    def __init__(self, code: str, message: str, *, details: list[dict[str, object]] | None = None, **extra: object) -> None:
+    def __init__(
+        self, code: str, message: str, *, details: list[dict[str, object]] | None = None, **extra: object
+    ) -> None:
         super().__init__(code, message)
         self.details = details
         self.extra = extra

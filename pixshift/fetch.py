@@ -47,9 +47,15 @@ class FetchPolicy:
 
     @classmethod
     def from_config(cls, c: Mapping[str, Any]) -> FetchPolicy:
-        return cls(allow_private=c["ALLOW_PRIVATE_URLS"], max_bytes=c["MAX_IMAGE_BYTES"],
-                   connect_timeout=c["CONNECT_TIMEOUT"], read_timeout=c["READ_TIMEOUT"],
-                   total_timeout=c["DOWNLOAD_TIMEOUT"], retries=c["DOWNLOAD_RETRIES"], backoff=c["DOWNLOAD_BACKOFF"])
+        return cls(
+            allow_private=c["ALLOW_PRIVATE_URLS"],
+            max_bytes=c["MAX_IMAGE_BYTES"],
+            connect_timeout=c["CONNECT_TIMEOUT"],
+            read_timeout=c["READ_TIMEOUT"],
+            total_timeout=c["DOWNLOAD_TIMEOUT"],
+            retries=c["DOWNLOAD_RETRIES"],
+            backoff=c["DOWNLOAD_BACKOFF"],
+        )
 
     def __post_init__(self) -> None:
         positive = ("max_bytes", "connect_timeout", "read_timeout", "total_timeout")
@@ -113,8 +119,14 @@ def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
                     raise retry.failure from None
                 time.sleep(delay)
                 continue
-            return Fetched(data=data, url=final_url, status=status, content_type=content_type,
-                           attempts=attempt, elapsed=time.monotonic() - started)
+            return Fetched(
+                data=data,
+                url=final_url,
+                status=status,
+                content_type=content_type,
+                attempts=attempt,
+                elapsed=time.monotonic() - started,
+            )
 
 
 def _validate(url: str) -> None:
@@ -137,8 +149,9 @@ def _backoff_delay(attempt: int, policy: FetchPolicy, retry_after: float | None)
     return random.uniform(delay / 2, delay)
 
 
-def _attempt(session: requests.Session, url: str, policy: FetchPolicy,
-             limit: deadlines.Limit) -> tuple[str, int, str | None, bytes]:
+def _attempt(
+    session: requests.Session, url: str, policy: FetchPolicy, limit: deadlines.Limit
+) -> tuple[str, int, str | None, bytes]:
     """One try: follow redirects from `url` and read the body."""
     current = url
     for _hop in range(policy.max_redirects + 1):
@@ -156,12 +169,12 @@ def _attempt(session: requests.Session, url: str, policy: FetchPolicy,
             return current, response.status_code, response.headers.get("Content-Type"), data
         finally:
             response.close()  # unread error and redirect bodies are dropped with the connection
-    raise ImageFailure("too_many_redirects",
-                       f"the image URL redirected more than {policy.max_redirects} times")
+    raise ImageFailure("too_many_redirects", f"the image URL redirected more than {policy.max_redirects} times")
 
 
-def _request(session: requests.Session, url: str, host: str, policy: FetchPolicy,
-             limit: deadlines.Limit) -> requests.Response:
+def _request(
+    session: requests.Session, url: str, host: str, policy: FetchPolicy, limit: deadlines.Limit
+) -> requests.Response:
     remaining = limit.remaining()
     if remaining <= 0:
         raise _Retry(_deadline_failure(policy))
@@ -175,8 +188,7 @@ def _request(session: requests.Session, url: str, host: str, policy: FetchPolicy
         )
     except outbound.InvalidIPAddress as exc:
         raise _image_failure(outbound.blocked(exc.args[0] if exc.args else "?", host)) from None
-    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-            requests.exceptions.MissingSchema):
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
         raise ImageFailure("invalid_url", "the image URL is not a valid URL") from None
     except requests.RequestException as exc:
         if limit.expired:  # the deadline shut the socket under a trickling status line or headers
@@ -238,8 +250,9 @@ def _http_failure(response: requests.Response) -> Exception:
         phrase = " " + HTTPStatus(status).phrase
     except ValueError:
         phrase = ""  # the server's own reason text is not shown to people
-    failure = ImageFailure(f"http_{status}", f"the image server answered {status}{phrase}",
-                           retryable=status == 429 or status >= 500)
+    failure = ImageFailure(
+        f"http_{status}", f"the image server answered {status}{phrase}", retryable=status == 429 or status >= 500
+    )
     if not failure.retryable:
         return failure
     value = response.headers.get("Retry-After", "").strip()
@@ -255,13 +268,13 @@ def _too_large(policy: FetchPolicy) -> ImageFailure:
 
 
 def _deadline_failure(policy: FetchPolicy) -> ImageFailure:
-    return ImageFailure("timeout", f"downloading the image took longer than {policy.total_timeout:g} s",
-                        retryable=True)
+    return ImageFailure("timeout", f"downloading the image took longer than {policy.total_timeout:g} s", retryable=True)
 
 
 def _read_timeout_failure(host: str, policy: FetchPolicy) -> ImageFailure:
-    return ImageFailure("timeout", f"the image server at {host} sent nothing for {policy.read_timeout:g} s",
-                        retryable=True)
+    return ImageFailure(
+        "timeout", f"the image server at {host} sent nothing for {policy.read_timeout:g} s", retryable=True
+    )
 
 
 def _image_failure(refused: UrlRefused) -> ImageFailure | _Retry:

@@ -1,4 +1,5 @@
 """Image formats as PixShift names them: Pillow's format name, file extension and MIME type, in one table."""
+
 from __future__ import annotations
 
 # Pillow format -> (extension, MIME type). Anything else is stored and served as opaque bytes.
@@ -11,8 +12,8 @@ _FORMATS = {
     "BMP": ("bmp", "image/bmp"),
 }
 OPAQUE = ("bin", "application/octet-stream")
-EXTENSIONS = tuple(ext for ext, _ in _FORMATS.values()) + (OPAQUE[0],)
-_BY_EXTENSION = {ext: mime for ext, mime in _FORMATS.values()}
+EXTENSIONS = (*tuple(ext for ext, _ in _FORMATS.values()), OPAQUE[0])
+_BY_EXTENSION = dict(_FORMATS.values())
 
 
 def extension(fmt: str | None) -> str:

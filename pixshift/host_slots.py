@@ -8,6 +8,7 @@ to be enqueued again. Scrapy's per-domain concurrency does the same for crawlers
 servers see a polite client. Parked images of a process that dies are found by the sweep, like
 any queued image whose task was lost.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,14 +1,15 @@
 """Taking an upload: validate the CSV, store it as a request with its products and images in one
 transaction, and enqueue it; all or nothing."""
+
 from __future__ import annotations
 
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import IO, TYPE_CHECKING, Iterable, Iterator, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from sqlalchemy import select
 
@@ -17,10 +18,10 @@ if TYPE_CHECKING:
     from psycopg.rows import TupleRow
 
 from .csv_input import Limits, ProductRow, read_products, validate
-from .urls import url_problem
 from .extensions import db
 from .failures import InvalidInput, Unavailable
 from .models import ImageState, Product, Request
+from .urls import url_problem
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,16 @@ class Accepted:
     images: int
 
 
-def accept_upload(stream: IO[bytes] | None, filename: str | None, webhook_url: str | None, *, limits: Limits,
-                  owner: str | None, base_url: str, enqueue: Callable[[str], object]) -> Accepted:
+def accept_upload(
+    stream: IO[bytes] | None,
+    filename: str | None,
+    webhook_url: str | None,
+    *,
+    limits: Limits,
+    owner: str | None,
+    base_url: str,
+    enqueue: Callable[[str], object],
+) -> Accepted:
     """Validate, store and enqueue one CSV (``stream`` seekable: it is read twice, nothing per row
     held). Raises InvalidInput, CsvRejected, or Unavailable when the queue is unreachable (then
     nothing stays stored)."""
@@ -54,8 +63,9 @@ def accept_upload(stream: IO[bytes] | None, filename: str | None, webhook_url: s
         raise InvalidInput("invalid_webhook_url", f"webhook_url: {problem}")
     with _upload_slots:
         totals = validate(stream, limits)  # first pass: every problem, or CsvRejected
-        request_id = create_request(read_products(stream), filename=filename, webhook_url=webhook_url,
-                                    owner=owner, base_url=base_url)
+        request_id = create_request(
+            read_products(stream), filename=filename, webhook_url=webhook_url, owner=owner, base_url=base_url
+        )
     try:
         enqueue(request_id)
     except Exception:
@@ -66,15 +76,27 @@ def accept_upload(stream: IO[bytes] | None, filename: str | None, webhook_url: s
     return Accepted(request_id, totals.products, totals.images)
 
 
-def create_request(rows: Iterable[ProductRow], *, filename: str | None, webhook_url: str | None,
-                   owner: str | None = None, base_url: str | None = None) -> str:
+def create_request(
+    rows: Iterable[ProductRow],
+    *,
+    filename: str | None,
+    webhook_url: str | None,
+    owner: str | None = None,
+    base_url: str | None = None,
+) -> str:
     """Insert the request and its products and images, all or nothing, and return its id (a random
     UUID: unguessable). ``rows`` may be an iterator over the upload (the second pass): it is
     inserted as it is read, in batches, so memory does not grow with the file."""
     request_id = str(uuid.uuid4())
     filename = "".join(c for c in (filename or "") if c.isprintable())[:255]  # no NUL or controls
-    request = Request(id=request_id, filename=filename or None, webhook_url=webhook_url, owner=owner,
-                      base_url=base_url, product_count=0)
+    request = Request(
+        id=request_id,
+        filename=filename or None,
+        webhook_url=webhook_url,
+        owner=owner,
+        base_url=base_url,
+        product_count=0,
+    )
     db.session.add(request)
     try:
         db.session.flush()
@@ -98,7 +120,9 @@ def _batches(rows: Iterable[ProductRow]) -> Iterator[tuple[int, list[ProductRow]
 
 
 _PRODUCTS_SQL = 'INSERT INTO products (request_id, "position", "row", serial_number, name) VALUES (?, ?, ?, ?, ?)'
-_IMAGES_SQL = 'INSERT INTO images (request_id, product_id, "position", input_url, state, attempts) VALUES (?, ?, ?, ?, ?, 0)'
+_IMAGES_SQL = (
+    'INSERT INTO images (request_id, product_id, "position", input_url, state, attempts) VALUES (?, ?, ?, ?, ?, 0)'
+)
 
 
 def _insert_sqlite(request_id: str, rows: Iterable[ProductRow]) -> tuple[int, int]:
@@ -109,13 +133,17 @@ def _insert_sqlite(request_id: str, rows: Iterable[ProductRow]) -> tuple[int, in
     queued = ImageState.QUEUED.value
     products = images = 0
     for start, batch in _batches(rows):
-        connection.exec_driver_sql(_PRODUCTS_SQL, [(request_id, start + i, r.row, r.serial_number, r.name)
-                                                   for i, r in enumerate(batch)])
+        connection.exec_driver_sql(
+            _PRODUCTS_SQL, [(request_id, start + i, r.row, r.serial_number, r.name) for i, r in enumerate(batch)]
+        )
         product_ids = db.session.scalars(
-            select(Product.id).where(Product.request_id == request_id, Product.position >= start)
-            .order_by(Product.position)).all()
-        image_rows = [(request_id, pid, n, url, queued) for pid, r in zip(product_ids, batch)
-                      for n, url in enumerate(r.urls)]
+            select(Product.id)
+            .where(Product.request_id == request_id, Product.position >= start)
+            .order_by(Product.position)
+        ).all()
+        image_rows = [
+            (request_id, pid, n, url, queued) for pid, r in zip(product_ids, batch) for n, url in enumerate(r.urls)
+        ]
         connection.exec_driver_sql(_IMAGES_SQL, image_rows)
         products, images = products + len(batch), images + len(image_rows)
     return products, images
@@ -155,10 +183,19 @@ def _insert_postgresql(request_id: str, rows: Iterable[ProductRow]) -> tuple[int
                 product += [position] * len(r.urls)
                 n += range(len(r.urls))
                 url += r.urls
-            cursor.execute(_PG_INSERT, {
-                "request_id": request_id, "position": list(range(start, start + len(batch))),
-                "row": [r.row for r in batch], "serial_number": [r.serial_number for r in batch],
-                "name": [r.name for r in batch], "product": product, "n": n, "url": url,
-                "state": ImageState.QUEUED.value})
+            cursor.execute(
+                _PG_INSERT,
+                {
+                    "request_id": request_id,
+                    "position": list(range(start, start + len(batch))),
+                    "row": [r.row for r in batch],
+                    "serial_number": [r.serial_number for r in batch],
+                    "name": [r.name for r in batch],
+                    "product": product,
+                    "n": n,
+                    "url": url,
+                    "state": ImageState.QUEUED.value,
+                },
+            )
             products, images = products + len(batch), images + len(url)
     return products, images

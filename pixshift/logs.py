@@ -4,6 +4,7 @@ Every HTTP response carries ``X-Request-ID`` (the caller's, if it sent a sane on
 one); each log line written while serving it, or while a task works on an image, carries the
 ids in context, so one grep follows an image from upload to webhook.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -11,10 +12,15 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from flask import Flask, g, request
 
-_context: contextvars.ContextVar[dict] = contextvars.ContextVar("pixshift_log_context", default={})
+# The default is an empty mapping that is never changed: bind() builds a new dict each time.
+_context: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
+    "pixshift_log_context", default=MappingProxyType({})
+)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 FIELDS = ("http_request_id", "request_id", "image_id")
 
@@ -38,8 +44,12 @@ class ContextFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-               "message": record.getMessage()}
+        doc = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         doc.update({f: getattr(record, f) for f in FIELDS if getattr(record, f, None) is not None})
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
@@ -57,8 +67,9 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     """Set up the root logger once per process (``python -m pixshift``, gunicorn, consumers)."""
     handler = logging.StreamHandler()
     handler.addFilter(ContextFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

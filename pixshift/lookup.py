@@ -4,6 +4,7 @@ A malformed id is invalid input; an id that does not exist, or that belongs to a
 may not see, is not found (the same answer, so ids of others cannot be probed). ``can_see`` is the
 caller's visibility rule (``security.can_see``): services know no HTTP request.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -37,8 +38,9 @@ def finished_request(request_id: str, can_see: CanSee, action: str) -> Request:
     """The request if it has finished; else NotFinished naming what waits for it."""
     req = find_request(request_id, can_see)
     if not is_finished(req):
-        raise NotFinished("not_finished", f"request {req.id} is {req.state}; {action} once every image "
-                                          "is done or failed")
+        raise NotFinished(
+            "not_finished", f"request {req.id} is {req.state}; {action} once every image is done or failed"
+        )
     return req
 
 
@@ -57,9 +59,13 @@ def find_delivery(delivery_id: int, can_see: CanSee) -> WebhookDelivery:
 
 
 def visible_endpoints(can_see: CanSee) -> list[WebhookEndpoint]:
-    return [e for e in db.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.deleted_at.is_(None))
-                                          .order_by(WebhookEndpoint.created_at)).all()
-            if can_see(e.owner)]
+    return [
+        e
+        for e in db.session.scalars(
+            select(WebhookEndpoint).where(WebhookEndpoint.deleted_at.is_(None)).order_by(WebhookEndpoint.created_at)
+        ).all()
+        if can_see(e.owner)
+    ]
 
 
 def find_media(request_id: str, name: str) -> tuple[str, str]:
@@ -72,8 +78,13 @@ def find_media(request_id: str, name: str) -> tuple[str, str]:
     if int(serial) > MAX_SERIAL or int(n) > 100_000:
         raise NotFound("not_found", "no such file")
     image = db.session.execute(
-        select(Image).join(Product).where(Image.request_id == str(uuid.UUID(request_id)),
-                                          Product.serial_number == int(serial), Image.position == int(n) - 1)
+        select(Image)
+        .join(Product)
+        .where(
+            Image.request_id == str(uuid.UUID(request_id)),
+            Product.serial_number == int(serial),
+            Image.position == int(n) - 1,
+        )
     ).scalar_one_or_none()
     key = image and media_key(image, input=bool(is_input), thumb=bool(is_thumb))
     if image is None or not key or media_name(int(serial), image, input=bool(is_input), thumb=bool(is_thumb)) != name:

@@ -4,10 +4,11 @@ State names live here, and only ``pixshift.pipeline`` moves an image or a reques
 Counts are derived from image states with one grouped query rather than kept in counters,
 so they cannot drift when a worker dies between two writes.
 """
+
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypedDict
 
 from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -26,17 +27,17 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC; SQLite hands datetimes back without their zone, so it is put back."""
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-class RequestState(str, enum.Enum):
+class RequestState(enum.StrEnum):
     QUEUED = "queued"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -44,14 +45,14 @@ class RequestState(str, enum.Enum):
     FAILED = "failed"
 
 
-class ImageState(str, enum.Enum):
+class ImageState(enum.StrEnum):
     QUEUED = "queued"
     PROCESSING = "processing"
     DONE = "done"
     FAILED = "failed"
 
 
-class DeliveryState(str, enum.Enum):
+class DeliveryState(enum.StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"
@@ -59,6 +60,7 @@ class DeliveryState(str, enum.Enum):
 
 class ImageCounts(TypedDict):
     """A request's images by state (derived, never stored), and the percentage finished."""
+
     total: int
     queued: int
     processing: int
@@ -86,8 +88,13 @@ class Request(Model):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    products = relationship("Product", back_populates="request", order_by="Product.position",
-                            cascade="all, delete-orphan", passive_deletes=True)
+    products = relationship(
+        "Product",
+        back_populates="request",
+        order_by="Product.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
 
 
 class Product(Model):
@@ -105,8 +112,9 @@ class Product(Model):
     name: Mapped[str] = mapped_column(Text)
 
     request = relationship("Request", back_populates="products")
-    images = relationship("Image", back_populates="product", order_by="Image.position",
-                          cascade="all, delete-orphan", passive_deletes=True)
+    images = relationship(
+        "Image", back_populates="product", order_by="Image.position", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Image(Model):
@@ -204,8 +212,9 @@ class WebhookDelivery(Model):
 
     event = relationship("WebhookEvent", back_populates="deliveries")
     endpoint = relationship("WebhookEndpoint")
-    attempt_log = relationship("DeliveryAttempt", order_by="DeliveryAttempt.id", cascade="all, delete-orphan",
-                               passive_deletes=True)
+    attempt_log = relationship(
+        "DeliveryAttempt", order_by="DeliveryAttempt.id", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class DeliveryAttempt(Model):

@@ -28,8 +28,16 @@ from . import deadlines
 from .failures import UrlRefused
 from .urls import url_problem
 
-__all__ = ["InvalidIPAddress", "blocked", "check_public_url", "connection_failure", "find", "is_blocked_address",
-           "session", "validate_url"]
+__all__ = [
+    "InvalidIPAddress",
+    "blocked",
+    "check_public_url",
+    "connection_failure",
+    "find",
+    "is_blocked_address",
+    "session",
+    "validate_url",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _SCHEMES = ("http", "https")
@@ -86,15 +94,21 @@ _local = threading.local()
 
 def new_session(allow_private: bool, *, allow_loopback: bool = False) -> requests.Session:
     """A hardened Session; `allow_loopback` exists for tests that serve from 127.0.0.1."""
-    session = HTTPSession(Config(
-        ip_filter_enable=not allow_private,
-        ip_filter_allow_loopback_ips=allow_loopback,
-        never_redirect=True,  # we follow redirects ourselves, hop by hop
-        default_timeout=(5.0, 15.0),  # unused: every call passes its own timeouts
-    ))
+    session = HTTPSession(
+        Config(
+            ip_filter_enable=not allow_private,
+            ip_filter_allow_loopback_ips=allow_loopback,
+            never_redirect=True,  # we follow redirects ourselves, hop by hop
+            default_timeout=(5.0, 15.0),  # unused: every call passes its own timeouts
+        )
+    )
     for prefix, https in (("http://", False), ("https://", True)):
-        session.mount(prefix, deadlines.WatchedPoolsAdapter() if allow_private
-                      else _AddressFilterAdapter(is_https_proto=https, allow_loopback=allow_loopback))
+        session.mount(
+            prefix,
+            deadlines.WatchedPoolsAdapter()
+            if allow_private
+            else _AddressFilterAdapter(is_https_proto=https, allow_loopback=allow_loopback),
+        )
     # No proxies or ~/.netrc credentials from the environment (a proxy would resolve the
     # host itself, past the filter), and no cookies carried from one stranger's URL to another.
     session.trust_env = False
@@ -134,8 +148,7 @@ def blocked(ip: object, host: str) -> UrlRefused:
     of_host = "" if str(ip) == host.strip("[]") else f" of {host}"
     return UrlRefused(
         "blocked_address",
-        f"the address {ip}{of_host} is private, loopback or reserved; "
-        "PixShift does not fetch from internal networks",
+        f"the address {ip}{of_host} is private, loopback or reserved; PixShift does not fetch from internal networks",
     )
 
 
@@ -155,7 +168,8 @@ def check_public_url(url: str, allow_private: bool) -> None:
         raise UrlRefused("invalid_url", "the URL has no valid host") from None
     except OSError:
         raise UrlRefused(
-            "connection_failed", f"could not connect to {host}: the host name could not be resolved",
+            "connection_failed",
+            f"could not connect to {host}: the host name could not be resolved",
             retryable=True,
         ) from None
     if allow_private:
@@ -175,8 +189,9 @@ def connection_failure(exc: BaseException, host: str) -> UrlRefused:
     A certificate that does not verify will not verify on the next try either.
     """
     if find(exc, ssl.SSLCertVerificationError):
-        return UrlRefused("connection_failed",
-                            f"could not connect to {host}: its TLS certificate could not be verified")
+        return UrlRefused(
+            "connection_failed", f"could not connect to {host}: its TLS certificate could not be verified"
+        )
     if find(exc, socket.gaierror):
         reason = "the host name could not be resolved"
     elif find(exc, ssl.SSLError):
@@ -197,8 +212,12 @@ def causes(exc: BaseException) -> list[BaseException]:
             continue
         found.append(e)
         reason = getattr(e, "reason", None)  # urllib3's MaxRetryError keeps the cause here
-        todo += [reason if isinstance(reason, BaseException) else None, e.__cause__, e.__context__,
-                 *(a for a in e.args if isinstance(a, BaseException))]
+        todo += [
+            reason if isinstance(reason, BaseException) else None,
+            e.__cause__,
+            e.__context__,
+            *(a for a in e.args if isinstance(a, BaseException)),
+        ]
     return found
 
 

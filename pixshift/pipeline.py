@@ -13,6 +13,7 @@ finish a request:
 - after an image ends, the request finishes when no unfinished image is left; the
   ``finished_at IS NULL`` guard lets exactly one caller finish it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,9 +28,9 @@ from sqlalchemy.engine import CursorResult
 
 from . import codec_processes, formats, logs
 from .compress import compress_to_ratio
-from .failures import ImageFailure
 from .events import Event, EventBus
 from .extensions import db
+from .failures import ImageFailure
 from .fetch import FetchPolicy, fetch_image
 from .host_slots import HostSlots, host_of
 from .models import FINISHED_IMAGE_STATES, Image, ImageCounts, ImageState, Product, Request, RequestState, utcnow
@@ -50,22 +51,35 @@ def _rowcount(result: object) -> int:
     """Rows an UPDATE matched (its result is a CursorResult; Session.execute is typed as Result)."""
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
 # Built once: the two statements every image runs (SET of _FINISH: the parameters' column names).
 _CLAIM = (
     update(_images)
-    .where(_images.c.id == bindparam("b_id"), _images.c.state == ImageState.QUEUED.value,
-           or_(_images.c.lease_expires_at.is_(None), _images.c.lease_expires_at <= bindparam("b_due")))
-    .values(state=ImageState.PROCESSING.value, attempts=_images.c.attempts + 1,
-            lease_expires_at=bindparam("b_until"), started_at=bindparam("b_now"))
+    .where(
+        _images.c.id == bindparam("b_id"),
+        _images.c.state == ImageState.QUEUED.value,
+        or_(_images.c.lease_expires_at.is_(None), _images.c.lease_expires_at <= bindparam("b_due")),
+    )
+    .values(
+        state=ImageState.PROCESSING.value,
+        attempts=_images.c.attempts + 1,
+        lease_expires_at=bindparam("b_until"),
+        started_at=bindparam("b_now"),
+    )
     .returning(_images.c.attempts, _images.c.input_url, _images.c.request_id)
 )
 # The fence of every write by the worker that owns an attempt: this image, still processing, still
 # at that attempt (parameters b_id, b_attempt).
-_OWNED = (_images.c.id == bindparam("b_id"), _images.c.attempts == bindparam("b_attempt"),
-          _images.c.state == ImageState.PROCESSING.value)
+_OWNED = (
+    _images.c.id == bindparam("b_id"),
+    _images.c.attempts == bindparam("b_attempt"),
+    _images.c.state == ImageState.PROCESSING.value,
+)
 _FINISH = update(_images).where(*_OWNED).returning(_images.c.request_id)
-_QUEUED_URL = select(_images.c.input_url).where(_images.c.id == bindparam("b_id"),
-                                                _images.c.state == ImageState.QUEUED.value)
+_QUEUED_URL = select(_images.c.input_url).where(
+    _images.c.id == bindparam("b_id"), _images.c.state == ImageState.QUEUED.value
+)
 
 
 @dataclass
@@ -147,8 +161,17 @@ class _HostSlot:
 
 
 def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime, slot: _HostSlot) -> Outcome:
-    _publish(rt.bus, request_id, {"type": "image", "request_id": request_id, "image_id": image_id,
-                                  "state": ImageState.PROCESSING.value, "attempt": attempt})
+    _publish(
+        rt.bus,
+        request_id,
+        {
+            "type": "image",
+            "request_id": request_id,
+            "image_id": image_id,
+            "state": ImageState.PROCESSING.value,
+            "attempt": attempt,
+        },
+    )
     try:
         fields = _fetch_and_compress(image_id, attempt, url, rt, slot)
     except ImageFailure as failure:
@@ -161,21 +184,30 @@ def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime
         fields = _failure_fields(failure, attempt)
     except Exception as exc:  # a bug or an unexpected library error must not leave the image stuck
         logger.exception("unexpected error processing image")
-        fields = _failure_fields(ImageFailure("internal_error", f"unexpected error: {type(exc).__name__}: {exc}"),
-                                 attempt)
+        fields = _failure_fields(
+            ImageFailure("internal_error", f"unexpected error: {type(exc).__name__}: {exc}"), attempt
+        )
     return _finish_image(image_id, attempt, fields, rt)
 
 
 def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str, str] | None:
     """Take the image for this worker: (attempt number, URL, request id), or None if not claimable."""
     now = utcnow()
-    row = db.session.execute(_CLAIM, {"b_id": image_id, "b_due": now + _CLOCK_TOLERANCE, "b_now": now,
-                                      "b_until": now + timedelta(seconds=lease_seconds)}).first()
+    row = db.session.execute(
+        _CLAIM,
+        {
+            "b_id": image_id,
+            "b_due": now + _CLOCK_TOLERANCE,
+            "b_now": now,
+            "b_until": now + timedelta(seconds=lease_seconds),
+        },
+    ).first()
     if row is None:
         db.session.rollback()
         return None
     db.session.execute(
-        update(_requests).where(_requests.c.id == row.request_id, _requests.c.state == RequestState.QUEUED.value)
+        update(_requests)
+        .where(_requests.c.id == row.request_id, _requests.c.state == RequestState.QUEUED.value)
         .values(state=RequestState.PROCESSING.value, started_at=now)
     )
     db.session.commit()
@@ -190,31 +222,48 @@ def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime, slot
         slot.release()  # compressing needs no connection to the host
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left
         renew_lease(image_id, attempt, rt.lease_seconds)
-    result = codec_processes.run(compress_to_ratio, fetched.data, processes=rt.cpu_slots,
-                                 cpu_seconds=rt.image_cpu_seconds, heartbeat_seconds=rt.lease_seconds / 4,
-                                 heartbeat=lambda: renew_lease(image_id, attempt, rt.lease_seconds),
-                                 ratio=rt.ratio, max_pixels=rt.max_pixels, min_quality=rt.min_quality,
-                                 max_quality=rt.max_quality, thumbnail_size=rt.thumbnail_size)
-    # Every object is stored before the image is recorded done, so done always means retrievable.
-    return dict(
-        state=ImageState.DONE.value,
-        input_key=rt.store.put(fetched.data, formats.mime_type(result.input_format)),
-        input_bytes=len(fetched.data),
-        input_format=result.input_format, input_width=result.input_width, input_height=result.input_height,
-        input_thumb_key=rt.store.put(result.input_thumbnail, result.mime_type),
-        output_key=rt.store.put(result.data, result.mime_type), output_bytes=len(result.data),
-        output_format=result.format, output_width=result.width, output_height=result.height,
-        output_thumb_key=rt.store.put(result.output_thumbnail, result.mime_type),
-        quality=result.quality, scale=result.scale, encodes=result.encodes,
-        notes=",".join(result.notes) or None, error_code=None, error_message=None,
+    result = codec_processes.run(
+        compress_to_ratio,
+        fetched.data,
+        processes=rt.cpu_slots,
+        cpu_seconds=rt.image_cpu_seconds,
+        heartbeat_seconds=rt.lease_seconds / 4,
+        heartbeat=lambda: renew_lease(image_id, attempt, rt.lease_seconds),
+        ratio=rt.ratio,
+        max_pixels=rt.max_pixels,
+        min_quality=rt.min_quality,
+        max_quality=rt.max_quality,
+        thumbnail_size=rt.thumbnail_size,
     )
+    # Every object is stored before the image is recorded done, so done always means retrievable.
+    return {
+        "state": ImageState.DONE.value,
+        "input_key": rt.store.put(fetched.data, formats.mime_type(result.input_format)),
+        "input_bytes": len(fetched.data),
+        "input_format": result.input_format,
+        "input_width": result.input_width,
+        "input_height": result.input_height,
+        "input_thumb_key": rt.store.put(result.input_thumbnail, result.mime_type),
+        "output_key": rt.store.put(result.data, result.mime_type),
+        "output_bytes": len(result.data),
+        "output_format": result.format,
+        "output_width": result.width,
+        "output_height": result.height,
+        "output_thumb_key": rt.store.put(result.output_thumbnail, result.mime_type),
+        "quality": result.quality,
+        "scale": result.scale,
+        "encodes": result.encodes,
+        "notes": ",".join(result.notes) or None,
+        "error_code": None,
+        "error_message": None,
+    }
 
 
 def _failure_fields(failure: ImageFailure, attempt: int) -> dict[str, object]:
     message = failure.message
     if attempt > 1:
         message += f" (after {attempt} attempts)"
-    return dict(state=ImageState.FAILED.value, error_code=failure.code, error_message=message)
+    return {"state": ImageState.FAILED.value, "error_code": failure.code, "error_message": message}
 
 
 def _release(image_id: int, attempt: int, failure: ImageFailure, retry_in: float) -> bool:
@@ -224,9 +273,14 @@ def _release(image_id: int, attempt: int, failure: ImageFailure, retry_in: float
     due and enqueues it again.
     """
     result = db.session.execute(
-        update(_images).where(*_OWNED)
-        .values(state=ImageState.QUEUED.value, lease_expires_at=utcnow() + timedelta(seconds=retry_in),
-                error_code=failure.code, error_message=f"{failure.message} (will retry)"),
+        update(_images)
+        .where(*_OWNED)
+        .values(
+            state=ImageState.QUEUED.value,
+            lease_expires_at=utcnow() + timedelta(seconds=retry_in),
+            error_code=failure.code,
+            error_message=f"{failure.message} (will retry)",
+        ),
         {"b_id": image_id, "b_attempt": attempt},
     )
     db.session.commit()
@@ -243,16 +297,22 @@ def renew_lease(image_id: int, attempt: int, lease_seconds: int) -> None:
 
 
 def _finish_image(image_id: int, attempt: int, fields: dict[str, object], rt: Runtime) -> Outcome:
-    result = db.session.execute(_FINISH, {"b_id": image_id, "b_attempt": attempt, "lease_expires_at": None,
-                                          "finished_at": utcnow(), **fields}).first()
+    result = db.session.execute(
+        _FINISH, {"b_id": image_id, "b_attempt": attempt, "lease_expires_at": None, "finished_at": utcnow(), **fields}
+    ).first()
     event = _image_event(image_id) if result is not None else None  # read in the same transaction
     db.session.commit()
     if result is None or event is None:  # our lease expired and another attempt owns the image now
         logger.warning("attempt %d finished after its lease was taken over; result dropped", attempt)
         return Outcome(None)
     if fields["state"] == ImageState.DONE.value:
-        logger.info("done: %d -> %d bytes at quality %d in %d encodes", fields["input_bytes"],
-                    fields["output_bytes"], fields["quality"], fields["encodes"])
+        logger.info(
+            "done: %d -> %d bytes at quality %d in %d encodes",
+            fields["input_bytes"],
+            fields["output_bytes"],
+            fields["quality"],
+            fields["encodes"],
+        )
     else:
         logger.info("failed: %s: %s", fields["error_code"], fields["error_message"])
     request_id = result.request_id
@@ -264,15 +324,20 @@ def _finish_image(image_id: int, attempt: int, fields: dict[str, object], rt: Ru
 
 def image_counts(request_id: str) -> ImageCounts:
     """Counts by state, derived from the images themselves."""
-    by_state = dict(db.session.execute(
-        select(Image.state, func.count()).where(Image.request_id == request_id).group_by(Image.state)
-    ).all())
+    by_state = dict(
+        db.session.execute(
+            select(Image.state, func.count()).where(Image.request_id == request_id).group_by(Image.state)
+        ).all()
+    )
     total = sum(by_state.values())
     done = by_state.get(ImageState.DONE.value, 0)
     failed = by_state.get(ImageState.FAILED.value, 0)
     return {
-        "total": total, "queued": by_state.get(ImageState.QUEUED.value, 0),
-        "processing": by_state.get(ImageState.PROCESSING.value, 0), "done": done, "failed": failed,
+        "total": total,
+        "queued": by_state.get(ImageState.QUEUED.value, 0),
+        "processing": by_state.get(ImageState.PROCESSING.value, 0),
+        "done": done,
+        "failed": failed,
         "percent": round(100 * (done + failed) / total, 1) if total else 100.0,
     }
 
@@ -281,14 +346,32 @@ def _image_event(image_id: int) -> Event:
     """The event that tells listeners an image ended: one SELECT, no ORM objects."""
     i = _images.c
     row = db.session.execute(
-        select(i.id, i.request_id, _products.c.serial_number, i.position, i.state, i.error_code,
-               i.error_message, i.input_bytes, i.output_bytes, i.quality)
-        .join_from(_images, _products, _products.c.id == i.product_id).where(i.id == image_id)
+        select(
+            i.id,
+            i.request_id,
+            _products.c.serial_number,
+            i.position,
+            i.state,
+            i.error_code,
+            i.error_message,
+            i.input_bytes,
+            i.output_bytes,
+            i.quality,
+        )
+        .join_from(_images, _products, _products.c.id == i.product_id)
+        .where(i.id == image_id)
     ).one()
     return {
-        "type": "image", "request_id": row.request_id, "image_id": row.id, "serial_number": row.serial_number,
-        "position": row.position, "state": row.state, "error_code": row.error_code,
-        "error_message": row.error_message, "input_bytes": row.input_bytes, "output_bytes": row.output_bytes,
+        "type": "image",
+        "request_id": row.request_id,
+        "image_id": row.id,
+        "serial_number": row.serial_number,
+        "position": row.position,
+        "state": row.state,
+        "error_code": row.error_code,
+        "error_message": row.error_message,
+        "input_bytes": row.input_bytes,
+        "output_bytes": row.output_bytes,
         "quality": row.quality,
     }
 
@@ -312,8 +395,9 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
 
     Returns the webhook deliveries to enqueue; empty unless this call is the one that finished it.
     """
-    unfinished = db.session.scalar(select(exists().where(
-        _images.c.request_id == request_id, _images.c.state.not_in(_FINISHED_IMAGES))))
+    unfinished = db.session.scalar(
+        select(exists().where(_images.c.request_id == request_id, _images.c.state.not_in(_FINISHED_IMAGES)))
+    )
     if unfinished:
         db.session.commit()
         return []
@@ -326,7 +410,8 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
         state = RequestState.COMPLETED_WITH_ERRORS
     now = utcnow()
     result = db.session.execute(
-        update(Request).where(Request.id == request_id, Request.finished_at.is_(None))
+        update(Request)
+        .where(Request.id == request_id, Request.finished_at.is_(None))
         .values(state=state.value, finished_at=now)
     )
     if _rowcount(result) != 1:
@@ -336,8 +421,17 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
     assert req is not None  # just updated in this transaction
     deliveries = create_event(req, counts, req.base_url or rt.base_url)
     db.session.commit()
-    _publish(rt.bus, request_id, {"type": "request", "request_id": request_id, "state": state.value,
-                                  "counts": counts, "finished_at": now.isoformat()})
+    _publish(
+        rt.bus,
+        request_id,
+        {
+            "type": "request",
+            "request_id": request_id,
+            "state": state.value,
+            "counts": counts,
+            "finished_at": now.isoformat(),
+        },
+    )
     return deliveries
 
 
@@ -362,21 +456,32 @@ def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = No
     """
     now = now or utcnow()
     expired = db.session.execute(
-        select(Image.id, Image.attempts, Image.request_id)
-        .where(Image.state == ImageState.PROCESSING.value, Image.lease_expires_at < now)
+        select(Image.id, Image.attempts, Image.request_id).where(
+            Image.state == ImageState.PROCESSING.value, Image.lease_expires_at < now
+        )
     ).all()
     requeue: list[int] = []
     for image_id, attempts, request_id in expired:
         exhausted = attempts >= rt.max_attempts
-        values: dict[str, object] = dict(state=ImageState.QUEUED.value, lease_expires_at=None,
-                      error_code="worker_lost", error_message="the worker processing this image stopped (will retry)")
+        values: dict[str, object] = {
+            "state": ImageState.QUEUED.value,
+            "lease_expires_at": None,
+            "error_code": "worker_lost",
+            "error_message": "the worker processing this image stopped (will retry)",
+        }
         if exhausted:
-            values.update(state=ImageState.FAILED.value, finished_at=now,
-                          error_message=f"the worker processing this image stopped {attempts} times; giving up")
-        changed = _rowcount(db.session.execute(
-            update(Image).where(Image.id == image_id, Image.attempts == attempts,
-                                Image.state == ImageState.PROCESSING.value).values(**values)
-        ))
+            values.update(
+                state=ImageState.FAILED.value,
+                finished_at=now,
+                error_message=f"the worker processing this image stopped {attempts} times; giving up",
+            )
+        changed = _rowcount(
+            db.session.execute(
+                update(Image)
+                .where(Image.id == image_id, Image.attempts == attempts, Image.state == ImageState.PROCESSING.value)
+                .values(**values)
+            )
+        )
         db.session.commit()
         if changed and exhausted:
             _publish_image(image_id, request_id, rt.bus)
@@ -384,15 +489,22 @@ def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = No
             requeue.append(image_id)
     if queue_empty:
         orphans = db.session.scalars(
-            select(Image.id).join(Request, Request.id == Image.request_id)
-            .where(Image.state == ImageState.QUEUED.value, Request.enqueued_at.is_not(None),
-                   or_(Image.lease_expires_at.is_(None), Image.lease_expires_at <= now))
+            select(Image.id)
+            .join(Request, Request.id == Image.request_id)
+            .where(
+                Image.state == ImageState.QUEUED.value,
+                Request.enqueued_at.is_not(None),
+                or_(Image.lease_expires_at.is_(None), Image.lease_expires_at <= now),
+            )
             .limit(_ORPHANS_PER_SWEEP)
         ).all()
         requeue += [i for i in orphans if i not in requeue]
     stale_fan_outs = db.session.scalars(
-        select(Request.id).where(Request.enqueued_at.is_(None), Request.finished_at.is_(None),
-                                 Request.created_at < now - timedelta(seconds=rt.lease_seconds))
+        select(Request.id).where(
+            Request.enqueued_at.is_(None),
+            Request.finished_at.is_(None),
+            Request.created_at < now - timedelta(seconds=rt.lease_seconds),
+        )
     ).all()
     unfinished = db.session.scalars(
         select(Request.id).where(Request.finished_at.is_(None), Request.state == RequestState.PROCESSING.value)
@@ -410,7 +522,8 @@ def fan_out_targets(request_id: str) -> list[int]:
         db.session.commit()
         return []
     ids = db.session.scalars(
-        select(Image.id).where(Image.request_id == request_id, Image.state == ImageState.QUEUED.value)
+        select(Image.id)
+        .where(Image.request_id == request_id, Image.state == ImageState.QUEUED.value)
         .order_by(Image.id)
     ).all()
     db.session.commit()

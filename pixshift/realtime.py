@@ -6,6 +6,7 @@ of the images on its page), then batches of changes. Events are coalesced per re
 not one per image. Every web process relays the bus to its own clients (``ignore_queue``), so
 with several processes each client still gets each batch exactly once.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,11 +54,16 @@ def on_join(data):
 def snapshot(req: Request, page: int, per_page: int) -> dict:
     first = (page - 1) * per_page
     rows = db.session.execute(
-        select(Image.id, Image.state, Image.error_message).join(Product)
+        select(Image.id, Image.state, Image.error_message)
+        .join(Product)
         .where(Image.request_id == req.id, Product.position >= first, Product.position < first + per_page)
     ).all()
-    return {"request_id": req.id, "state": req.state, "counts": image_counts(req.id),
-            "images": {str(i): {"state": s, "error_message": m} for i, s, m in rows}}
+    return {
+        "request_id": req.id,
+        "state": req.state,
+        "counts": image_counts(req.id),
+        "images": {str(i): {"state": s, "error_message": m} for i, s, m in rows},
+    }
 
 
 def relay(app: Flask, interval: float = RELAY_INTERVAL) -> None:
@@ -86,8 +92,10 @@ def _relay_subscription(app: Flask, interval: float) -> None:
             request_id, event = item
             batch = pending.setdefault(request_id, {"request_id": request_id, "images": {}})
             if event.get("type") == "image":
-                batch["images"][str(event["image_id"])] = {"state": event["state"],
-                                                          "error_message": event.get("error_message")}
+                batch["images"][str(event["image_id"])] = {
+                    "state": event["state"],
+                    "error_message": event.get("error_message"),
+                }
             elif event.get("type") == "request":
                 batch["state"] = event["state"]
                 batch["counts"] = event["counts"]
@@ -101,8 +109,9 @@ def _relay_subscription(app: Flask, interval: float) -> None:
 def _flush(app: Flask, pending: dict[str, dict]) -> None:
     with app.app_context():
         try:
-            states = dict(db.session.execute(
-                select(Request.id, Request.state).where(Request.id.in_(list(pending)))).all())
+            states = dict(
+                db.session.execute(select(Request.id, Request.state).where(Request.id.in_(list(pending)))).all()
+            )
             for request_id, batch in pending.items():
                 batch.setdefault("counts", image_counts(request_id))
                 batch.setdefault("state", states.get(request_id))

@@ -3,19 +3,20 @@
 URLs are built here from a base URL the caller passes (``PUBLIC_BASE_URL`` or the URL the client
 used), so the status API, the pages and the output CSV always agree.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import current_app
 from sqlalchemy import select
 
-from .csv_input import COLUMNS
 from . import formats
+from .csv_input import COLUMNS
 from .extensions import db
 from .models import FINISHED_REQUEST_STATES, Image, ImageState, Product, Request, WebhookEvent, iso
 from .pipeline import image_counts
@@ -32,6 +33,7 @@ def is_finished(req: Request) -> bool:
 
 class ImageFields(Protocol):
     """What the media helpers read of an image: an Image, or a read-only row of its columns."""
+
     @property
     def position(self) -> int: ...
     @property
@@ -46,7 +48,6 @@ class ImageFields(Protocol):
     def input_thumb_key(self) -> str | None: ...
     @property
     def output_thumb_key(self) -> str | None: ...
-
 
     @property
     def state(self) -> str: ...
@@ -78,8 +79,9 @@ def media_key(image: ImageFields, *, input: bool, thumb: bool) -> str | None:
     return image.output_thumb_key if thumb else image.output_key
 
 
-def media_url(base: str, request_id: str, serial: int, image: ImageFields, *, input: bool = False,
-              thumb: bool = False) -> str:
+def media_url(
+    base: str, request_id: str, serial: int, image: ImageFields, *, input: bool = False, thumb: bool = False
+) -> str:
     """Where a client gets one stored file: PixShift's stable URL (it streams, or redirects to a
     presigned URL), or with PIXSHIFT_MEDIA_DELIVERY=public the object's own public URL."""
     config = current_app.config
@@ -132,8 +134,10 @@ def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) 
     # images as tracked instances cost most of the request.
     products = db.session.execute(
         select(Product.id, Product.serial_number, Product.name, Product.row)
-        .where(Product.request_id == req.id).order_by(Product.position)
-        .limit(per_page).offset((page - 1) * per_page)
+        .where(Product.request_id == req.id)
+        .order_by(Product.position)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
     ).all()
     images = _images_of(products)
     url = _url_maker(base, req.id)
@@ -148,7 +152,10 @@ def request_status(req: Request, base: str, page: int = 1, per_page: int = 100) 
     ]
     pages = page_count(req, per_page)
     doc["pagination"] = {
-        "page": page, "per_page": per_page, "total_products": req.product_count, "pages": pages,
+        "page": page,
+        "per_page": per_page,
+        "total_products": req.product_count,
+        "pages": pages,
         "next": f"{base}/status/{req.id}?page={page + 1}&per_page={per_page}" if page < pages else None,
     }
     return doc
@@ -160,7 +167,8 @@ def _images_of(products: Sequence[_HasId]) -> dict[int, list[ImageRow]]:
     if not products:
         return by_product
     rows = db.session.execute(
-        select(*Image.__table__.columns).where(Image.product_id.in_([p.id for p in products]))
+        select(*Image.__table__.columns)
+        .where(Image.product_id.in_([p.id for p in products]))
         .order_by(Image.product_id, Image.position)
     ).all()
     for image in rows:
@@ -172,15 +180,22 @@ def _url_maker(base: str, request_id: str) -> UrlMaker:
     """The four media URLs of an image (output, input thumbnail, output thumbnail, original), with
     the configuration read once per page rather than per URL; the same URLs media_url makes."""
     if current_app.config["MEDIA_DELIVERY"] == "public":
-        return lambda serial, im: (media_url(base, request_id, serial, im),
-                                   media_url(base, request_id, serial, im, input=True, thumb=True),
-                                   media_url(base, request_id, serial, im, thumb=True),
-                                   media_url(base, request_id, serial, im, input=True))
+        return lambda serial, im: (
+            media_url(base, request_id, serial, im),
+            media_url(base, request_id, serial, im, input=True, thumb=True),
+            media_url(base, request_id, serial, im, thumb=True),
+            media_url(base, request_id, serial, im, input=True),
+        )
     prefix = f"{base}/media/{request_id}/"
 
     def urls(serial: int, im: ImageRow) -> tuple[str, str, str, str]:
-        return (prefix + media_name(serial, im), prefix + media_name(serial, im, input=True, thumb=True),
-                prefix + media_name(serial, im, thumb=True), prefix + media_name(serial, im, input=True))
+        return (
+            prefix + media_name(serial, im),
+            prefix + media_name(serial, im, input=True, thumb=True),
+            prefix + media_name(serial, im, thumb=True),
+            prefix + media_name(serial, im, input=True),
+        )
+
     return urls
 
 
@@ -197,10 +212,22 @@ def _image_doc(url: UrlMaker, serial: int, im: ImageRow) -> dict[str, object]:
         "output_bytes": im.output_bytes,
         "saving_percent": round(100 * (1 - im.output_bytes / im.input_bytes), 1) if done else None,
         "quality": im.quality,
-        "input": {"format": im.input_format, "width": im.input_width, "height": im.input_height,
-                  "sha256": im.input_key},
-        "output": {"format": im.output_format, "width": im.output_width, "height": im.output_height,
-                   "sha256": im.output_key, "scale": im.scale, "encodes": im.encodes} if done else None,
+        "input": {
+            "format": im.input_format,
+            "width": im.input_width,
+            "height": im.input_height,
+            "sha256": im.input_key,
+        },
+        "output": {
+            "format": im.output_format,
+            "width": im.output_width,
+            "height": im.output_height,
+            "sha256": im.output_key,
+            "scale": im.scale,
+            "encodes": im.encodes,
+        }
+        if done
+        else None,
         "notes": im.notes.split(",") if im.notes else [],
         "attempts": im.attempts,
         "error": {"code": im.error_code, "message": im.error_message} if im.error_code else None,
@@ -225,19 +252,27 @@ def output_csv_lines(req: Request, base: str, batch: int = 500) -> Iterator[str]
     last_position = -1
     while True:
         products = db.session.scalars(
-            select(Product).where(Product.request_id == req.id, Product.position > last_position)
-            .order_by(Product.position).limit(batch)
+            select(Product)
+            .where(Product.request_id == req.id, Product.position > last_position)
+            .order_by(Product.position)
+            .limit(batch)
         ).all()
         if not products:
             break
         images = _images_of(products)
         for p in products:
             ims = images.get(p.id, [])
-            outputs = [output_url(base, req.id, p.serial_number, im) or f"FAILED:{im.error_code or im.state}"
-                       for im in ims]
-            writer.writerow([escape_formula(str(p.serial_number)), escape_formula(p.name),
-                             escape_formula(", ".join(im.input_url for im in ims)),
-                             escape_formula(", ".join(outputs))])
+            outputs = [
+                output_url(base, req.id, p.serial_number, im) or f"FAILED:{im.error_code or im.state}" for im in ims
+            ]
+            writer.writerow(
+                [
+                    escape_formula(str(p.serial_number)),
+                    escape_formula(p.name),
+                    escape_formula(", ".join(im.input_url for im in ims)),
+                    escape_formula(", ".join(outputs)),
+                ]
+            )
         last_position = products[-1].position
         db.session.commit()
         yield flush()

@@ -1,5 +1,6 @@
 """What every blueprint reads from the HTTP request the same way: where the client reached us, and
 the rules an upload is held to. Blueprints import this, never each other."""
+
 from __future__ import annotations
 
 import typing as t
@@ -16,7 +17,9 @@ def public_base() -> str:
 
 def upload_limits() -> Limits:
     c = current_app.config
-    return Limits(max_rows=c["MAX_ROWS"], max_images=c["MAX_IMAGES_PER_REQUEST"], max_urls_per_row=c["MAX_URLS_PER_ROW"])
+    return Limits(
+        max_rows=c["MAX_ROWS"], max_images=c["MAX_IMAGES_PER_REQUEST"], max_urls_per_row=c["MAX_URLS_PER_ROW"]
+    )
 
 
 def allow_private_urls() -> bool:

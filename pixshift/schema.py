@@ -3,6 +3,7 @@
 ``flask --app pixshift db upgrade`` creates or upgrades it; ``python -m pixshift`` runs that
 itself, being the only process of the embedded default. Scale-out runs it once per deploy.
 """
+
 from __future__ import annotations
 
 from alembic.migration import MigrationContext
@@ -25,5 +26,7 @@ def check_schema() -> None:
     with db.engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
     if current != heads:
-        raise RuntimeError(f"database schema is at {sorted(current) or 'nothing'}, the code needs {sorted(heads)}: "
-                           "run `flask --app pixshift db upgrade`")
+        raise RuntimeError(
+            f"database schema is at {sorted(current) or 'nothing'}, the code needs {sorted(heads)}: "
+            "run `flask --app pixshift db upgrade`"
+        )

@@ -2,10 +2,12 @@
 
 With ``PIXSHIFT_API_TOKENS`` set, every API call needs ``Authorization: Bearer <token>`` (pages:
 a login with the token) and a request is visible only to the token that created it (others get
-404, not 403, so ids do not leak). Without tokens the service is open and request ids (random UUIDs) are the only secret.
+404, not 403, so ids do not leak). Without tokens the service is open and request ids (random UUIDs)
+are the only secret.
 Media files stay public by their unguessable URL in either case: output CSVs are consumed by
 systems that hold no PixShift token.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +19,16 @@ from flask import Flask, current_app, g, redirect, request, session, url_for
 
 from .failures import NotAuthenticated
 
-OPEN_ENDPOINTS = {"api.healthz", "api.readyz", "api.openapi_json", "api.api_docs", "downloads.media", "static",
-                  "web.login", "web.sample_csv"}
+OPEN_ENDPOINTS = {
+    "api.healthz",
+    "api.readyz",
+    "api.openapi_json",
+    "api.api_docs",
+    "downloads.media",
+    "static",
+    "web.login",
+    "web.sample_csv",
+}
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; style-src 'self'; "
@@ -100,8 +110,9 @@ def safe_next(target: str) -> str:
         return "/"
     parts = urlsplit(url)
     path = quote(parts.path.replace("\\", "/"), safe="/%!$&'()*+,:;=@~")
-    return urlunsplit(("", "", path, quote(parts.query, safe="/%!$&'()*+,:;=?@~"),
-                       quote(parts.fragment, safe="/%!#$&'()*+,:;=?@~")))
+    return urlunsplit(
+        ("", "", path, quote(parts.query, safe="/%!$&'()*+,:;=?@~"), quote(parts.fragment, safe="/%!#$&'()*+,:;=?@~"))
+    )
 
 
 def _harden(response):

@@ -15,6 +15,7 @@ arbiter dies without cleanup (SIGKILL), the worker sees its parent change within
 too; its compression children follow it (``codec_processes``). If the worker dies, the arbiter
 starts another (images it held are given back by the lease sweep).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,14 @@ HEARTBEAT_SECONDS = 60  # the arbiter replaces a worker whose main loop is silen
 def start_inprocess_consumer(huey: Huey, workers: int) -> Consumer:
     """Start Huey's thread workers and scheduler here, leaving signal handling to the web server."""
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
-                                    initial_delay=0.05, max_delay=0.5, check_worker_health=False)
+    consumer = huey.create_consumer(
+        workers=workers,
+        worker_type="thread",
+        periodic=True,
+        initial_delay=0.05,
+        max_delay=0.5,
+        check_worker_health=False,
+    )
     consumer.start()
     for sig, handler in handlers.items():
         signal.signal(sig, handler)

@@ -6,14 +6,16 @@ and two requests that share an image share its object. Two stores, one interface
 server (``PIXSHIFT_MEDIA_URL=s3://bucket/prefix``), so workers on many machines share media
 without a shared file system. A store that cannot be reached raises a retryable ImageFailure.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from .failures import ImageFailure
@@ -32,8 +34,9 @@ def _check_key(key: str) -> str:
 
 
 def _unavailable(exc: Exception) -> ImageFailure:
-    return ImageFailure("storage_unavailable", f"the media store could not be reached: {type(exc).__name__}",
-                        retryable=True)
+    return ImageFailure(
+        "storage_unavailable", f"the media store could not be reached: {type(exc).__name__}", retryable=True
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class DirectoryStore:
                 while left > 0 and (chunk := f.read(min(CHUNK, left))):
                     left -= len(chunk)
                     yield chunk
+
         return Blob(size, chunks())
 
     def size(self, key: str) -> int:
@@ -134,9 +138,16 @@ class S3Store:
         self.bucket = bucket
         self._bucket_ready = False
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=BotoConfig(
-            connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"},
-            max_pool_connections=32))
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=BotoConfig(
+                connect_timeout=5,
+                read_timeout=30,
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=32,
+            ),
+        )
 
     def public_path(self, key: str) -> str:
         return f"{self.prefix}{_check_key(key)[:2]}/{key}"
@@ -156,8 +167,13 @@ class S3Store:
         return key
 
     def _put(self, key: str, data: bytes, content_type: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self.public_path(key), Body=data, ContentType=content_type,
-                               CacheControl="public, max-age=31536000, immutable")
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.public_path(key),
+            Body=data,
+            ContentType=content_type,
+            CacheControl="public, max-age=31536000, immutable",
+        )
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> Blob:
         params = {"Bucket": self.bucket, "Key": self.public_path(key)}
@@ -195,8 +211,10 @@ class S3Store:
 
     def presigned_url(self, key: str, seconds: int, content_type: str) -> str | None:
         url: str = self.client.generate_presigned_url(
-            "get_object", ExpiresIn=seconds,
-            Params={"Bucket": self.bucket, "Key": self.public_path(key), "ResponseContentType": content_type})
+            "get_object",
+            ExpiresIn=seconds,
+            Params={"Bucket": self.bucket, "Key": self.public_path(key), "ResponseContentType": content_type},
+        )
         return url
 
     def _create_bucket(self) -> None:
@@ -209,6 +227,7 @@ class S3Store:
     @staticmethod
     def _errors() -> tuple[type[Exception], ...]:
         from botocore.exceptions import BotoCoreError, ClientError
+
         return (BotoCoreError, ClientError)
 
 

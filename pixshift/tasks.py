@@ -5,6 +5,7 @@ an app first: ``huey_consumer pixshift.worker.huey`` (any machine) or ``python -
 its own process). The queue is Redis when ``REDIS_URL`` is set, else a SQLite file in the
 instance folder.
 """
+
 from __future__ import annotations
 
 import logging

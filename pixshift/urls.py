@@ -1,5 +1,6 @@
 """What PixShift accepts as an image or webhook URL: the one rule for the CSV, the upload form, webhook
 registration and every connection (``outbound.validate_url``). Addresses are checked when connecting."""
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,7 @@ def _url_checks(url: str) -> str | None:
         return f"{url[:80]!r} contains whitespace or control characters"
     try:
         parts = urlsplit(url)
-        parts.port  # raises on a bad port
+        _ = parts.port  # raises on a bad port
     except ValueError:
         return f"{url[:80]!r} is not a valid URL"
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:

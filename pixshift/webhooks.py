@@ -8,6 +8,7 @@ cannot send twice at once, and recorded. 2xx delivers; ``410 Gone`` disables the
 anything else waits for the next slot of the schedule, and fails once the schedule is used up.
 The ``webhook-id`` is the event's id, the same on every retry, so receivers can drop duplicates.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,13 +27,22 @@ import requests
 from sqlalchemy import or_, select, update
 
 from . import deadlines, outbound
-from .urls import url_problem
 from .extensions import db
 from .failures import DeliveryFailure, InvalidInput, UrlRefused
 from .fetch import FetchPolicy
-from .models import (DeliveryAttempt, DeliveryState, ImageCounts, Request, RequestState, WebhookDelivery, WebhookEndpoint,
-                     WebhookEvent, iso, utcnow)
-
+from .models import (
+    DeliveryAttempt,
+    DeliveryState,
+    ImageCounts,
+    Request,
+    RequestState,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    iso,
+    utcnow,
+)
+from .urls import url_problem
 
 # How long a claimed attempt's lease outlives its POST's deadline (name resolution, bookkeeping).
 _LEASE_MARGIN = 60.0
@@ -81,18 +91,27 @@ def create_event(req: Request, counts: ImageCounts, base_url: str) -> list[int]:
             "output_csv_url": f"{base_url}/requests/{req.id}/output.csv",
         },
     }
-    db.session.add(WebhookEvent(id=event_id, request_id=req.id, type=payload["type"],
-                                payload=json.dumps(payload, separators=(",", ":")), created_at=now))
+    db.session.add(
+        WebhookEvent(
+            id=event_id,
+            request_id=req.id,
+            type=payload["type"],
+            payload=json.dumps(payload, separators=(",", ":")),
+            created_at=now,
+        )
+    )
     deliveries = []
     if req.webhook_url:
         deliveries.append(WebhookDelivery(event_id=event_id, url=req.webhook_url, next_attempt_at=now))
     endpoints = db.session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.disabled_at.is_(None),
-                                      WebhookEndpoint.owner.is_(None) if req.owner is None
-                                      else WebhookEndpoint.owner == req.owner)
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.disabled_at.is_(None),
+            WebhookEndpoint.owner.is_(None) if req.owner is None else WebhookEndpoint.owner == req.owner,
+        )
     ).all()
-    deliveries += [WebhookDelivery(event_id=event_id, endpoint_id=e.id, url=e.url, next_attempt_at=now)
-                   for e in endpoints]
+    deliveries += [
+        WebhookDelivery(event_id=event_id, endpoint_id=e.id, url=e.url, next_attempt_at=now) for e in endpoints
+    ]
     db.session.add_all(deliveries)
     db.session.flush()
     return [d.id for d in deliveries]
@@ -110,9 +129,13 @@ def attempt_delivery(delivery_id: int, settings: WebhookSettings, policy: FetchP
     d = WebhookDelivery
     claimed = db.session.execute(
         update(d)
-        .where(d.id == delivery_id, d.state == DeliveryState.PENDING.value, d.next_attempt_at <= now,
-               d.attempts <= len(settings.schedule),
-               or_(d.lease_expires_at.is_(None), d.lease_expires_at < now))
+        .where(
+            d.id == delivery_id,
+            d.state == DeliveryState.PENDING.value,
+            d.next_attempt_at <= now,
+            d.attempts <= len(settings.schedule),
+            or_(d.lease_expires_at.is_(None), d.lease_expires_at < now),
+        )
         .values(attempts=d.attempts + 1, lease_expires_at=now + timedelta(seconds=settings.timeout + _LEASE_MARGIN))
         .returning(d.attempts)
     ).first()
@@ -121,8 +144,14 @@ def attempt_delivery(delivery_id: int, settings: WebhookSettings, policy: FetchP
         return None
     attempt = claimed.attempts
     row = db.session.execute(
-        select(d.url, WebhookEvent.id, WebhookEvent.payload, WebhookEndpoint.id.label("endpoint_id"),
-               WebhookEndpoint.secret, WebhookEndpoint.disabled_at)
+        select(
+            d.url,
+            WebhookEvent.id,
+            WebhookEvent.payload,
+            WebhookEndpoint.id.label("endpoint_id"),
+            WebhookEndpoint.secret,
+            WebhookEndpoint.disabled_at,
+        )
         .join(WebhookEvent, WebhookEvent.id == d.event_id)
         .outerjoin(WebhookEndpoint, WebhookEndpoint.id == d.endpoint_id)
         .where(d.id == delivery_id)
@@ -141,8 +170,10 @@ def attempt_delivery(delivery_id: int, settings: WebhookSettings, policy: FetchP
     if status == 410:
         if row.endpoint_id is not None:
             db.session.execute(
-                update(WebhookEndpoint).where(WebhookEndpoint.id == row.endpoint_id)
-                .values(disabled_at=utcnow(), disabled_reason="the receiver answered 410 Gone"))
+                update(WebhookEndpoint)
+                .where(WebhookEndpoint.id == row.endpoint_id)
+                .values(disabled_at=utcnow(), disabled_reason="the receiver answered 410 Gone")
+            )
         _close(delivery_id, attempt, DeliveryState.FAILED, "the receiver answered 410 Gone; endpoint disabled")
         return None
     reason = error or f"the receiver answered {status}"
@@ -154,15 +185,17 @@ def attempt_delivery(delivery_id: int, settings: WebhookSettings, policy: FetchP
         return None
     delay: float = settings.schedule[attempt - 1] * random.uniform(0.9, 1.1)  # jitter spreads a burst of retries
     db.session.execute(
-        update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempt)
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempt)
         .values(next_attempt_at=utcnow() + timedelta(seconds=delay), lease_expires_at=None, last_error=reason)
     )
     db.session.commit()
     return delay
 
 
-def _post(url: str, event_id: str, body: bytes, secret: str | None, settings: WebhookSettings,
-          policy: FetchPolicy) -> tuple[int | None, str | None, int]:
+def _post(
+    url: str, event_id: str, body: bytes, secret: str | None, settings: WebhookSettings, policy: FetchPolicy
+) -> tuple[int | None, str | None, int]:
     timestamp = int(time.time())
     headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp)}
     if secret:
@@ -188,9 +221,13 @@ def post_json(url: str, body: bytes, headers: dict[str, str], policy: FetchPolic
     with deadlines.limit(time.monotonic() + timeout) as limit:
         try:
             response = outbound.session(policy.allow_private).post(
-                url, data=body, allow_redirects=False, stream=True,
+                url,
+                data=body,
+                allow_redirects=False,
+                stream=True,
                 headers={"Content-Type": "application/json", "User-Agent": policy.user_agent, **headers},
-                timeout=(min(policy.connect_timeout, timeout), timeout))
+                timeout=(min(policy.connect_timeout, timeout), timeout),
+            )
         except outbound.InvalidIPAddress as exc:
             raise outbound.blocked(exc.args[0] if exc.args else "?", host) from None
         except requests.RequestException as exc:
@@ -205,9 +242,14 @@ def post_json(url: str, body: bytes, headers: dict[str, str], policy: FetchPolic
 
 def _close(delivery_id: int, attempt: int, state: DeliveryState, error: str | None) -> None:
     db.session.execute(
-        update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempt)
-        .values(state=state.value, lease_expires_at=None, last_error=error,
-                delivered_at=utcnow() if state == DeliveryState.DELIVERED else None)
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == attempt)
+        .values(
+            state=state.value,
+            lease_expires_at=None,
+            last_error=error,
+            delivered_at=utcnow() if state == DeliveryState.DELIVERED else None,
+        )
     )
     db.session.commit()
 
@@ -222,14 +264,16 @@ def resend(delivery: WebhookDelivery, enqueue: Callable[[int], object]) -> None:
     enqueue(delivery.id)
 
 
-def register_endpoint(url: object, description: object, *, owner: str | None,
-                      allow_private: bool) -> WebhookEndpoint:
+def register_endpoint(url: object, description: object, *, owner: str | None, allow_private: bool) -> WebhookEndpoint:
     """Validate and store an endpoint (the form and the API share this rule); raises InvalidInput."""
     url = _clean_text(url, 2048)
     text = _clean_text(description, 255) if description is not None else None  # the same string, if valid
     if url is None or (description is not None and text is None):
-        raise InvalidInput("invalid_body", 'send JSON like {"url": "https://…", "description": "…"} '
-                                           "(text without NUL, description at most 255 characters)")
+        raise InvalidInput(
+            "invalid_body",
+            'send JSON like {"url": "https://…", "description": "…"} '
+            "(text without NUL, description at most 255 characters)",
+        )
     url = url.strip()
     if problem := url_problem(url):
         raise InvalidInput("invalid_webhook_url", f"url: {problem}")
@@ -237,8 +281,9 @@ def register_endpoint(url: object, description: object, *, owner: str | None,
         outbound.check_public_url(url, allow_private)
     except UrlRefused as refused:
         raise InvalidInput("invalid_webhook_url", f"url: {refused.message}") from None
-    endpoint = WebhookEndpoint(id=str(uuid.uuid4()), url=url, description=(text or "").strip()[:255] or None,
-                               secret=new_secret(), owner=owner)
+    endpoint = WebhookEndpoint(
+        id=str(uuid.uuid4()), url=url, description=(text or "").strip()[:255] or None, secret=new_secret(), owner=owner
+    )
     db.session.add(endpoint)
     db.session.commit()
     return endpoint
@@ -271,7 +316,8 @@ def overdue_deliveries(now: datetime, grace: float = 60.0) -> list[int]:
         select(WebhookDelivery.id).where(
             WebhookDelivery.state == DeliveryState.PENDING.value,
             WebhookDelivery.next_attempt_at < now - timedelta(seconds=grace),
-            or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now))
+            or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
+        )
     ).all()
     db.session.commit()
     return list(ids)
@@ -297,8 +343,11 @@ def delivery_doc(delivery: WebhookDelivery) -> dict[str, object]:
 
 def endpoint_doc(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> dict[str, object]:
     doc: dict[str, object] = {
-        "id": endpoint.id, "url": endpoint.url, "description": endpoint.description,
-        "created_at": iso(endpoint.created_at), "enabled": endpoint.disabled_at is None,
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "created_at": iso(endpoint.created_at),
+        "enabled": endpoint.disabled_at is None,
         "disabled_reason": endpoint.disabled_reason,
     }
     if with_secret:

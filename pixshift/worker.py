@@ -3,6 +3,7 @@
 Importing it builds the app once for this process (database, media store, runtime) and binds
 the tasks to it; Huey's consumer then runs them on its threads.
 """
+
 from __future__ import annotations
 
 from . import create_app, logs, tasks

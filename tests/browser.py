@@ -8,6 +8,7 @@ When the browser is not there: locally the test is skipped with the reason; with
 fails, so a CI machine without Chromium can never pass by running nothing. A Chromium that is
 there but does not start always fails.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,14 @@ import pytest
 CHROMIUM = os.environ.get("PIXSHIFT_TEST_CHROMIUM", "/usr/bin/chromium")
 # We run as root (no sandbox); the rest keeps Chromium from calling Google, which is refused here.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 # Screenshots for people: test-output/ at the repository root (git-ignored).
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-output" / "browser"
@@ -98,9 +105,11 @@ class PageWatch:
         return [m for m in self.console_errors if "Content Security Policy" in m]
 
     def summary(self) -> str:
-        return (f"page errors: {self.page_errors}\nconsole errors: {self.console_errors}\n"
-                f"failed responses: {self.failed_responses}\ndialogs: {self.dialogs}\n"
-                f"Socket.IO frames received (last 40):\n  " + "\n  ".join(self.socket_frames[-40:]))
+        return (
+            f"page errors: {self.page_errors}\nconsole errors: {self.console_errors}\n"
+            f"failed responses: {self.failed_responses}\ndialogs: {self.dialogs}\n"
+            f"Socket.IO frames received (last 40):\n  " + "\n  ".join(self.socket_frames[-40:])
+        )
 
 
 def drop_file(page, selector: str, name: str, content: str, mime: str) -> None:

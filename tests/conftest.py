@@ -5,6 +5,7 @@ by whatever the shell had set: ``DATABASE_URL`` and ``REDIS_URL`` from the envir
 taken as the PostgreSQL and Redis to run the scale-out variants against, then removed, so the
 embedded tests really run on SQLite.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,22 +14,23 @@ import tempfile
 TEST_DATABASE_URL = os.environ.pop("DATABASE_URL", None)
 TEST_REDIS_URL = os.environ.pop("REDIS_URL", None)
 _SESSION_DIR = tempfile.mkdtemp(prefix="pixshift-tests-")
-os.environ.update({
-    "PIXSHIFT_INSTANCE_PATH": os.path.join(_SESSION_DIR, "instance"),
-    "PIXSHIFT_ALLOW_PRIVATE_URLS": "1",
-    "PIXSHIFT_DOWNLOAD_BACKOFF": "0.05",
-    "PIXSHIFT_RETRY_DELAY": "0.2",
-    "PIXSHIFT_READ_TIMEOUT": "2",
-    "PIXSHIFT_DOWNLOAD_TIMEOUT": "5",
-    "PIXSHIFT_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    "PIXSHIFT_WEBHOOK_TIMEOUT": "1",
-    "PIXSHIFT_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2",
-})
+os.environ.update(
+    {
+        "PIXSHIFT_INSTANCE_PATH": os.path.join(_SESSION_DIR, "instance"),
+        "PIXSHIFT_ALLOW_PRIVATE_URLS": "1",
+        "PIXSHIFT_DOWNLOAD_BACKOFF": "0.05",
+        "PIXSHIFT_RETRY_DELAY": "0.2",
+        "PIXSHIFT_READ_TIMEOUT": "2",
+        "PIXSHIFT_DOWNLOAD_TIMEOUT": "5",
+        "PIXSHIFT_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "PIXSHIFT_WEBHOOK_TIMEOUT": "1",
+        "PIXSHIFT_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2",
+    }
+)
 for _name in ("MEDIA_ROOT", "PUBLIC_BASE_URL", "PIXSHIFT_QUEUE_NAME"):
     os.environ.pop(_name, None)
 
 import pytest  # noqa: E402
-
 from imageserver import ImageServer  # noqa: E402
 from livestack import Stack, scaleout_env  # noqa: E402
 
@@ -42,9 +44,7 @@ def image_server():
 @pytest.fixture(scope="session")
 def app():
     """The app of the test process (SQLite in the session's instance folder)."""
-    from pixshift import create_app
-    from pixshift import tasks
-
+    from pixshift import create_app, tasks
     from pixshift.schema import upgrade_schema
 
     app = create_app({"TESTING": True})
@@ -62,13 +62,19 @@ def pg_app():
     from pixshift import create_app
 
     with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL or "redis://127.0.0.1:6379/0") as env:
-        app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"].replace(
-            "postgresql://", "postgresql+psycopg://", 1)})
+        app = create_app(
+            {
+                "TESTING": True,
+                "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1),
+            }
+        )
         from pixshift.schema import upgrade_schema
+
         with app.app_context():
             upgrade_schema()
         yield app
         from pixshift.extensions import db
+
         with app.app_context():
             db.engine.dispose()
 
@@ -87,8 +93,8 @@ def client(app):
 @pytest.fixture(scope="session")
 def inprocess_worker(app):
     """A real Huey consumer (thread workers) running in the test process, as in the embedded default."""
-    from pixshift.server import start_inprocess_consumer
     from pixshift import tasks
+    from pixshift.server import start_inprocess_consumer
 
     tasks.huey.flush()  # tasks other tests enqueued without a worker are not this worker's business
     consumer = start_inprocess_consumer(tasks.huey, workers=8)

@@ -1,5 +1,6 @@
 """The CSV parser applied to a file held in memory, as /upload applies it to the spooled upload:
 validate every row, then read the products (two passes)."""
+
 from __future__ import annotations
 
 import io

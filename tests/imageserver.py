@@ -45,7 +45,7 @@ import re
 import socket
 import threading
 import urllib.parse
-from typing import Iterable
+from collections.abc import Iterable
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
@@ -78,8 +78,7 @@ def sniff_content_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-def generate_photo(width: int, height: int, seed: int = 1, fmt: str = "JPEG",
-                   quality: int = 90) -> bytes:
+def generate_photo(width: int, height: int, seed: int = 1, fmt: str = "JPEG", quality: int = 90) -> bytes:
     """Photo-like image: gradient + vignette + soft shapes + blur + texture + grain.
 
     Deterministic for a given (size, seed, fmt, quality) and Pillow version.
@@ -95,8 +94,7 @@ def generate_photo(width: int, height: int, seed: int = 1, fmt: str = "JPEG",
     grad = Image.linear_gradient("L")
     if rng.random() < 0.3:
         grad = grad.transpose(Image.Transpose.ROTATE_90)
-    bands = [grad.point(lambda v, a=a, b=b: a + (b - a) * v // 255)
-             for a, b in zip(top, bottom)]
+    bands = [grad.point(lambda v, a=a, b=b: a + (b - a) * v // 255) for a, b in zip(top, bottom)]
     bg = Image.merge("RGB", bands).resize((width, height), Image.Resampling.BICUBIC)
     vignette = Image.radial_gradient("L").point(lambda v: 255 - v * 3 // 5)
     bg = ImageChops.multiply(bg, Image.merge("RGB", [vignette.resize((width, height))] * 3))
@@ -146,7 +144,7 @@ class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False  # server_close() must not join stalled handlers
     allow_reuse_address = True
 
-    def __init__(self, owner: "ImageServer"):
+    def __init__(self, owner: ImageServer):
         self.owner = owner
         super().__init__(("127.0.0.1", 0), _Handler)
 
@@ -160,7 +158,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     timeout = 30  # idle keep-alive connections give up eventually
     server: _Server
 
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+    def log_message(self, format, *args):
         pass
 
     # -- plumbing ---------------------------------------------------------
@@ -191,7 +189,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner._in_flight_change(+1)
         try:
             self._route(path)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
         except OSError:
             self.close_connection = True
@@ -215,8 +213,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not to:
                 return self._text(400, "missing ?to=")
             code = int(self.query.get("code", 302))
-            return self._send(code, b"redirecting\n", "text/plain; charset=utf-8",
-                              {"Location": to})
+            return self._send(code, b"redirecting\n", "text/plain; charset=utf-8", {"Location": to})
         if first == "big" and len(segs) == 1:
             return self._big(int(self.query.get("bytes", 1024 * 1024)))
         if first == "gen" and len(segs) == 2:
@@ -241,8 +238,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- responses --------------------------------------------------------
 
-    def _send(self, code: int, body: bytes, ctype: str,
-              headers: dict[str, str] | None = None, length: bool = True):
+    def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None, length: bool = True):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         no_body = code in (204, 304) or 100 <= code < 200
@@ -355,9 +351,9 @@ class ImageServer:
             return
         self._stop.clear()
         self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="ImageServer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="ImageServer", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -378,7 +374,7 @@ class ImageServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "ImageServer":
+    def __enter__(self) -> ImageServer:
         self.start()
         return self
 
@@ -412,8 +408,7 @@ class ImageServer:
             self._flaky.clear()
             self.max_in_flight = self.in_flight
 
-    def generated(self, width: int, height: int, seed: int = 1, fmt: str = "JPEG",
-                  quality: int = 90) -> bytes:
+    def generated(self, width: int, height: int, seed: int = 1, fmt: str = "JPEG", quality: int = 90) -> bytes:
         """The bytes /gen serves for these parameters (cached)."""
         key = (width, height, seed, fmt, quality)
         with self._gen_lock:

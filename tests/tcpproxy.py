@@ -1,5 +1,6 @@
 """A TCP forwarder on loopback that can be cut and restored: a network outage between PixShift
 and a real server, without restarting the server."""
+
 from __future__ import annotations
 
 import socket
@@ -21,7 +22,7 @@ class TcpProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))

@@ -9,6 +9,7 @@ products of an accepted file). Cases too big to commit are generated below.
 Image URLs point at http://127.0.0.1:9 (discard port): if a worker of the same test session picks
 up an accepted upload, its downloads fail at once instead of reaching out.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,6 +31,7 @@ TABLES = ("requests", "products", "images")
 
 def table_counts(app) -> dict[str, int]:
     from pixshift.extensions import db
+
     with app.app_context():
         return {t: db.session.execute(text(f"select count(*) from {t}")).scalar_one() for t in TABLES}
 
@@ -45,13 +47,16 @@ def stored_products(app, request_id: str) -> list[list]:
     """[serial, name, [urls]] of a stored request, in CSV order."""
     from pixshift.extensions import db
     from pixshift.models import Image, Product
+
     with app.app_context():
         products = db.session.scalars(
-            db.select(Product).where(Product.request_id == request_id).order_by(Product.position)).all()
+            db.select(Product).where(Product.request_id == request_id).order_by(Product.position)
+        ).all()
         result = []
         for p in products:
             urls = db.session.scalars(
-                db.select(Image.input_url).where(Image.product_id == p.id).order_by(Image.position)).all()
+                db.select(Image.input_url).where(Image.product_id == p.id).order_by(Image.position)
+            ).all()
             result.append([p.serial_number, p.name, list(urls)])
         return result
 
@@ -70,7 +75,7 @@ def assert_details(body: dict, expected: list, truncated: bool = False) -> None:
     assert all(isinstance(d["message"], str) and d["message"] for d in body["details"])
     assert body["truncated"] is truncated
     if truncated:
-        assert found[:len(expected)] == expected
+        assert found[: len(expected)] == expected
     else:
         assert found == expected
 
@@ -97,8 +102,11 @@ def test_corpus_file(app, client, name):
         assert body["images"] == sum(len(urls) for _, _, urls in case["products"])
         assert stored_products(app, body["request_id"]) == case["products"]  # verbatim, <script> included
         after = table_counts(app)
-        assert after == {"requests": before["requests"] + 1, "products": before["products"] + body["products"],
-                         "images": before["images"] + body["images"]}
+        assert after == {
+            "requests": before["requests"] + 1,
+            "products": before["products"] + body["products"],
+            "images": before["images"] + body["images"],
+        }
     else:
         body = assert_json_error(response, case["status"], case["error"])
         if "details" in case:
@@ -107,6 +115,7 @@ def test_corpus_file(app, client, name):
 
 
 # Generated cases: too big to commit.
+
 
 def test_a_100_mb_upload_is_refused_without_being_read(app, client):
     body = LazyMultipart(100 * 1024 * 1024)
@@ -123,8 +132,12 @@ def test_a_100_mb_chunked_upload_is_cut_off_at_the_limit(app, client):
     """No Content-Length (chunked): reading stops at PIXSHIFT_MAX_CSV_BYTES, not at 100 MB."""
     body = LazyMultipart(100 * 1024 * 1024)
     started = time.perf_counter()
-    response = client.post("/upload", input_stream=body, content_type=body.content_type,
-                           environ_overrides={"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True})
+    response = client.post(
+        "/upload",
+        input_stream=body,
+        content_type=body.content_type,
+        environ_overrides={"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True},
+    )
     assert_json_error(response, 413, "too_large")
     assert time.perf_counter() - started < 10
     assert body.consumed <= app.config["MAX_CONTENT_LENGTH"] + 64 * 1024
@@ -163,8 +176,10 @@ class LazyMultipart(io.RawIOBase):
     """A multipart/form-data body of ``size`` bytes with one file field, made up as it is read."""
 
     def __init__(self, size: int, boundary: str = "pixshift-test-boundary") -> None:
-        self.head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
-                     "Content-Type: text/csv\r\n\r\n").encode() + HEADER
+        self.head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
+            "Content-Type: text/csv\r\n\r\n"
+        ).encode() + HEADER
         self.tail = f"\r\n--{boundary}--\r\n".encode()
         self.size, self.pos, self.consumed = size, 0, 0
         self.content_type = f"multipart/form-data; boundary={boundary}"
@@ -189,12 +204,12 @@ class LazyMultipart(io.RawIOBase):
         while len(out) < n:
             want = n - len(out)
             if self.pos < len(self.head):
-                chunk = self.head[self.pos:self.pos + want]
+                chunk = self.head[self.pos : self.pos + want]
             elif self.pos < fill_end:
                 chunk = b"\n" * min(want, fill_end - self.pos)
             else:
                 start = self.pos - fill_end
-                chunk = self.tail[start:start + want]
+                chunk = self.tail[start : start + want]
             out += chunk
             self.pos += len(chunk)
         buffer[:n] = out

@@ -3,6 +3,7 @@
 Tiny sizes, a few seconds; no timing is asserted (CI machines vary), only that every section ran
 and printed sane figures. The real run and its table are in bench/README.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,26 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("1. Codec limit", "2. End to end", "3. Slow hosts", "4. Big CSV", "5. Status under load",
-            "6. Status beside uploads", "7. Compression")
+SECTIONS = (
+    "1. Codec limit",
+    "2. End to end",
+    "3. Slow hosts",
+    "4. Big CSV",
+    "5. Status under load",
+    "6. Status beside uploads",
+    "7. Compression",
+)
 
 
 def test_the_benchmark_runs_and_prints_every_section(tmp_path):
     figures = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--modes", "embedded", "--json", str(figures)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--modes", "embedded", "--json", str(figures)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     table = done.stdout
     for section in SECTIONS:

@@ -4,6 +4,7 @@ reload, see thumbnails and failures, download the output CSV; and manage webhook
 
 Screenshots for people land in test-output/browser/ (upload-errors.png, finished.png).
 """
+
 from __future__ import annotations
 
 import csv
@@ -79,8 +80,11 @@ def browser():
 def web(tmp_path_factory):
     """One live ``python -m pixshift`` for this module. Three workers and staggered slow images
     spread the finishes over a few seconds, so the progress page has something to show live."""
-    env = {"PIXSHIFT_MAX_CSV_BYTES": str(MAX_CSV_BYTES),
-           "PIXSHIFT_READ_TIMEOUT": "10", "PIXSHIFT_DOWNLOAD_TIMEOUT": "20"}
+    env = {
+        "PIXSHIFT_MAX_CSV_BYTES": str(MAX_CSV_BYTES),
+        "PIXSHIFT_READ_TIMEOUT": "10",
+        "PIXSHIFT_DOWNLOAD_TIMEOUT": "20",
+    }
     with Stack(tmp_path_factory.mktemp("browser-stack"), env, separate_consumer=False, workers=3) as stack:
         yield stack
 
@@ -107,7 +111,8 @@ def csv_text(rows) -> str:
 def shown_errors(page) -> list[dict]:
     return page.eval_on_selector_all(
         "ul#errors li.error",
-        "els => els.map(e => ({row: e.dataset.row, column: e.dataset.column, text: e.textContent.trim()}))")
+        "els => els.map(e => ({row: e.dataset.row, column: e.dataset.column, text: e.textContent.trim()}))",
+    )
 
 
 def no_upload_sent(watch: PageWatch, since: int) -> list:
@@ -156,11 +161,11 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         assert page.url.rstrip("/") == web.base_url
 
         # 2b. A CSV the server rejects: one li.error per problem, naming row and column.
-        invalid = csv_text([(1, "", [image_server.url("photo1.jpg")]),
-                            (2, "Lamp", ["ftp://example.com/a.jpg"])])
+        invalid = csv_text([(1, "", [image_server.url("photo1.jpg")]), (2, "Lamp", ["ftp://example.com/a.jpg"])])
         drop_file(page, "#drop-zone", "products.csv", invalid, "text/csv")
         page.wait_for_function(
-            "() => [...document.querySelectorAll('ul#errors li.error')].some(e => e.dataset.row === '3')")
+            "() => [...document.querySelectorAll('ul#errors li.error')].some(e => e.dataset.row === '3')"
+        )
         errors = shown_errors(page)
         assert [(e["row"], e["column"]) for e in errors] == [("2", "Product Name"), ("3", "Input Image URLs")], errors
         assert "product name is empty" in errors[0]["text"], errors
@@ -194,23 +199,29 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         page.wait_for_function("() => parseInt(document.querySelector('#count-done').textContent, 10) > 0")
         page.wait_for_function(
             "() => ['completed', 'completed_with_errors'].includes("
-            "document.querySelector('#request-state').textContent.trim())", timeout=FINISH_TIMEOUT_MS)
+            "document.querySelector('#request-state').textContent.trim())",
+            timeout=FINISH_TIMEOUT_MS,
+        )
         seen = page.evaluate("window.__seen")
         states = page.evaluate("window.__states")
-        print(f"done+failed seen on the page: {seen}; states seen: {states}; "
-              f"chip states seen: {page.evaluate('window.__chipStates')}")
+        print(
+            f"done+failed seen on the page: {seen}; states seen: {states}; "
+            f"chip states seen: {page.evaluate('window.__chipStates')}"
+        )
         assert len(set(seen)) >= 2, f"done+failed never changed on the page: {seen} (states {states})"
         assert seen == sorted(seen), f"done+failed went backwards: {seen}"
         assert page.evaluate("window.__noReload") == 1, "the progress page reloaded"
         mid_states = page.evaluate("window.__midStates")
         assert mid_states == ["processing"], (
-            f"#request-state showed {mid_states} while {seen} of the images were finished; expected processing")
+            f"#request-state showed {mid_states} while {seen} of the images were finished; expected processing"
+        )
         # Each slow image is processing for 0.5-1.5 s, so a live page shows most chips in processing;
         # a page that only gets "done"/"failed" events shows at most the 3 (workers) its snapshot caught.
         chip_states = page.evaluate("window.__chipStates")
         went_processing = [i for i, states in chip_states.items() if "processing" in states]
         assert len(went_processing) >= 5, (
-            f"only {len(went_processing)} of {n_images} chips were ever shown as processing: {chip_states}")
+            f"only {len(went_processing)} of {n_images} chips were ever shown as processing: {chip_states}"
+        )
         assert page.locator("#request-state").text_content().strip() == "completed_with_errors", states
         assert page.locator("#count-done").text_content().strip() == str(n_images - 1)
         assert page.locator("#count-failed").text_content().strip() == "1"
@@ -223,7 +234,8 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         assert page.locator(".product .product-name").all_text_contents() == [n for _, n, _ in rows]
         chips = page.locator(".chip").evaluate_all(
             "els => els.map(e => ({id: e.dataset.imageId, state: e.dataset.state,"
-            " serial: e.closest('.product')?.dataset.serial}))")
+            " serial: e.closest('.product')?.dataset.serial}))"
+        )
         assert len(chips) == n_images and len({c["id"] for c in chips}) == n_images, chips
         assert [c["state"] for c in chips if c["state"] != "done"] == ["failed"], chips
         assert [c["serial"] for c in chips if c["state"] == "failed"] == ["10"], chips
@@ -236,7 +248,8 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         for i in range(n_images):  # thumbnails may load lazily: look at each, as a person scrolling would
             results.nth(i).scroll_into_view_if_needed()
         page.wait_for_function(
-            "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+            "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
         thumbs = page.locator("#results .result").evaluate_all("""els => els.map(r => ({
             before: r.querySelector('img.thumb-before') && [r.querySelector('img.thumb-before').naturalWidth,
                                                             r.querySelector('img.thumb-before').naturalHeight],
@@ -272,7 +285,7 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         out_rows = list(csv.reader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
         assert out_rows[0] == [*HEADER, "Output Image URLs"]
         assert [(int(r[0]), r[1]) for r in out_rows[1:]] == [(s, n) for s, n, _ in rows]
-        for (serial, _, urls), out in zip(rows, out_rows[1:]):
+        for (_serial, _, urls), out in zip(rows, out_rows[1:]):
             assert out[2].split(", ") == urls
             outputs = out[3].split(", ")
             assert len(outputs) == len(urls), out

@@ -2,6 +2,7 @@
 servers on loopback: upload --wait to completion following Socket.IO (or polling, with tokens),
 status, download, exit codes, --json, the progress bar on a terminal, and serve + worker.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from livestack import BIN, ROOT, WORKER_COMMAND, Stack, free_port, wait_until
 from webhook_receiver import Receiver
 
@@ -33,14 +33,22 @@ def pixshift_argv() -> list[str]:
     return [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "pixshift.cli"]
 
 
-def run(*args: str, server: Stack | None = None, env: dict | None = None, timeout: float = 120,
-        **kwargs) -> subprocess.CompletedProcess:
+def run(
+    *args: str, server: Stack | None = None, env: dict | None = None, timeout: float = 120, **kwargs
+) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in ("PIXSHIFT_SERVER", "PIXSHIFT_TOKEN")}
     if server is not None:
         environment["PIXSHIFT_SERVER"] = server.base_url
     environment.update(env or {})
-    return subprocess.run([*pixshift_argv(), *args], env=environment, capture_output=True, text=True,
-                          timeout=timeout, cwd=kwargs.pop("cwd", ROOT), **kwargs)
+    return subprocess.run(
+        [*pixshift_argv(), *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=kwargs.pop("cwd", ROOT),
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +59,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("cli-tokens"), {"PIXSHIFT_API_TOKENS": TOKEN},
-               separate_consumer=False, workers=4) as stack:
+    with Stack(
+        tmp_path_factory.mktemp("cli-tokens"), {"PIXSHIFT_API_TOKENS": TOKEN}, separate_consumer=False, workers=4
+    ) as stack:
         yield stack
 
 
@@ -117,10 +126,10 @@ def test_upload_wait_live_then_status_and_download(server, image_server, tmp_pat
         assert got.status_code == 200 and got.headers["Content-Type"].startswith("image/")
 
     to_stdout = run("download", request_id, server=server)
-    assert to_stdout.returncode == 0 and to_stdout.stdout.replace("\r\n", "\n") == \
-        out.read_text(encoding="utf-8").replace("\r\n", "\n")
-    as_json = json.loads(run("--json", "download", request_id, "-o", str(tmp_path / "again.csv"),
-                             server=server).stdout)
+    assert to_stdout.returncode == 0 and to_stdout.stdout.replace("\r\n", "\n") == out.read_text(
+        encoding="utf-8"
+    ).replace("\r\n", "\n")
+    as_json = json.loads(run("--json", "download", request_id, "-o", str(tmp_path / "again.csv"), server=server).stdout)
     assert as_json["products"] == 2 and as_json["bytes"] == out.stat().st_size
 
 
@@ -193,8 +202,7 @@ def test_token_from_env_or_flag_and_polling_fallback(token_server, image_server,
     assert "401 unauthorized" in refused.stderr
 
     # Socket.IO is for logged-in browsers on a server with tokens: the CLI falls back to polling.
-    proc = run("upload", str(path), "--wait", "--interval", "0.2", server=token_server,
-               env={"PIXSHIFT_TOKEN": TOKEN})
+    proc = run("upload", str(path), "--wait", "--interval", "0.2", server=token_server, env={"PIXSHIFT_TOKEN": TOKEN})
     assert proc.returncode == 0, proc.stdout + proc.stderr + token_server.logs()
     assert "by polling every 0.2s" in proc.stderr, proc.stderr
     request_id = request_id_of(proc.stdout)
@@ -210,8 +218,13 @@ def test_progress_bar_redraws_in_place_on_a_terminal(server, image_server, tmp_p
     path = write_csv(tmp_path, [(n, f"P{n}", [u]) for n, u in enumerate(urls, 1)])
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("PIXSHIFT_SERVER", "PIXSHIFT_TOKEN")}
-    proc = subprocess.Popen([*pixshift_argv(), "--server", server.base_url, "upload", str(path), "--wait"],
-                            stdout=subprocess.PIPE, stderr=slave, env={**env, "COLUMNS": "100"}, cwd=ROOT)
+    proc = subprocess.Popen(
+        [*pixshift_argv(), "--server", server.base_url, "upload", str(path), "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**env, "COLUMNS": "100"},
+        cwd=ROOT,
+    )
     os.close(slave)
     seen = b""
     deadline = time.monotonic() + 60
@@ -245,9 +258,15 @@ def test_serve_and_worker_run_the_pieces(image_server, tmp_path):
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("serve", "worker")}
     processes = []
     try:
-        processes.append(subprocess.Popen([*pixshift_argv(), "serve", "--host", "127.0.0.1", "--port", str(port),
-                                           "--workers", "0"], env=env, cwd=ROOT, stdout=logs["serve"],
-                                          stderr=subprocess.STDOUT))
+        processes.append(
+            subprocess.Popen(
+                [*pixshift_argv(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "0"],
+                env=env,
+                cwd=ROOT,
+                stdout=logs["serve"],
+                stderr=subprocess.STDOUT,
+            )
+        )
         base = f"http://127.0.0.1:{port}"
 
         def healthy():
@@ -258,13 +277,23 @@ def test_serve_and_worker_run_the_pieces(image_server, tmp_path):
                 return False
 
         wait_until(healthy, 30, message="pixshift serve")
-        processes.append(subprocess.Popen([*pixshift_argv(), "worker", "-w", "2", "--", "-d", "0.05", "-m", "0.5"],
-                                          env=env, cwd=ROOT, stdout=logs["worker"], stderr=subprocess.STDOUT))
+        processes.append(
+            subprocess.Popen(
+                [*pixshift_argv(), "worker", "-w", "2", "--", "-d", "0.05", "-m", "0.5"],
+                env=env,
+                cwd=ROOT,
+                stdout=logs["worker"],
+                stderr=subprocess.STDOUT,
+            )
+        )
         path = write_csv(tmp_path, [(1, "Chair", [image_server.url("photo1.jpg")])])
         # Without Redis, progress events stay in the worker's process: follow by polling.
         proc = run("--server", base, "upload", str(path), "--wait", "--no-live", "--interval", "0.2", timeout=90)
-        assert proc.returncode == 0, proc.stdout + proc.stderr + "".join(
-            (tmp_path / f"{n}.log").read_text(errors="replace")[-3000:] for n in logs)
+        assert proc.returncode == 0, (
+            proc.stdout
+            + proc.stderr
+            + "".join((tmp_path / f"{n}.log").read_text(errors="replace")[-3000:] for n in logs)
+        )
         # `pixshift worker` became (exec, same PID) the deployment's worker command, with its options.
         worker = processes[1]
         argv = (Path("/proc") / str(worker.pid) / "cmdline").read_bytes().decode().split("\0")[:-1]

@@ -1,5 +1,6 @@
 """Compression runs in child processes: a crashing codec or an image over its CPU budget ends one
 child and fails only its own image, not the service or the images beside it."""
+
 from __future__ import annotations
 
 import os
@@ -10,13 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from livestack import Stack, wait_until
+from test_compress import photo, save, scan_bomb
 
 from pixshift import codec_processes
 from pixshift.compress import compress_to_ratio
 from pixshift.failures import ImageFailure
-from test_compress import photo, save, scan_bomb
 
 NO_SCAN_LIMIT = 10**9  # lets scan_bomb() reach the decoder, so that only the CPU budget stops it
 
@@ -49,13 +49,18 @@ def test_children_exit_with_a_service_killed_without_cleanup(tmp_path):
         "    print(codec_processes.run(os.getpid, processes=2), flush=True)\n"
         "    sys.stdin.read()\n"
     )
-    service = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               cwd=Path(__file__).resolve().parents[1])
+    service = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     with service:  # closes its pipes
         child = int(service.stdout.readline())
         assert Path(f"/proc/{child}").exists()
         service.kill()
         service.wait()
+
     def gone() -> bool:  # exited, or a zombie waiting for the fork server to reap it
         try:
             return Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -69,14 +74,21 @@ def test_a_child_whose_service_died_while_it_started_exits_at_once():
     """The service was SIGKILLed between starting a child and the child's first instruction."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    child = subprocess.run([sys.executable, "-c", "from pixshift.codec_processes import _start_child\n"
-                            f"_start_child({dead.pid})\nimport time; time.sleep(30)"],
-                           cwd=Path(__file__).resolve().parents[1], timeout=20)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from pixshift.codec_processes import _start_child\n_start_child({dead.pid})\nimport time; time.sleep(30)",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=20,
+    )
     assert child.returncode == 0
 
 
 def _pool_workers(service: int) -> list[int]:
     """The compression children of a service: the fork server's children."""
+
     def read(path: str) -> str:
         try:
             return Path(path).read_text(errors="replace")
@@ -86,6 +98,7 @@ def _pool_workers(service: int) -> list[int]:
     def kids(pid: int) -> list[int]:
         tasks = Path(f"/proc/{pid}/task")
         return [int(c) for t in (tasks.iterdir() if tasks.exists() else []) for c in read(f"{t}/children").split()]
+
     servers = [c for c in kids(service) if "forkserver" in read(f"/proc/{c}/cmdline")]
     return [w for s in servers for w in kids(s)]
 
@@ -108,8 +121,11 @@ def test_killing_compression_children_mid_image_costs_one_attempt_not_the_servic
         image_server.generated(6000, 4000, quality=95)  # made before the clock starts
         request_id = stack.upload(make_csv(image_server, [(1, "Big", [big])])).json()["request_id"]
         service = stack.serving_pid()  # the pool belongs to the process that runs the workers
-        wait_until(lambda: any(_cpu_ticks(w) > 20 for w in _pool_workers(service)), 60,
-                   message="a compression child to be busy")  # 0.2 s of CPU: mid-image
+        wait_until(
+            lambda: any(_cpu_ticks(w) > 20 for w in _pool_workers(service)),
+            60,
+            message="a compression child to be busy",
+        )  # 0.2 s of CPU: mid-image
         victims = _pool_workers(service)
         for pid in victims:
             os.kill(pid, 9)
@@ -182,12 +198,23 @@ def test_costly_images_holding_every_slot_delay_a_healthy_image_without_failing_
     healthy = save(photo((1600, 1000)), "JPEG", quality=90)
     beats: list[float] = []
     with ThreadPoolExecutor(2) as threads:
-        bombs = [threads.submit(_fail, compress_to_ratio, bomb, processes=2, cpu_seconds=1.5,
-                                max_scans=NO_SCAN_LIMIT) for _ in range(2)]
-        wait_until(lambda: all(_cpu_ticks(pid) - ticks[pid] > 20 for pid in children), 10,
-                   message="both children to be decoding a costly image")
-        result = codec_processes.run(compress_to_ratio, healthy, processes=2, cpu_seconds=30,
-                                     heartbeat=lambda: beats.append(time.monotonic()), heartbeat_seconds=0.2)
+        bombs = [
+            threads.submit(_fail, compress_to_ratio, bomb, processes=2, cpu_seconds=1.5, max_scans=NO_SCAN_LIMIT)
+            for _ in range(2)
+        ]
+        wait_until(
+            lambda: all(_cpu_ticks(pid) - ticks[pid] > 20 for pid in children),
+            10,
+            message="both children to be decoding a costly image",
+        )
+        result = codec_processes.run(
+            compress_to_ratio,
+            healthy,
+            processes=2,
+            cpu_seconds=30,
+            heartbeat=lambda: beats.append(time.monotonic()),
+            heartbeat_seconds=0.2,
+        )
         assert [b.result().code for b in bombs] == ["too_costly", "too_costly"]
     assert len(result.data) <= len(healthy) // 2
     assert len(beats) >= 3  # it waited over a second for a slot, renewing all along
@@ -224,5 +251,8 @@ def test_costly_images_cost_only_themselves_in_a_running_service(tmp_path, image
         codes = [(i["state"], (i.get("error") or {}).get("code"), i["attempts"]) for i in images]
         assert codes == [("failed", "too_costly", 1)] * 3 + [("done", None, 1)] * 2, images
         service = stack.processes["web"].pid
-        wait_until(lambda: all(_state(pid) == "S" for pid in _pool_workers(service)), 5,
-                   message="every compression child to be idle")  # the incident's burnt on for minutes
+        wait_until(
+            lambda: all(_state(pid) == "S" for pid in _pool_workers(service)),
+            5,
+            message="every compression child to be idle",
+        )  # the incident's burnt on for minutes

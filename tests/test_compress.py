@@ -241,7 +241,7 @@ def test_png_whose_alpha_is_all_opaque_becomes_jpeg(picture):
 
 def test_palette_png_with_transparency(picture):
     pal = picture.resize((600, 400)).quantize(255)
-    pal.putpalette(pal.getpalette()[: 255 * 3] + [0, 0, 0])  # index 255: the transparent one
+    pal.putpalette([*pal.getpalette()[: 255 * 3], 0, 0, 0])  # index 255: the transparent one
     ImageDraw.Draw(pal).rectangle((0, 0, 200, 400), fill=255)
     data = save(pal, "PNG", transparency=255)
     result = compress_to_ratio(data)

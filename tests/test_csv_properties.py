@@ -9,16 +9,18 @@
 - Through the API: any file body is 202, 400 or 413, errors are JSON, and a 400 stores nothing.
 - The shortcut for plain URLs answers exactly as the full URL checks do.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 
-from hypothesis import HealthCheck, assume, event, example, given, settings, strategies as st
+from csv_files import parse_products
+from hypothesis import HealthCheck, assume, event, example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
-from csv_files import parse_products
 from pixshift.csv_input import COLUMNS, MAX_NAME_LENGTH, MAX_SERIAL, CsvRejected, Limits, ProductRow
 from pixshift.urls import url_problem
 
@@ -27,6 +29,7 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 # -- checking any outcome ---------------------------------------------------------------------------
+
 
 def header_labels(data: bytes) -> set[str]:
     """What the parser may name as an unexpected header column of this file."""
@@ -99,7 +102,10 @@ hosts = st.one_of(
 url_tail = st.text(st.sampled_from("abzAZ09-._~/%!$&'()*+;=:@?#\""), max_size=16)
 urls = st.builds(
     lambda scheme, host, port, tail, comma: f"{scheme}://{host}{f':{port}' if port else ''}/{tail}{comma}",
-    st.sampled_from(["http", "https", "HTTP", "Https"]), hosts, st.none() | st.integers(1, 65535), url_tail,
+    st.sampled_from(["http", "https", "HTTP", "Https"]),
+    hosts,
+    st.none() | st.integers(1, 65535),
+    url_tail,
     st.sampled_from(["", "%2C", "?a=1%2C2"]),
 )
 pads = st.sampled_from(["", "", "", " ", "  ", "\t", " \t "])
@@ -107,8 +113,14 @@ pads = st.sampled_from(["", "", "", " ", "  ", "\t", " \t "])
 
 @st.composite
 def products(draw, min_size=1, max_size=8):
-    rows = draw(st.lists(st.tuples(serials, names, st.lists(urls, min_size=1, max_size=4)),
-                         min_size=min_size, max_size=max_size, unique_by=lambda r: r[0]))
+    rows = draw(
+        st.lists(
+            st.tuples(serials, names, st.lists(urls, min_size=1, max_size=4)),
+            min_size=min_size,
+            max_size=max_size,
+            unique_by=lambda r: r[0],
+        )
+    )
     return [[s, n, u] for s, n, u in rows]
 
 
@@ -118,8 +130,10 @@ def render(draw, rows: list[list], header: list[str] | None = None):
     Returns (text, record numbers of the rows as a spreadsheet numbers them)."""
     order = draw(st.permutations(range(3))) if header is None else list(range(len(header)))
     if header is None:
-        header = [draw(pads) + draw(st.sampled_from([str, str.lower, str.upper, str.swapcase]))(COLUMNS[i])
-                  + draw(pads) for i in order]
+        header = [
+            draw(pads) + draw(st.sampled_from([str, str.lower, str.upper, str.swapcase]))(COLUMNS[i]) + draw(pads)
+            for i in order
+        ]
     ending = draw(st.sampled_from(["\n", "\r\n", "\r", "mixed"]))
 
     def newline() -> str:
@@ -160,14 +174,29 @@ def valid_files(draw):
 
 BAD_SERIALS = ["", " ", "x", "-1", "+1", "1.5", "1e3", "0x10", "1_000", "１", "٣", "9" * 19, "9" * 5000]
 BAD_NAMES = ["", "   ", "\t", "n" * (MAX_NAME_LENGTH + 1)]
-BAD_URL_LISTS = ["", " ", "ftp://h.example/a.jpg", "/a.jpg", "h.example/a.jpg", "javascript:alert(1)",
-                 "file:///etc/passwd", "http://u:p@h.example/a.jpg", "http://u@h.example/a.jpg",
-                 "http://h.example/a b.jpg", "http://h.example:99999/a.jpg", "http://[::1/a.jpg", "http:///a.jpg",
-                 "http://h.example/a.jpg,", "http://h.example/a.jpg,,http://h.example/b.jpg",
-                 ",".join(["http://h.example/a.jpg"] * 101), "http://h.example/" + "a" * 2100]
+BAD_URL_LISTS = [
+    "",
+    " ",
+    "ftp://h.example/a.jpg",
+    "/a.jpg",
+    "h.example/a.jpg",
+    "javascript:alert(1)",
+    "file:///etc/passwd",
+    "http://u:p@h.example/a.jpg",
+    "http://u@h.example/a.jpg",
+    "http://h.example/a b.jpg",
+    "http://h.example:99999/a.jpg",
+    "http://[::1/a.jpg",
+    "http:///a.jpg",
+    "http://h.example/a.jpg,",
+    "http://h.example/a.jpg,,http://h.example/b.jpg",
+    ",".join(["http://h.example/a.jpg"] * 101),
+    "http://h.example/" + "a" * 2100,
+]
 
 
 # -- the parser -------------------------------------------------------------------------------------
+
 
 @FAST
 @given(st.binary(max_size=600))
@@ -185,25 +214,32 @@ def test_csv_of_arbitrary_text_cells_is_rows_or_a_rejection(data):
     header = data.draw(st.permutations(list(COLUMNS) + extra))
     if data.draw(st.integers(0, 5)) == 0:
         del header[data.draw(st.integers(0, len(header) - 1))]  # a column missing
-    cells = st.one_of(st.text(any_char, max_size=20), st.text(st.sampled_from(',"\r\n \tx1:/'), max_size=8),
-                      serials.map(str), names, urls, st.lists(urls, min_size=2, max_size=3).map(", ".join))
+    cells = st.one_of(
+        st.text(any_char, max_size=20),
+        st.text(st.sampled_from(',"\r\n \tx1:/'), max_size=8),
+        serials.map(str),
+        names,
+        urls,
+        st.lists(urls, min_size=2, max_size=3).map(", ".join),
+    )
     product = {SN: serials.map(str), PN: names, IU: st.lists(urls, min_size=1, max_size=3).map(", ".join)}
     plausible = st.tuples(*(product.get(h, cells) for h in header)).map(list)  # right kind of text per column
-    width = st.integers(len(header) - 1, len(header) + 1) if data.draw(st.integers(0, 4)) == 0 \
-        else st.just(len(header))
+    width = st.integers(len(header) - 1, len(header) + 1) if data.draw(st.integers(0, 4)) == 0 else st.just(len(header))
     arbitrary = width.flatmap(lambda n: st.lists(cells, min_size=n, max_size=n))
-    rows = data.draw(st.lists(st.one_of(arbitrary, plausible) if data.draw(st.booleans()) else plausible,
-                              max_size=6))
+    rows = data.draw(st.lists(st.one_of(arbitrary, plausible) if data.draw(st.booleans()) else plausible, max_size=6))
     header = [data.draw(st.sampled_from([str, str.lower, str.upper]))(h) for h in header]
 
     def cell(value: str) -> str:  # random quoting, always when needed
         if data.draw(st.booleans()) or any(c in value for c in ',"\r\n'):
             return '"' + value.replace('"', '""') + '"'
         return value
+
     ends = st.sampled_from(["\n", "\r\n", "\r", ""])  # "" on the last line only
     lines = [",".join(cell(c) for c in line) for line in [header, *rows]]
-    text = "".join(line + data.draw(ends if i == len(lines) - 1 else st.sampled_from(["\n", "\r\n", "\r"]))
-                   for i, line in enumerate(lines))
+    text = "".join(
+        line + data.draw(ends if i == len(lines) - 1 else st.sampled_from(["\n", "\r\n", "\r"]))
+        for i, line in enumerate(lines)
+    )
     outcome((data.draw(st.sampled_from(["", "\ufeff"])) + text).encode("utf-8"))
 
 
@@ -273,11 +309,15 @@ def test_the_row_limit_names_the_first_row_past_it_even_after_a_bad_row(rows, ma
 
 # -- the API ----------------------------------------------------------------------------------------
 
+
 def table_counts(app) -> tuple[int, int, int]:
     from pixshift.extensions import db
+
     with app.app_context():
-        return tuple(db.session.execute(text(f"select count(*) from {t}")).scalar_one()
-                     for t in ("requests", "products", "images"))
+        return tuple(
+            db.session.execute(text(f"select count(*) from {t}")).scalar_one()
+            for t in ("requests", "products", "images")
+        )
 
 
 @st.composite
@@ -333,4 +373,5 @@ url_like = st.builds(
 def test_the_plain_url_shortcut_agrees_with_the_full_checks(url):
     """url_problem skips its checks for plain URLs; it must answer exactly as they do."""
     from pixshift.urls import _url_checks
+
     assert url_problem(url) == _url_checks(url)

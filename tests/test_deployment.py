@@ -2,13 +2,13 @@
 
 No Docker engine runs here, so these files are checked by parsing, against the commands
 tests/livestack.py starts (and tests/test_scaleout.py exercises)."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import yaml
-
 from livestack import MIGRATE_COMMAND, WEB_COMMAND, WORKER_COMMAND
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,10 +82,12 @@ def test_dockerfile_ships_what_the_commands_need():
         assert path in shipped, f"{path} is not copied into the image"
         assert (ROOT / path).exists(), path
         assert shipped[path] == workdir / path.rstrip("/"), (path, shipped[path])
-    copied_requirements = [i for i, (name, args) in enumerate(instructions)
-                           if name == "COPY" and "requirements.txt" in args.split()[:-1]]
-    installs = [i for i, (name, args) in enumerate(instructions)
-                if name == "RUN" and "pip install -r requirements.txt" in args]
+    copied_requirements = [
+        i for i, (name, args) in enumerate(instructions) if name == "COPY" and "requirements.txt" in args.split()[:-1]
+    ]
+    installs = [
+        i for i, (name, args) in enumerate(instructions) if name == "RUN" and "pip install -r requirements.txt" in args
+    ]
     assert copied_requirements and installs and copied_requirements[0] < installs[0]
     [(_, cmd)] = [(name, args) for name, args in instructions if name == "CMD"]
     assert json.loads(cmd) == WEB_COMMAND

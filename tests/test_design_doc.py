@@ -4,6 +4,7 @@ The diagrams' sources live in docs/diagrams (Graphviz); docs/render.sh regenerat
 SVGs, and the last tests here fail when a rendering is out of date. Without Graphviz those tests
 skip, except in CI (``CI`` set), where they fail.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,13 +34,16 @@ def section(text: str, heading: str) -> str:
     assert match, f"no section {heading!r}"
     level = len(match.group(1))
     end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, match.end())
-    return text[match.end():end.start() if end else len(text)]
+    return text[match.end() : end.start() if end else len(text)]
 
 
 def table_rows(text: str) -> list[list[str]]:
     """Cells of every markdown table row in ``text`` (header and separator rows included)."""
-    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in text.splitlines() if line.strip().startswith("|")]
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.strip().startswith("|")
+    ]
 
 
 # --- the API table ------------------------------------------------------------------------------
@@ -51,14 +55,20 @@ def documented_routes() -> set[tuple[str, str]]:
 
 
 def app_routes(app) -> set[tuple[str, str]]:
-    return {(method, rule.rule) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
-            for method in rule.methods - {"HEAD", "OPTIONS"}}
+    return {
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
 
 
 def test_the_api_table_lists_every_route_of_the_app_and_no_other(app):
     documented, served = documented_routes(), app_routes(app)
     assert documented, "no | METHOD | `/path` | rows found in the API section of docs/design.md"
-    assert not served - documented, f"routes missing from the API table of docs/design.md: {sorted(served - documented)}"
+    assert not served - documented, (
+        f"routes missing from the API table of docs/design.md: {sorted(served - documented)}"
+    )
     assert not documented - served, f"documented routes the app does not have: {sorted(documented - served)}"
 
 
@@ -68,10 +78,16 @@ def test_the_api_table_lists_every_route_of_the_app_and_no_other(app):
 def settings_read_by_config() -> set[str]:
     """Names of the environment variables pixshift/config.py reads through _env/_int/_float/_bool."""
     tree = ast.parse((ROOT / "pixshift" / "config.py").read_text())
-    names = {node.args[0].value for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-             and node.func.id in {"_env", "_int", "_float", "_bool"}
-             and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)}
+    names = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in {"_env", "_int", "_float", "_bool"}
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
     assert len(names) > 20, names  # the parse found the settings
     return names
 
@@ -83,7 +99,9 @@ def variables_in_table(text: str) -> set[str]:
 
 def test_the_configuration_table_lists_every_setting_and_no_other():
     read, documented = settings_read_by_config(), variables_in_table(section(design(), "Configuration"))
-    assert not read - documented, f"settings missing from the configuration table of docs/design.md: {sorted(read - documented)}"
+    assert not read - documented, (
+        f"settings missing from the configuration table of docs/design.md: {sorted(read - documented)}"
+    )
     assert not documented - read, f"documented settings pixshift/config.py does not read: {sorted(documented - read)}"
 
 
@@ -100,18 +118,22 @@ def dot_source(name: str) -> str:
     return (DIAGRAMS / name).read_text()
 
 
-@pytest.mark.parametrize("prefix, source, enum_name", [
-    ("request", "states-request.dot", "RequestState"),
-    ("image", "states-image.dot", "ImageState"),
-    ("delivery", "states-delivery.dot", "DeliveryState"),
-])
+@pytest.mark.parametrize(
+    "prefix, source, enum_name",
+    [
+        ("request", "states-request.dot", "RequestState"),
+        ("image", "states-image.dot", "ImageState"),
+        ("delivery", "states-delivery.dot", "DeliveryState"),
+    ],
+)
 def test_each_state_machine_diagram_has_exactly_the_states_of_its_enum(prefix, source, enum_name):
     from pixshift import models
 
     drawn = set(re.findall(rf"^\s*{prefix}_([a-z_]+)\s*\[", dot_source(source), re.M)) - {"start"}
     states = {state.value for state in getattr(models, enum_name)}
-    assert drawn == states, (f"{source}: states {sorted(states - drawn)} are not drawn, "
-                             f"{sorted(drawn - states)} do not exist in {enum_name}")
+    assert drawn == states, (
+        f"{source}: states {sorted(states - drawn)} are not drawn, {sorted(drawn - states)} do not exist in {enum_name}"
+    )
 
 
 def test_the_data_model_diagram_has_exactly_the_tables_and_columns_of_the_models():
@@ -125,22 +147,40 @@ def test_the_data_model_diagram_has_exactly_the_tables_and_columns_of_the_models
     tables = {table.name: {column.name for column in table.columns} for table in db.metadata.sorted_tables}
     assert set(drawn) == set(tables), f"tables drawn {sorted(drawn)}, in the models {sorted(tables)}"
     for name, columns in tables.items():
-        assert drawn[name] == columns, (f"{name}: columns {sorted(columns - drawn[name])} are not drawn, "
-                                        f"{sorted(drawn[name] - columns)} do not exist")
+        assert drawn[name] == columns, (
+            f"{name}: columns {sorted(columns - drawn[name])} are not drawn, "
+            f"{sorted(drawn[name] - columns)} do not exist"
+        )
 
 
 # --- the component boundary ---------------------------------------------------------------------
 
-SERVICES = ("compress", "csv_input", "deadlines", "events", "fetch", "host_slots", "intake", "outbound", "pipeline",
-            "reporting", "storage", "webhooks")
+SERVICES = (
+    "compress",
+    "csv_input",
+    "deadlines",
+    "events",
+    "fetch",
+    "host_slots",
+    "intake",
+    "outbound",
+    "pipeline",
+    "reporting",
+    "storage",
+    "webhooks",
+)
 
 
 @pytest.mark.parametrize("module", SERVICES)
 def test_services_know_no_http_request(module):
     """Section 1: services run in workers as well as in the web process, so nothing request-bound."""
     tree = ast.parse((ROOT / "pixshift" / f"{module}.py").read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module == "flask" for alias in node.names}
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "flask"
+        for alias in node.names
+    }
     assert not imported & {"request", "session", "g"}, f"pixshift/{module}.py imports {imported} from flask"
 
 
@@ -160,8 +200,9 @@ def test_every_diagram_source_has_a_rendering_shown_in_the_document():
 
 
 def test_the_sequence_source_is_what_its_generator_prints():
-    printed = subprocess.run([sys.executable, str(DIAGRAMS / "sequence.py")], capture_output=True, text=True,
-                             check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, str(DIAGRAMS / "sequence.py")], capture_output=True, text=True, check=True
+    ).stdout
     assert printed == dot_source("sequence.dot"), "docs/diagrams/sequence.dot is stale: run docs/render.sh"
 
 
@@ -185,5 +226,7 @@ def test_each_committed_rendering_matches_its_source(source, tmp_path):
     assert result.returncode == 0 and not result.stderr.strip(), f"dot on {source}: {result.stderr}"
     fresh = _VERSION_COMMENT.sub("", out.read_text())
     committed = _VERSION_COMMENT.sub("", (DIAGRAMS / source).with_suffix(".svg").read_text())
-    assert fresh == committed, (f"docs/diagrams/{Path(source).stem}.svg does not match {source}: run docs/render.sh "
-                                "(and install fonts-liberation2: labels are measured in Arial/Liberation Sans)")
+    assert fresh == committed, (
+        f"docs/diagrams/{Path(source).stem}.svg does not match {source}: run docs/render.sh "
+        "(and install fonts-liberation2: labels are measured in Arial/Liberation Sans)"
+    )

@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from livestack import wait_until
 from requests_hardened.ip_filter import InvalidIPAddress, get_ip_address
 
-from livestack import wait_until
 from pixshift import fetch, outbound
 from pixshift.failures import DeliveryFailure, ImageFailure, UrlRefused
 from pixshift.fetch import FetchPolicy, fetch_image
@@ -56,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: C901 - one small route table
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         parts = url.path.strip("/").split("/")
         route, args = parts[0], parts[1:]
@@ -125,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dribble(self, data: bytes) -> None:
         """`data` a byte every 50 ms, each read well within any read timeout; for at most 5 s."""
         for i in range(min(len(data), 100)):
-            if self.server.stop.wait(0.05) or not self._write(data[i:i + 1]):
+            if self.server.stop.wait(0.05) or not self._write(data[i : i + 1]):
                 return
         self.server.stop.wait(30)
 
@@ -135,8 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/octet-stream",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str = "application/octet-stream", headers: dict[str, str] | None = None
+    ) -> None:
         self._head(status, {"Content-Type": ctype, "Content-Length": str(len(body)), **(headers or {})})
         self._write(body)
 
@@ -185,15 +186,30 @@ def token() -> str:
 
 def strict(**overrides) -> FetchPolicy:
     """The address filter on, as in production; the limits of the default configuration."""
-    base = dict(allow_private=False, max_bytes=25 * 1024 * 1024, connect_timeout=5.0, read_timeout=15.0,
-                total_timeout=60.0, retries=3, backoff=0.5)
+    base = {
+        "allow_private": False,
+        "max_bytes": 25 * 1024 * 1024,
+        "connect_timeout": 5.0,
+        "read_timeout": 15.0,
+        "total_timeout": 60.0,
+        "retries": 3,
+        "backoff": 0.5,
+    }
     return FetchPolicy(**{**base, **overrides})
 
 
 def local(**overrides) -> FetchPolicy:
     """Filter off (the server is on 127.0.0.1), tiny backoff so retries cost milliseconds."""
-    base = dict(allow_private=True, max_bytes=25 * 1024 * 1024, connect_timeout=2.0, read_timeout=5.0, total_timeout=10.0,
-                retries=3, backoff=0.01, backoff_cap=0.05)
+    base = {
+        "allow_private": True,
+        "max_bytes": 25 * 1024 * 1024,
+        "connect_timeout": 2.0,
+        "read_timeout": 5.0,
+        "total_timeout": 10.0,
+        "retries": 3,
+        "backoff": 0.01,
+        "backoff_cap": 0.05,
+    }
     return FetchPolicy(**{**base, **overrides})
 
 
@@ -233,8 +249,10 @@ def test_redirect_loop_stops_after_max_redirects_and_is_not_retried(server):
     assert server.hits[path] == 3  # the first request plus two redirects, one attempt
 
 
-@pytest.mark.parametrize("target", ["ftp://example.com/a.png", "file:///etc/passwd",
-                                    "http://user:pw@127.0.0.1/ok", "gopher://127.0.0.1:6379/_INFO"])
+@pytest.mark.parametrize(
+    "target",
+    ["ftp://example.com/a.png", "file:///etc/passwd", "http://user:pw@127.0.0.1/ok", "gopher://127.0.0.1:6379/_INFO"],
+)
 def test_redirect_to_bad_scheme_or_credentials_is_invalid_url(server, target):
     failure = fails(server.base + "/redirect?to=" + target, local())
     assert failure.code == "invalid_url" and not failure.retryable
@@ -437,12 +455,23 @@ def test_an_expired_deadline_leaves_the_next_call_on_the_same_thread_unharmed(se
 # --- URL validation -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", [
-    "ftp://example.com/a.png", "file:///etc/passwd", "javascript:alert(1)", "//example.com/a.png",
-    "http://user:pw@example.com/a.png", "http://@example.com/a.png", "http:///a.png",
-    "http://exa mple.com/a.png", "http://evil.example\\@127.0.0.1/", "http://example.com:99999/",
-    "http://example.com/a\r\nX-Injected: 1", "not a url",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.png",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "//example.com/a.png",
+        "http://user:pw@example.com/a.png",
+        "http://@example.com/a.png",
+        "http:///a.png",
+        "http://exa mple.com/a.png",
+        "http://evil.example\\@127.0.0.1/",
+        "http://example.com:99999/",
+        "http://example.com/a\r\nX-Injected: 1",
+        "not a url",
+    ],
+)
 def test_invalid_urls_are_rejected_by_fetch_and_check(url):
     with pytest.raises(ImageFailure) as info:
         fetch_image(url, strict())
@@ -454,11 +483,33 @@ def test_invalid_urls_are_rejected_by_fetch_and_check(url):
 
 # --- the address rule ---------------------------------------------------------------------
 
-LISTED = ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "::ffff:127.0.0.1", "100.64.0.1",
-          "0.0.0.0", "224.0.0.1", "239.255.255.250", "ff02::1", "240.0.0.1"]
+LISTED = [
+    "127.0.0.1",
+    "10.1.2.3",
+    "169.254.169.254",
+    "::1",
+    "::ffff:127.0.0.1",
+    "100.64.0.1",
+    "0.0.0.0",
+    "224.0.0.1",
+    "239.255.255.250",
+    "ff02::1",
+    "240.0.0.1",
+]
 ADDED = ["::127.0.0.1", "::ffff:0:127.0.0.1", "fec0::1"]  # requests-hardened lets these through
-MORE = ["172.16.0.1", "192.168.1.1", "fe80::1", "fc00::1", "::", "255.255.255.255",
-        "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "192.0.0.9", "198.18.0.1"]
+MORE = [
+    "172.16.0.1",
+    "192.168.1.1",
+    "fe80::1",
+    "fc00::1",
+    "::",
+    "255.255.255.255",
+    "::ffff:169.254.169.254",
+    "64:ff9b::a9fe:a9fe",
+    "2002:a9fe:a9fe::1",
+    "192.0.0.9",
+    "198.18.0.1",
+]
 PUBLIC = ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
 
 
@@ -501,8 +552,9 @@ def test_fetch_refuses_loopback_server_and_never_reaches_it(server):
     path = f"/status/200/{token()}"
     failure = fails(server.base + path, strict(retries=3, backoff=0.01))
     assert failure.code == "blocked_address" and not failure.retryable
-    assert failure.message == ("the address 127.0.0.1 is private, loopback or reserved; "
-                               "PixShift does not fetch from internal networks")
+    assert failure.message == (
+        "the address 127.0.0.1 is private, loopback or reserved; PixShift does not fetch from internal networks"
+    )
     assert server.hits[path] == 0
 
 
@@ -524,8 +576,10 @@ def test_filtered_session_still_fetches_an_allowed_address(server, loopback_only
     assert fetch_image(server.base + "/ok", loopback_only).data == PNG
 
 
-@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/",
-                                    "http://100.64.0.1/", "http://[::127.0.0.1]/"])
+@pytest.mark.parametrize(
+    "target",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://100.64.0.1/", "http://[::127.0.0.1]/"],
+)
 def test_redirect_hop_to_internal_address_is_refused(server, loopback_only, target):
     path = f"/redirect/{token()}"
     failure = fails(f"{server.base}{path}?to={target}", loopback_only)
@@ -533,9 +587,20 @@ def test_redirect_hop_to_internal_address_is_refused(server, loopback_only, targ
     assert server.hits[path] == 1  # not retried
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
-                                 "http://2130706433/", "http://0x7f.1/", "http://localhost/",
-                                 "https://169.254.169.254/", "http://[::127.0.0.1]/", "http://0/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://localhost/",
+        "https://169.254.169.254/",
+        "http://[::127.0.0.1]/",
+        "http://0/",
+    ],
+)
 def test_check_public_url_refuses_internal_addresses(url):
     with pytest.raises(UrlRefused) as info:
         check_public_url(url, allow_private=False)

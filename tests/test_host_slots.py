@@ -1,5 +1,6 @@
 """The per-host cap: a host's downloads beyond the limit wait, unclaimed and without a thread, in
 first-come order, and each freed slot hands one of them back."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,11 +40,14 @@ def test_an_image_enqueued_twice_parks_once():
     assert slots.parked() == 1
 
 
-@pytest.mark.parametrize("url, host", [
-    ("https://CDN.Example.com:8443/a.jpg", "cdn.example.com"),
-    ("http://cdn.example.com/b.jpg", "cdn.example.com"),
-    ("http://[::1]:80/x", "::1"),
-    ("http://bad[/x", ""),
-])
+@pytest.mark.parametrize(
+    "url, host",
+    [
+        ("https://CDN.Example.com:8443/a.jpg", "cdn.example.com"),
+        ("http://cdn.example.com/b.jpg", "cdn.example.com"),
+        ("http://[::1]:80/x", "::1"),
+        ("http://bad[/x", ""),
+    ],
+)
 def test_host_of_ignores_case_and_port(url, host):
     assert host_of(url) == host

@@ -1,13 +1,13 @@
 """One bad peer costs only itself, in a real ``python -m pixshift``: an image host and a webhook
 receiver that trickle their answers a byte at a time are cut at their deadlines, while another
 request, on another host, starts and finishes at its own pace and /status stays quick."""
+
 from __future__ import annotations
 
 import time
 
 from livestack import Stack, wait_until
 from trickler import Trickler
-from webhook_receiver import Receiver
 
 DOWNLOAD_TIMEOUT = 4.0
 
@@ -19,16 +19,18 @@ def csv_of(urls_per_product: list[list[str]]) -> str:
 
 def test_trickling_hosts_and_receivers_cost_only_themselves(tmp_path, image_server):
     env = {
-        "PIXSHIFT_DOWNLOAD_TIMEOUT": str(DOWNLOAD_TIMEOUT), "PIXSHIFT_READ_TIMEOUT": "2",
-        "PIXSHIFT_MAX_ATTEMPTS": "1", "PIXSHIFT_HOST_CONCURRENCY": "2", "PIXSHIFT_SWEEP_SECONDS": "1",
-        "PIXSHIFT_WEBHOOK_TIMEOUT": "1", "PIXSHIFT_WEBHOOK_RETRY_SCHEDULE": "0.2",
+        "PIXSHIFT_DOWNLOAD_TIMEOUT": str(DOWNLOAD_TIMEOUT),
+        "PIXSHIFT_READ_TIMEOUT": "2",
+        "PIXSHIFT_MAX_ATTEMPTS": "1",
+        "PIXSHIFT_HOST_CONCURRENCY": "2",
+        "PIXSHIFT_SWEEP_SECONDS": "1",
+        "PIXSHIFT_WEBHOOK_TIMEOUT": "1",
+        "PIXSHIFT_WEBHOOK_RETRY_SCHEDULE": "0.2",
     }
-    with Trickler() as host, Trickler() as receiver, \
-            Stack(tmp_path, env, separate_consumer=False, workers=4) as stack:
+    with Trickler() as host, Trickler() as receiver, Stack(tmp_path, env, separate_consumer=False, workers=4) as stack:
         # Six images on one stalling host: before, they held all four worker threads (for ever,
         # since each byte came within the read timeout).
-        stalled = stack.upload(csv_of([[host.url(f"/{n}.jpg")] for n in range(6)]),
-                               webhook_url=receiver.url("/hook"))
+        stalled = stack.upload(csv_of([[host.url(f"/{n}.jpg")] for n in range(6)]), webhook_url=receiver.url("/hook"))
         assert stalled.status_code == 202, stalled.text
         stalled_id = stalled.json()["request_id"]
         wait_until(lambda: host.open >= 2, 10, message="downloads from the stalling host")
@@ -61,27 +63,38 @@ def test_trickling_hosts_and_receivers_cost_only_themselves(tmp_path, image_serv
         def delivery_done():
             (delivery,) = stack.status(stalled_id)["webhooks"]
             return delivery if delivery["state"] == "failed" else None
+
         delivery = wait_until(delivery_done, 20, message="the webhook delivery to give up")
         assert [a["error"].split(":")[0] for a in delivery["attempts"]] == ["timeout", "timeout"]
         assert all(a["latency_ms"] < 2000 for a in delivery["attempts"])
         assert receiver.accepted == 2
 
         # Nothing is left talking to either peer.
-        wait_until(lambda: host.open == 0 and receiver.open == 0, 5,
-                   message=f"connections closed ({host.open} to the host, {receiver.open} to the receiver)")
+        wait_until(
+            lambda: host.open == 0 and receiver.open == 0,
+            5,
+            message=f"connections closed ({host.open} to the host, {receiver.open} to the receiver)",
+        )
 
 
 def test_the_sweep_runs_while_every_worker_is_busy(tmp_path, image_server):
     """The sweep finishes a request its finishing worker left (here: a webhook whose task was lost
     is found overdue) even while every worker thread is stuck on a stalling host."""
-    env = {"PIXSHIFT_DOWNLOAD_TIMEOUT": "30", "PIXSHIFT_READ_TIMEOUT": "20", "PIXSHIFT_MAX_ATTEMPTS": "1",
-           "PIXSHIFT_SWEEP_SECONDS": "1", "PIXSHIFT_LEASE_SECONDS": "2"}
+    env = {
+        "PIXSHIFT_DOWNLOAD_TIMEOUT": "30",
+        "PIXSHIFT_READ_TIMEOUT": "20",
+        "PIXSHIFT_MAX_ATTEMPTS": "1",
+        "PIXSHIFT_SWEEP_SECONDS": "1",
+        "PIXSHIFT_LEASE_SECONDS": "2",
+    }
     with Trickler() as host, Stack(tmp_path, env, separate_consumer=False, workers=2) as stack:
         stalled = stack.upload(csv_of([[host.url("/a.jpg")], [host.url("/b.jpg")]])).json()["request_id"]
         wait_until(lambda: host.open >= 2, 10, message="both workers on the stalling host")
+
         # The lease (2 s) runs out while the downloads go on: only the sweep can notice, and it must not
         # wait for a worker. It hands the images back as worker_lost (queued again, retried later).
         def lost():
             images = [i for p in stack.status(stalled)["items"] for i in p["images"]]
             return all(i["error"] and i["error"]["code"] == "worker_lost" for i in images)
+
         wait_until(lost, 8, message="the sweep to reclaim the expired leases")

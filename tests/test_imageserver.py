@@ -78,7 +78,7 @@ def test_stall_times_out_and_server_stops_quickly():
     s = ImageServer()
     s.start()
     with pytest.raises(requests.exceptions.ConnectionError):  # ReadTimeout mid-body
-        requests.get(s.url("stall/photo1.jpg"), timeout=(2, 0.3)).content
+        _ = requests.get(s.url("stall/photo1.jpg"), timeout=(2, 0.3)).content
     t = time.monotonic()
     s.stop()
     assert time.monotonic() - t < 2

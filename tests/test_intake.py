@@ -1,5 +1,6 @@
 """Storing an upload: two streaming passes (validate, then insert in batches in one transaction), on
 SQLite and on PostgreSQL (its own insert path: one statement a batch from arrays, pipelined)."""
+
 from __future__ import annotations
 
 import io
@@ -27,7 +28,7 @@ def csv_file(rows: int, bad_last_row: bool = False) -> bytes:
         if serial % 97 == 0:
             lines.append(",,\r\n")
         urls = ", ".join(f"http://127.0.0.1:9/{serial}/{n}.jpg" for n in range(serial % 3 + 1))
-        lines.append(f'{serial * 7},"Product {serial}, ""quoted""",\"{urls}\"\r\n')
+        lines.append(f'{serial * 7},"Product {serial}, ""quoted""","{urls}"\r\n')
     if bad_last_row:
         lines.append("7,The serial of the first row,not-a-url\r\n")
     return "".join(lines).encode()
@@ -43,12 +44,18 @@ def spooled(data: bytes):
 
 
 def stored(request_id: str) -> tuple[list, list]:
-    products = db.session.execute(select(Product.id, Product.position, Product.row, Product.serial_number,
-                                         Product.name).where(Product.request_id == request_id)
-                                  .order_by(Product.id)).all()
-    images = db.session.execute(select(Image.id, Image.product_id, Image.position, Image.input_url, Image.state,
-                                       Image.attempts, Image.request_id).where(Image.request_id == request_id)
-                                .order_by(Image.id)).all()
+    products = db.session.execute(
+        select(Product.id, Product.position, Product.row, Product.serial_number, Product.name)
+        .where(Product.request_id == request_id)
+        .order_by(Product.id)
+    ).all()
+    images = db.session.execute(
+        select(
+            Image.id, Image.product_id, Image.position, Image.input_url, Image.state, Image.attempts, Image.request_id
+        )
+        .where(Image.request_id == request_id)
+        .order_by(Image.id)
+    ).all()
     return products, images
 
 
@@ -69,12 +76,14 @@ def test_rows_are_stored_in_file_order_with_ids_in_that_order(any_db_app):
 
     # Products: ids ascend with the position, which counts from 0 in file order.
     assert [(p.position, p.row, p.serial_number, p.name) for p in products] == [
-        (i, r.row, r.serial_number, r.name) for i, r in enumerate(expected)]
+        (i, r.row, r.serial_number, r.name) for i, r in enumerate(expected)
+    ]
     assert products[0].name == 'Product 1, "quoted"' and products[96].row == 99  # a blank row before it
     # Images: ids ascend with (product, position); each points at its own product.
     product_ids = [p.id for p in products]
     assert [(i.product_id, i.position, i.input_url) for i in images] == [
-        (product_ids[k], n, url) for k, r in enumerate(expected) for n, url in enumerate(r.urls)]
+        (product_ids[k], n, url) for k, r in enumerate(expected) for n, url in enumerate(r.urls)
+    ]
     assert {(i.state, i.attempts, i.request_id) for i in images} == {("queued", 0, request_id)}
 
 
@@ -85,8 +94,10 @@ def test_postgresql_path_stores_exactly_what_the_sqlite_path_stores(pg_app, app)
     def normalised(request_id: str) -> tuple[list, list]:
         products, images = stored(request_id)
         first_p, first_i = products[0].id, images[0].id
-        return ([(p.id - first_p, *p[1:]) for p in products],
-                [(i.id - first_i, i.product_id - first_p, *i[2:6]) for i in images])
+        return (
+            [(p.id - first_p, *p[1:]) for p in products],
+            [(i.id - first_i, i.product_id - first_p, *i[2:6]) for i in images],
+        )
 
     with pg_app.app_context():
         postgresql = normalised(intake.create_request(read_products(io.BytesIO(data)), filename=None, webhook_url=None))
@@ -100,8 +111,11 @@ def test_a_rejected_upload_stores_nothing(any_db_app):
     client = any_db_app.test_client()
     with any_db_app.app_context():
         before = counts()
-    response = client.post("/upload", data={"file": (io.BytesIO(csv_file(ROWS, bad_last_row=True)), "p.csv")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/upload",
+        data={"file": (io.BytesIO(csv_file(ROWS, bad_last_row=True)), "p.csv")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 400
     body = response.get_json()
     assert body["error"] == "invalid_csv" and body["message"].endswith("nothing was stored")
@@ -117,13 +131,13 @@ def test_a_failure_while_inserting_stores_nothing(any_db_app):
     rows = [ProductRow(n + 2, n, f"P{n}", (f"http://127.0.0.1:9/{n}.jpg",)) for n in range(ROWS)]
 
     def failing():
-        yield from rows[:intake._BATCH + 10]
+        yield from rows[: intake._BATCH + 10]
         raise OSError("the upload's temporary file went away")
 
     with any_db_app.app_context():
         before = counts()
-        with pytest.raises(Exception, match="unique|UNIQUE"):
-            intake.create_request(rows + [rows[0]], filename=None, webhook_url=None)
+        with pytest.raises(Exception, match=r"unique|UNIQUE"):
+            intake.create_request([*rows, rows[0]], filename=None, webhook_url=None)
         assert counts() == before
         with pytest.raises(OSError):
             intake.create_request(failing(), filename=None, webhook_url=None)
@@ -191,8 +205,10 @@ def test_an_unreachable_queue_refuses_the_upload_and_stores_nothing(unreachable_
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            stored_rows = [connection.scalar(select(func.count()).select_from(table))
-                           for table in (Request.__table__, Product.__table__, Image.__table__)]
+            stored_rows = [
+                connection.scalar(select(func.count()).select_from(table))
+                for table in (Request.__table__, Product.__table__, Image.__table__)
+            ]
     finally:
         engine.dispose()
     assert stored_rows == [0, 0, 0]

@@ -1,6 +1,7 @@
 """The package's layers import only downward, with no import cycle (imports inside functions
 count too), and no blueprint imports another: a newcomer finds each behaviour's home from the
 folder layout, and a change to the web cannot reach into a worker through a back door."""
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,15 @@ PACKAGE = ROOT / "pixshift"
 LAYERS = {
     "entry points": {"pixshift.__main__", "pixshift.server", "pixshift.worker", "pixshift.cli"},
     "app factory": {"pixshift"},
-    "web": {"pixshift.api", "pixshift.web", "pixshift.downloads", "pixshift.errors", "pixshift.realtime",
-            "pixshift.security", "pixshift.request_context"},
+    "web": {
+        "pixshift.api",
+        "pixshift.web",
+        "pixshift.downloads",
+        "pixshift.errors",
+        "pixshift.realtime",
+        "pixshift.security",
+        "pixshift.request_context",
+    },
     "tasks": {"pixshift.tasks"},
     "services": set(),  # every other module
     "foundations": {"pixshift.config", "pixshift.extensions", "pixshift.failures", "pixshift.formats"},
@@ -99,8 +107,12 @@ def test_no_import_cycle():
 
 def test_every_import_runs_down_the_layers():
     names = list(LAYERS)
-    upward = [f"{m} ({names[layer_of(m)]}) imports {t} ({names[layer_of(t)]})"
-              for m, targets in imports().items() for t in targets if layer_of(t) < layer_of(m)]
+    upward = [
+        f"{m} ({names[layer_of(m)]}) imports {t} ({names[layer_of(t)]})"
+        for m, targets in imports().items()
+        for t in targets
+        if layer_of(t) < layer_of(m)
+    ]
     assert upward == []
 
 
@@ -108,6 +120,10 @@ def test_no_blueprint_imports_another():
     def blueprint(module: str) -> str | None:
         return next((b for b in BLUEPRINTS if module == b or module.startswith(b + ".")), None)
 
-    crossing = [f"{m} imports {t}" for m, targets in imports().items() for t in targets
-                if blueprint(m) and blueprint(t) and blueprint(m) != blueprint(t)]
+    crossing = [
+        f"{m} imports {t}"
+        for m, targets in imports().items()
+        for t in targets
+        if blueprint(m) and blueprint(t) and blueprint(m) != blueprint(t)
+    ]
     assert crossing == []

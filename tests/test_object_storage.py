@@ -1,5 +1,6 @@
 """Media on a real S3-compatible server (SeaweedFS): idempotent content-addressed writes, the three
 ways output URLs reach the bytes, deleting a request, and an outage of the store mid-batch."""
+
 from __future__ import annotations
 
 import io
@@ -7,16 +8,16 @@ import time
 
 import pytest
 import requests
-from PIL import Image as PILImage
-
 from livestack import Stack, wait_until
+from PIL import Image as PILImage
+from tcpproxy import TcpProxy
+
 from pixshift import pipeline
 from pixshift.csv_input import ProductRow
 from pixshift.extensions import db
 from pixshift.intake import create_request
 from pixshift.models import Image
 from pixshift.storage import S3Store, content_key
-from tcpproxy import TcpProxy
 
 
 @pytest.fixture()
@@ -24,7 +25,6 @@ def aws_env(seaweed, monkeypatch):
     for name, value in seaweed.env().items():
         monkeypatch.setenv(name, value)
     return seaweed
-
 
 
 def stored(store, key: str) -> bool:
@@ -35,12 +35,14 @@ def stored(store, key: str) -> bool:
     except FileNotFoundError:
         return False
 
+
 def s3_app(seaweed, prefix: str, **config):
     from pixshift import create_app
     from pixshift.schema import upgrade_schema
 
-    app = create_app({"TESTING": True, "MEDIA_URL": f"s3://pixshift-media/{prefix}",
-                      "S3_ENDPOINT_URL": seaweed.endpoint, **config})
+    app = create_app(
+        {"TESTING": True, "MEDIA_URL": f"s3://pixshift-media/{prefix}", "S3_ENDPOINT_URL": seaweed.endpoint, **config}
+    )
     with app.app_context():
         upgrade_schema()
     return app
@@ -120,8 +122,10 @@ def test_deleting_a_request_removes_only_the_objects_nobody_else_uses(aws_env, i
     shared_and_own = process(app, [shared, own], serial=1)
     shared_only = process(app, [shared], serial=2)
     with app.app_context():
-        keys = {im.position: im.output_key for im in db.session.scalars(
-            db.select(Image).where(Image.request_id == shared_and_own))}
+        keys = {
+            im.position: im.output_key
+            for im in db.session.scalars(db.select(Image).where(Image.request_id == shared_and_own))
+        }
     assert client.delete(f"/requests/{shared_and_own}").status_code == 204
     assert client.get(f"/status/{shared_and_own}").status_code == 404
     assert stored(store, keys[0]) and not stored(store, keys[1])
@@ -131,25 +135,44 @@ def test_deleting_a_request_removes_only_the_objects_nobody_else_uses(aws_env, i
 
 def test_the_store_going_down_mid_batch_loses_nothing(aws_env, image_server, tmp_path):
     proxy = TcpProxy(aws_env.s3).start()
-    env = {**aws_env.env(prefix="outage"), "PIXSHIFT_S3_ENDPOINT_URL": proxy.url,
-           "PIXSHIFT_MAX_ATTEMPTS": "8", "PIXSHIFT_RETRY_DELAY": "0.5"}
+    env = {
+        **aws_env.env(prefix="outage"),
+        "PIXSHIFT_S3_ENDPOINT_URL": proxy.url,
+        "PIXSHIFT_MAX_ATTEMPTS": "8",
+        "PIXSHIFT_RETRY_DELAY": "0.5",
+    }
     paths = [f"slow/photo{1 + n % 3}.jpg?delay=0.3&n={n}" for n in range(16)]
     csv = "Serial Number,Product Name,Input Image URLs\n" + "".join(
-        f"{n},P{n},{image_server.url(p)}\n" for n, p in enumerate(paths, start=1))
+        f"{n},P{n},{image_server.url(p)}\n" for n, p in enumerate(paths, start=1)
+    )
     with Stack(tmp_path, env, separate_consumer=False, workers=4) as stack:
         request_id = stack.upload(csv).json()["request_id"]
         wait_until(lambda: stack.status(request_id)["counts"]["done"] >= 2, 60, message="the batch to start")
         proxy.cut()
         assert stack.session.get(stack.url("/readyz")).json()["checks"]["media"] == "error"
-        wait_until(lambda: any(im["error"] and im["error"]["code"] == "storage_unavailable"
-                               for p in stack.status(request_id)["items"] for im in p["images"]), 30,
-                   message="an image to meet the outage")
+        wait_until(
+            lambda: any(
+                im["error"] and im["error"]["code"] == "storage_unavailable"
+                for p in stack.status(request_id)["items"]
+                for im in p["images"]
+            ),
+            30,
+            message="an image to meet the outage",
+        )
         # The outage lasts until a retry has met it too: an image back in the queue after a second
         # failed attempt, backing off.
-        wait_until(lambda: any(im["state"] == "queued" and im["attempts"] >= 2 and im["error"]
-                               and im["error"]["code"] == "storage_unavailable"
-                               for p in stack.status(request_id)["items"] for im in p["images"]), 30,
-                   message="a retry to meet the outage")
+        wait_until(
+            lambda: any(
+                im["state"] == "queued"
+                and im["attempts"] >= 2
+                and im["error"]
+                and im["error"]["code"] == "storage_unavailable"
+                for p in stack.status(request_id)["items"]
+                for im in p["images"]
+            ),
+            30,
+            message="a retry to meet the outage",
+        )
         proxy.start()
         doc = stack.wait_finished(request_id, timeout=120)
     assert doc["state"] == "completed" and doc["counts"]["done"] == 16, doc["counts"]

@@ -3,6 +3,7 @@ route, real responses of a live ``python -m pixshift`` validate against it (succ
 cases, with undocumented fields refused), and Schemathesis fuzzing the running app from it finds
 no 500s and no response that breaks it. /docs renders it with the bundled Swagger UI.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,10 +19,9 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 from jsonschema import Draft202012Validator, FormatChecker
+from livestack import BIN, ROOT, Stack, wait_until
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
-
-from livestack import BIN, ROOT, Stack, wait_until
 from webhook_receiver import Receiver
 
 DOC_PATH = ROOT / "pixshift" / "openapi.json"
@@ -45,7 +45,7 @@ def test_document_is_valid_openapi_3_1():
     assert DOC["openapi"].startswith("3.1.")
     errors = [f"{e.json_path}: {e.message[:300]}" for e in Draft202012Validator(OPENAPI_31).iter_errors(DOC)]
     assert not errors, "\n".join(errors)
-    for pointer, schema in _schema_objects(DOC):
+    for _pointer, schema in _schema_objects(DOC):
         Draft202012Validator.check_schema(schema)  # each Schema Object is valid JSON Schema 2020-12
     registry = _registry(DOC)
     for ref in _refs(DOC):
@@ -64,7 +64,9 @@ def test_every_api_route_is_documented_and_nothing_else(app):
     routes = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint.split(".")[0] not in ("api", "downloads") or rule.endpoint in (
-                "api.openapi_json", "api.api_docs"):
+            "api.openapi_json",
+            "api.api_docs",
+        ):
             continue
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
         routes |= {(m.lower(), path) for m in rule.methods - {"HEAD", "OPTIONS"}}
@@ -116,11 +118,15 @@ class Contract:
         return obj
 
     def validate(self, instance, pointer: str) -> None:
-        validator = Draft202012Validator({"$ref": f"{DOC_URI}#{quote(pointer, safe='/~')}"},
-                                         registry=self.registry, format_checker=FORMATS)
+        validator = Draft202012Validator(
+            {"$ref": f"{DOC_URI}#{quote(pointer, safe='/~')}"}, registry=self.registry, format_checker=FORMATS
+        )
         errors = sorted(validator.iter_errors(instance), key=lambda e: e.json_path)
-        assert not errors, f"{pointer}:\n" + "\n".join(f"  {e.json_path}: {e.message[:400]}" for e in errors) + \
-            f"\n  instance: {json.dumps(instance)[:2000]}"
+        assert not errors, (
+            f"{pointer}:\n"
+            + "\n".join(f"  {e.json_path}: {e.message[:400]}" for e in errors)
+            + f"\n  instance: {json.dumps(instance)[:2000]}"
+        )
 
     def check(self, response: requests.Response, method: str, path: str) -> requests.Response:
         """``response`` must be documented for ``method path`` and match its schema and headers."""
@@ -162,9 +168,11 @@ def test_responses_match_the_document(tmp_path, image_server):
         c.check(s.get(u("/readyz")), "get", "/readyz")
 
         # Webhook endpoints: register (it then gets the events below), list, bad bodies.
-        endpoint = c.check(s.post(u("/api/webhooks"), json={"url": receiver.url + "/registered",
-                                                            "description": "contract test"}),
-                           "post", "/api/webhooks").json()
+        endpoint = c.check(
+            s.post(u("/api/webhooks"), json={"url": receiver.url + "/registered", "description": "contract test"}),
+            "post",
+            "/api/webhooks",
+        ).json()
         assert endpoint["secret"].startswith("whsec_")
         for bad in ({"description": "no url"}, {"url": "ftp://example.com/x"}):
             r = c.check(s.post(u("/api/webhooks"), json=bad), "post", "/api/webhooks")
@@ -174,17 +182,21 @@ def test_responses_match_the_document(tmp_path, image_server):
         assert [e["id"] for e in listed["endpoints"]] == [endpoint["id"]]
 
         # Uploads: a good one (one image done, one failed, a webhook) and every kind of rejection.
-        good = (HEADER + f'1,Sneaker,"{image_server.url("photo1.jpg")}, {image_server.url("missing/x.jpg")}"\r\n'
-                f"2,Tote,{image_server.url('photo2.jpg')}\r\n")
+        good = (
+            HEADER + f'1,Sneaker,"{image_server.url("photo1.jpg")}, {image_server.url("missing/x.jpg")}"\r\n'
+            f"2,Tote,{image_server.url('photo2.jpg')}\r\n"
+        )
         accepted = c.check(stack.upload(good, webhook_url=receiver.url), "post", "/upload")
         assert accepted.status_code == 202
         request_id = accepted.json()["request_id"]
-        slow = c.check(stack.upload(HEADER + f"1,Slow,{image_server.url('slow/photo3.jpg?delay=5')}\r\n"),
-                       "post", "/upload").json()["request_id"]
-        for body, webhook, code in ((HEADER + "x,,ftp://nope\r\n", None, "invalid_csv"),
-                                    ("Serial Number,Name\r\n1,a\r\n", None, "invalid_csv"),
-                                    (HEADER + f"1,A,{image_server.url('photo1.jpg')}\r\n", "not a url",
-                                     "invalid_webhook_url")):
+        slow = c.check(
+            stack.upload(HEADER + f"1,Slow,{image_server.url('slow/photo3.jpg?delay=5')}\r\n"), "post", "/upload"
+        ).json()["request_id"]
+        for body, webhook, code in (
+            (HEADER + "x,,ftp://nope\r\n", None, "invalid_csv"),
+            ("Serial Number,Name\r\n1,a\r\n", None, "invalid_csv"),
+            (HEADER + f"1,A,{image_server.url('photo1.jpg')}\r\n", "not a url", "invalid_webhook_url"),
+        ):
             r = c.check(stack.upload(body, webhook_url=webhook), "post", "/upload")
             assert (r.status_code, r.json()["error"]) == (400, code)
         r = c.check(s.post(u("/upload"), data={"webhook_url": ""}), "post", "/upload")
@@ -205,8 +217,9 @@ def test_responses_match_the_document(tmp_path, image_server):
         assert doc["state"] == "completed_with_errors"
         states = [im["state"] for p in doc["items"] for im in p["images"]]
         assert sorted(states) == ["done", "done", "failed"]
-        paged = c.check(s.get(u(f"/status/{request_id}"), params={"page": 2, "per_page": 1}),
-                        "get", "/status/{request_id}").json()
+        paged = c.check(
+            s.get(u(f"/status/{request_id}"), params={"page": 2, "per_page": 1}), "get", "/status/{request_id}"
+        ).json()
         assert paged["pagination"]["next"] is None and [p["serial_number"] for p in paged["items"]] == [2]
         for event in receiver.wait_for(2):
             c.validate(event["body"], "/components/schemas/WebhookEvent")
@@ -220,8 +233,9 @@ def test_responses_match_the_document(tmp_path, image_server):
             r = c.check(s.get(u(f"/requests/{rid}/output.csv")), "get", "/requests/{request_id}/output.csv")
             assert r.status_code == status
 
-        csv_response = c.check(s.get(u(f"/requests/{request_id}/output.csv")), "get",
-                               "/requests/{request_id}/output.csv")
+        csv_response = c.check(
+            s.get(u(f"/requests/{request_id}/output.csv")), "get", "/requests/{request_id}/output.csv"
+        )
         assert csv_response.status_code == 200 and "FAILED:" in csv_response.text
 
         # Media: a file, a conditional GET, an unknown name, and a file gone from the store.
@@ -264,25 +278,32 @@ def test_responses_match_the_document(tmp_path, image_server):
     # With API tokens: 401 for every operation that needs one, and 413 for a CSV over the limit.
     tokens_dir = tmp_path / "tokens"
     tokens_dir.mkdir()
-    with Stack(tokens_dir, {"PIXSHIFT_API_TOKENS": TOKEN, "PIXSHIFT_MAX_CSV_BYTES": "2048"},
-               separate_consumer=False, workers=1) as stack:
+    with Stack(
+        tokens_dir, {"PIXSHIFT_API_TOKENS": TOKEN, "PIXSHIFT_MAX_CSV_BYTES": "2048"}, separate_consumer=False, workers=1
+    ) as stack:
         rid = str(uuid.uuid4())
-        calls = [("post", "/upload", "/upload"), ("get", "/status/{request_id}", f"/status/{rid}"),
-                 ("get", "/requests/{request_id}/output.csv", f"/requests/{rid}/output.csv"),
-                 ("delete", "/requests/{request_id}", f"/requests/{rid}"),
-                 ("post", "/api/webhooks", "/api/webhooks"), ("get", "/api/webhooks", "/api/webhooks"),
-                 ("delete", "/api/webhooks/{endpoint_id}", f"/api/webhooks/{rid}"),
-                 ("post", "/api/deliveries/{delivery_id}/resend", "/api/deliveries/1/resend")]
+        calls = [
+            ("post", "/upload", "/upload"),
+            ("get", "/status/{request_id}", f"/status/{rid}"),
+            ("get", "/requests/{request_id}/output.csv", f"/requests/{rid}/output.csv"),
+            ("delete", "/requests/{request_id}", f"/requests/{rid}"),
+            ("post", "/api/webhooks", "/api/webhooks"),
+            ("get", "/api/webhooks", "/api/webhooks"),
+            ("delete", "/api/webhooks/{endpoint_id}", f"/api/webhooks/{rid}"),
+            ("post", "/api/deliveries/{delivery_id}/resend", "/api/deliveries/1/resend"),
+        ]
         for method, path, url in calls:
             r = c.check(requests.request(method, stack.url(url), timeout=10), method, path)
             assert (r.status_code, r.json()["error"]) == (401, "unauthorized")
         auth = {"Authorization": f"Bearer {TOKEN}"}
         big = HEADER + "".join(f"{n},Product {n},http://127.0.0.1/{n}.jpg\r\n" for n in range(100))
-        r = c.check(requests.post(stack.url("/upload"), files={"file": ("big.csv", big)}, headers=auth, timeout=10),
-                    "post", "/upload")
+        r = c.check(
+            requests.post(stack.url("/upload"), files={"file": ("big.csv", big)}, headers=auth, timeout=10),
+            "post",
+            "/upload",
+        )
         assert (r.status_code, r.json()["error"]) == (413, "too_large")
-        r = c.check(requests.get(stack.url(f"/status/{rid}"), headers=auth, timeout=10), "get",
-                    "/status/{request_id}")
+        r = c.check(requests.get(stack.url(f"/status/{rid}"), headers=auth, timeout=10), "get", "/status/{request_id}")
         assert r.status_code == 404
 
     documented = {(m, p, s) for p, m, op in _operations(DOC) for s in op["responses"]}
@@ -298,12 +319,24 @@ def test_hostile_inputs_get_documented_answers(stack):
     json_header = {"Content-Type": "application/json"}
     csv_text = HEADER + "1,Lamp,http://127.0.0.1:9/lamp.jpg\r\n"
     cases = [
-        ("post", "/api/webhooks", "/api/webhooks",
-         {"data": '{"url": "http://127.0.0.1:9/hook", "description": "\\ud800"}', "headers": json_header}),
-        ("post", "/api/webhooks", "/api/webhooks",
-         {"data": '{"url": "http://127.0.0.1:9/h\\udfff"}', "headers": json_header}),
-        ("post", "/api/webhooks", "/api/webhooks",
-         {"data": '{"url": "http://127.0.0.1:9/hook", "description": "a\\u0000b"}', "headers": json_header}),
+        (
+            "post",
+            "/api/webhooks",
+            "/api/webhooks",
+            {"data": '{"url": "http://127.0.0.1:9/hook", "description": "\\ud800"}', "headers": json_header},
+        ),
+        (
+            "post",
+            "/api/webhooks",
+            "/api/webhooks",
+            {"data": '{"url": "http://127.0.0.1:9/h\\udfff"}', "headers": json_header},
+        ),
+        (
+            "post",
+            "/api/webhooks",
+            "/api/webhooks",
+            {"data": '{"url": "http://127.0.0.1:9/hook", "description": "a\\u0000b"}', "headers": json_header},
+        ),
         ("post", "/upload", "/upload", {"files": {"file": ("a\x00b.csv", csv_text)}}),
         ("delete", "/api/webhooks/{endpoint_id}", "/api/webhooks/%00", {}),
         ("get", "/media/{request_id}/{name}", "/media/%00/1-1.jpg", {}),
@@ -336,7 +369,7 @@ def _delivered(doc: dict) -> list[dict] | None:
 # Loaded into Schemathesis (SCHEMATHESIS_HOOKS): half the generated request ids are those of a real,
 # finished request, and some media names are its real files, so the fuzzer reaches 200s too (the
 # delete operation keeps its random ids, so the request stays for the others).
-HOOKS = '''
+HOOKS = """
 import schemathesis
 from hypothesis import strategies as st
 
@@ -354,10 +387,12 @@ def flatmap_path_parameters(context, path_parameters):
     if "name" in path_parameters:
         choices += [{{"request_id": REQUEST_ID, "name": name}} for name in MEDIA_NAMES]
     return st.sampled_from(choices)
-'''
+"""
 
-FUZZ_CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
-               "response_headers_conformance,response_schema_conformance")
+FUZZ_CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_headers_conformance,response_schema_conformance"
+)
 FUZZ_SEED = os.environ.get("PIXSHIFT_FUZZ_SEED", "20260101")
 FUZZ_EXAMPLES = os.environ.get("PIXSHIFT_FUZZ_EXAMPLES", "30")
 
@@ -371,15 +406,38 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(stack, tmp_pat
     csv_text = HEADER + f'1,Shoe,"{image_server.url("photo1.jpg")}, {image_server.url("missing/a.jpg")}"\r\n'
     request_id = stack.upload(csv_text).json()["request_id"]
     doc = stack.wait_finished(request_id)
-    names = [urlsplit(url).path.rsplit("/", 1)[1] for p in doc["items"] for im in p["images"]
-             for url in (im["output_url"], im["original"], *(im["thumbnails"] or {}).values()) if url]
+    names = [
+        urlsplit(url).path.rsplit("/", 1)[1]
+        for p in doc["items"]
+        for im in p["images"]
+        for url in (im["output_url"], im["original"], *(im["thumbnails"] or {}).values())
+        if url
+    ]
     hooks = tmp_path / "pixshift_fuzz_hooks.py"
     hooks.write_text(HOOKS.format(request_id=request_id, media_names=names))
     env = {**os.environ, "SCHEMATHESIS_HOOKS": hooks.stem, "PYTHONPATH": str(tmp_path), "NO_COLOR": "1"}
-    argv = [str(schemathesis), "run", stack.url("/openapi.json"), "--checks", FUZZ_CHECKS,
-            "--max-examples", FUZZ_EXAMPLES, "--seed", FUZZ_SEED, "--generation-database", "none",
-            "--request-timeout", "10", "--max-failures", "20", "--workers", "2", "--no-color",
-            "--suppress-health-check", "all"]
+    argv = [
+        str(schemathesis),
+        "run",
+        stack.url("/openapi.json"),
+        "--checks",
+        FUZZ_CHECKS,
+        "--max-examples",
+        FUZZ_EXAMPLES,
+        "--seed",
+        FUZZ_SEED,
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "10",
+        "--max-failures",
+        "20",
+        "--workers",
+        "2",
+        "--no-color",
+        "--suppress-health-check",
+        "all",
+    ]
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     elapsed = time.monotonic() - started
@@ -442,6 +500,7 @@ def _refs(node):
 
 def _schema_objects(doc: dict):
     """(where, schema) for every Schema Object: components and every inline schema."""
+
     def walk(node, where):
         if isinstance(node, dict):
             for key, value in node.items():
@@ -452,6 +511,7 @@ def _schema_objects(doc: dict):
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 yield from walk(value, f"{where}/{i}")
+
     yield from ((f"#/components/schemas/{k}", v) for k, v in doc["components"]["schemas"].items())
     yield from walk(doc["paths"], "#/paths")
 

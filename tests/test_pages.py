@@ -1,5 +1,6 @@
 """Pages without a browser: forms need their CSRF token, the no-JavaScript upload works,
 text is escaped, and browsers get HTML errors."""
+
 from __future__ import annotations
 
 import io
@@ -8,7 +9,9 @@ import re
 from pixshift.extensions import db
 from pixshift.models import WebhookEndpoint
 
-CSV = b"Serial Number,Product Name,Input Image URLs\n1,<b>bold</b> & <script>alert(1)</script>,http://127.0.0.1:9/a.jpg\n"
+CSV = (
+    b"Serial Number,Product Name,Input Image URLs\n1,<b>bold</b> & <script>alert(1)</script>,http://127.0.0.1:9/a.jpg\n"
+)
 HTML = {"Accept": "text/html"}
 
 
@@ -49,8 +52,11 @@ def test_forms_without_their_csrf_token_are_refused(app, client):
 
 def test_the_webhook_form_shows_the_secret_once(app, client):
     token = csrf_token(client, "/webhooks")
-    response = client.post("/webhooks", data={"csrf_token": token, "url": "http://127.0.0.1:9/hook",
-                                              "description": "<i>shop</i>"}, headers=HTML)
+    response = client.post(
+        "/webhooks",
+        data={"csrf_token": token, "url": "http://127.0.0.1:9/hook", "description": "<i>shop</i>"},
+        headers=HTML,
+    )
     html = response.get_data(as_text=True)
     secret = re.search(r'id="endpoint-secret">(whsec_[^<]+)<', html).group(1)
     assert "&lt;i&gt;shop&lt;/i&gt;" in html

@@ -1,5 +1,6 @@
 """A CSV in, every image fetched, compressed to half its bytes and stored, an output CSV out,
 through real HTTP against real processes: embedded (SQLite) and scale-out (PostgreSQL + Redis)."""
+
 from __future__ import annotations
 
 import csv
@@ -8,13 +9,22 @@ import threading
 import time
 import uuid
 
-import pytest
+from imageserver import FIXTURES
 from PIL import Image
 
-from imageserver import FIXTURES
-
-GOOD = ["photo1.jpg", "photo2.jpg", "photo3.jpg", "alpha.png", "gray.jpg", "cmyk.jpg", "rotated.jpg",
-        "gray16.png", "palette.png", "animated.gif", "photo.webp"]
+GOOD = [
+    "photo1.jpg",
+    "photo2.jpg",
+    "photo3.jpg",
+    "alpha.png",
+    "gray.jpg",
+    "cmyk.jpg",
+    "rotated.jpg",
+    "gray16.png",
+    "palette.png",
+    "animated.gif",
+    "photo.webp",
+]
 BAD = {  # path on the image server -> expected error code
     "missing/nothing.jpg": "http_404",
     "not-an-image.jpg": "not_an_image",
@@ -80,7 +90,7 @@ def test_csv_in_images_compressed_csv_out(stack, image_server):
     rows = [
         (1, "Astronaut poster", ["photo1.jpg", "photo2.jpg", "photo3.jpg"]),
         (7, "Odd formats", GOOD[3:]),
-        (3, "=HYPERLINK(\"http://evil\")", ["slow/photo2.jpg?delay=1.5", *BAD]),
+        (3, '=HYPERLINK("http://evil")', ["slow/photo2.jpg?delay=1.5", *BAD]),
     ]
     response = stack.upload(make_csv(image_server, rows))
     assert response.status_code == 202, response.text
@@ -96,12 +106,18 @@ def test_csv_in_images_compressed_csv_out(stack, image_server):
     status = stack.wait_finished(request_id)
     n_images = sum(len(paths) for _, _, paths in rows)
     assert status["state"] == "completed_with_errors"
-    assert status["counts"] == {"total": n_images, "queued": 0, "processing": 0, "done": n_images - len(BAD),
-                                "failed": len(BAD), "percent": 100.0}
+    assert status["counts"] == {
+        "total": n_images,
+        "queued": 0,
+        "processing": 0,
+        "done": n_images - len(BAD),
+        "failed": len(BAD),
+        "percent": 100.0,
+    }
     assert [p["serial_number"] for p in status["items"]] == [1, 7, 3]
 
     # Every image: in input order, with bytes, quality and a stored output of at most half the bytes.
-    for (serial, _, paths), product in zip(rows, status["items"]):
+    for (_serial, _, paths), product in zip(rows, status["items"]):
         assert [im["input_url"] for im in product["images"]] == [image_server.url(p) for p in paths]
         for path, im in zip(paths, product["images"]):
             if path in BAD:
@@ -143,9 +159,13 @@ def test_csv_in_images_compressed_csv_out(stack, image_server):
             assert cell == (f"FAILED:{BAD[path]}" if path in BAD else im["output_url"])
 
     if recorder:
+
         def ended(events):
-            return [e for rid, e in events if rid == request_id and e["type"] == "image"
-                    and e["state"] in ("done", "failed")]
+            return [
+                e
+                for rid, e in events
+                if rid == request_id and e["type"] == "image" and e["state"] in ("done", "failed")
+            ]
 
         def requests_ended(events):
             return [e for rid, e in events if rid == request_id and e["type"] == "request"]

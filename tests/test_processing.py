@@ -1,5 +1,6 @@
 """Processing inside one process, as the embedded default runs it: real Huey consumer threads,
 real SQLite, the in-process event bus; plus the state rules that keep images from getting stuck."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +10,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import update
-
 from imageserver import ImageServer
 from livestack import wait_until
+from sqlalchemy import update
+
 from pixshift import codec_processes, pipeline
 from pixshift.csv_input import ProductRow
 from pixshift.extensions import db
@@ -41,6 +42,7 @@ def test_progress_events_are_published_as_images_finish(app, client, inprocess_w
             if item and item[0] == request_id:
                 events.append(item[1])
             return any(e["type"] == "request" for e in events)
+
         wait_until(finished, 60, interval=0, message="the request event")
     finally:
         subscription.close()
@@ -56,8 +58,7 @@ def test_progress_events_are_published_as_images_finish(app, client, inprocess_w
     assert events[-1]["counts"]["total"] == 4
 
 
-def test_downloads_overlap_so_a_slow_host_does_not_serialise_the_batch(app, client, inprocess_worker,
-                                                                        image_server):
+def test_downloads_overlap_so_a_slow_host_does_not_serialise_the_batch(app, client, inprocess_worker, image_server):
     image_server.reset()
     paths = [[f"slow/photo1.jpg?delay=0.4&n={n}"] for n in range(12)]
     request_id = upload(client, image_server, paths)
@@ -77,13 +78,13 @@ def _new_request(app, urls: list[str]) -> str:
 
 
 def _image_ids(request_id: str) -> list[int]:
-    return [i for i in db.session.scalars(db.select(Image.id).where(Image.request_id == request_id)
-                                          .order_by(Image.position))]
+    return list(db.session.scalars(db.select(Image.id).where(Image.request_id == request_id).order_by(Image.position)))
 
 
 def _expire_leases(request_id: str) -> None:
-    db.session.execute(update(Image).where(Image.request_id == request_id)
-                       .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.execute(
+        update(Image).where(Image.request_id == request_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+    )
     db.session.commit()
 
 
@@ -157,8 +158,9 @@ def test_costly_images_fail_too_costly_on_their_first_attempt_and_the_rest_is_do
     (tmp_path / "bomb.jpg").write_bytes(scan_bomb())
     rt = own_runtime(app, image_cpu_seconds=0.5)
     with ImageServer(tmp_path) as bombs:
-        request_id = _new_request(app, [bombs.url("bomb.jpg"), image_server.url("gen/3000x2000.webp?q=90"),
-                                        image_server.url("photo1.jpg")])
+        request_id = _new_request(
+            app, [bombs.url("bomb.jpg"), image_server.url("gen/3000x2000.webp?q=90"), image_server.url("photo1.jpg")]
+        )
         with app.app_context():
             outcomes = [pipeline.process_image(i, rt).state for i in _image_ids(request_id)]
             images = [db.session.get(Image, i) for i in _image_ids(request_id)]
@@ -186,8 +188,9 @@ def test_waiting_for_a_compression_slot_keeps_the_lease(app, image_server):
 
     with ThreadPoolExecutor(2) as threads:
         # Its heartbeat first fires while it waits for its result, that is while it holds the slot.
-        holder = threads.submit(codec_processes.run, time.sleep, 3, processes=1, heartbeat=holding.set,
-                                heartbeat_seconds=0.05)
+        holder = threads.submit(
+            codec_processes.run, time.sleep, 3, processes=1, heartbeat=holding.set, heartbeat_seconds=0.05
+        )
         assert holding.wait(10)
         sweeper = threads.submit(sweep)
         try:
@@ -236,8 +239,11 @@ def test_a_fan_out_that_never_completed_is_run_again(app):
     request_id = _new_request(app, ["http://127.0.0.1:1/a.jpg"])
     with app.app_context():
         assert request_id not in pipeline.reclaim_expired(rt, queue_empty=False).requests  # just created
-        db.session.execute(update(Request).where(Request.id == request_id)
-                           .values(created_at=utcnow() - timedelta(seconds=rt.lease_seconds + 1)))
+        db.session.execute(
+            update(Request)
+            .where(Request.id == request_id)
+            .values(created_at=utcnow() - timedelta(seconds=rt.lease_seconds + 1))
+        )
         db.session.commit()
         assert request_id in pipeline.reclaim_expired(rt, queue_empty=False).requests
         pipeline.mark_enqueued(request_id)
@@ -249,8 +255,11 @@ def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, i
     app = any_db_app
     rt = own_runtime(app)
     with app.app_context():
-        request_id = create_request([ProductRow(2, 1, "P", (image_server.url("photo1.jpg"),))], filename=None,
-                                    webhook_url="http://127.0.0.1:9/hook")
+        request_id = create_request(
+            [ProductRow(2, 1, "P", (image_server.url("photo1.jpg"),))],
+            filename=None,
+            webhook_url="http://127.0.0.1:9/hook",
+        )
         db.session.execute(update(Image).where(Image.request_id == request_id).values(state="done"))
         db.session.commit()
     results = []
@@ -260,6 +269,7 @@ def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, i
         with app.app_context():
             barrier.wait()
             results.append(pipeline.finish_request_if_complete(request_id, rt))
+
     threads = [threading.Thread(target=finish) for _ in range(8)]
     for t in threads:
         t.start()
@@ -272,8 +282,7 @@ def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, i
         assert len(events) == 1 and len(events[0].deliveries) == 1
 
 
-def test_no_database_connection_is_held_while_downloading_compressing_or_storing(any_db_app, image_server,
-                                                                                 monkeypatch):
+def test_no_database_connection_is_held_while_downloading_compressing_or_storing(any_db_app, image_server, monkeypatch):
     """A slow host, a costly image or a slow media store must not hold one of the pool's connections:
     the attempt commits before each and writes its result in a short transaction afterwards."""
     app = any_db_app
@@ -284,6 +293,7 @@ def test_no_database_connection_is_held_while_downloading_compressing_or_storing
         def call(*args, **kwargs):
             held[name].append(db.engine.pool.checkedout() + db.session().in_transaction())
             return real(*args, **kwargs)
+
         return call
 
     monkeypatch.setattr(pipeline, "fetch_image", probing("fetch", pipeline.fetch_image))

@@ -1,14 +1,15 @@
 """Live progress over Socket.IO (Flask-SocketIO's test client): a snapshot on joining, then
 coalesced batches while a real consumer processes the images. With API tokens, against a real
 server and client: only logged-in browsers connect, and each joins only its own requests' rooms."""
+
 from __future__ import annotations
 
 import io
 import time
 
 import pytest
-
 from livestack import wait_until
+
 from pixshift.extensions import socketio
 from pixshift.realtime import RELAY_INTERVAL
 
@@ -33,7 +34,8 @@ def live_client(live_app):
 
 def _upload(client, server, paths):
     csv = "Serial Number,Product Name,Input Image URLs\n" + "".join(
-        f"{n},P{n},{server.url(p)}\n" for n, p in enumerate(paths, start=1))
+        f"{n},P{n},{server.url(p)}\n" for n, p in enumerate(paths, start=1)
+    )
     response = client.post("/upload", data={"file": (io.BytesIO(csv.encode()), "p.csv")})
     assert response.status_code == 202
     return response.get_json()["request_id"]
@@ -62,8 +64,9 @@ def test_join_gives_a_snapshot_then_live_batches(live_app, live_client, inproces
     assert sio.is_connected()
     joined = time.monotonic()
     sio.emit("join", {"request_id": request_id})
-    received = _receive_until(sio, lambda m: m["name"] == "progress" and m["args"][0].get("state") in
-                              ("completed", "completed_with_errors"))
+    received = _receive_until(
+        sio, lambda m: m["name"] == "progress" and m["args"][0].get("state") in ("completed", "completed_with_errors")
+    )
     listened = time.monotonic() - joined
     sio.disconnect()
     assert received[0]["name"] == "snapshot"
@@ -98,14 +101,17 @@ def test_joining_an_unknown_or_malformed_request_is_an_error_event(live_app, liv
 def test_a_late_joiner_gets_the_finished_state_at_once(live_app, live_client, inprocess_worker, image_server):
     app, client = live_app, live_client
     request_id = _upload(client, image_server, ["photo2.jpg"])
-    wait_until(lambda: client.get(f"/status/{request_id}").get_json()["state"] == "completed", 30,
-               message=f"request {request_id} to complete")
+    wait_until(
+        lambda: client.get(f"/status/{request_id}").get_json()["state"] == "completed",
+        30,
+        message=f"request {request_id} to complete",
+    )
     sio = socketio.test_client(app, flask_test_client=client)
     sio.emit("join", {"request_id": request_id})
     [snapshot] = [m["args"][0] for m in sio.get_received() if m["name"] == "snapshot"]
     sio.disconnect()
     assert snapshot["state"] == "completed" and snapshot["counts"]["done"] == 1
-    assert list(snapshot["images"].values())[0]["state"] == "done"
+    assert next(iter(snapshot["images"].values()))["state"] == "done"
 
 
 # --- with API tokens: who may connect, and which rooms they may join ----------------------------
@@ -118,8 +124,12 @@ TOKENS = ("token-alice", "token-bob")
 def token_stack(tmp_path_factory):
     from livestack import Stack
 
-    with Stack(tmp_path_factory.mktemp("realtime-tokens"), {"PIXSHIFT_API_TOKENS": ",".join(TOKENS)},
-               separate_consumer=False, workers=2) as stack:
+    with Stack(
+        tmp_path_factory.mktemp("realtime-tokens"),
+        {"PIXSHIFT_API_TOKENS": ",".join(TOKENS)},
+        separate_consumer=False,
+        workers=2,
+    ) as stack:
         yield stack
 
 
@@ -133,8 +143,9 @@ def _session_cookie(stack, token: str | None) -> str:
     page = browser.get(stack.url("/login"), headers={"Accept": "text/html"}, timeout=10)
     csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
     if token:
-        logged_in = browser.post(stack.url("/login"), data={"csrf_token": csrf, "token": token},
-                                 allow_redirects=False, timeout=10)
+        logged_in = browser.post(
+            stack.url("/login"), data={"csrf_token": csrf, "token": token}, allow_redirects=False, timeout=10
+        )
         assert logged_in.status_code == 303, logged_in.text
     return "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
 
@@ -157,8 +168,9 @@ class Browser:
         for name in ("snapshot", "progress", "error"):
             self.client.on(name, lambda data, name=name: self._record(name, data))
         # wait=False: a refusal arrives as connect_error, without the client's own disconnect (below).
-        self.client.connect(stack.base_url, headers={"Cookie": cookie} if cookie else {}, transports=["websocket"],
-                            wait=False)
+        self.client.connect(
+            stack.base_url, headers={"Cookie": cookie} if cookie else {}, transports=["websocket"], wait=False
+        )
         assert self._answered.wait(10), "the server never answered the Socket.IO connect"
 
     def _refused(self, data) -> None:
@@ -186,9 +198,14 @@ class Browser:
 
 def _upload_as(stack, token: str, server, paths: list[str]) -> str:
     csv = "Serial Number,Product Name,Input Image URLs\n" + "".join(
-        f"{n},P{n},{server.url(p)}\n" for n, p in enumerate(paths, start=1))
-    response = stack.session.post(stack.url("/upload"), files={"file": ("p.csv", csv.encode(), "text/csv")},
-                                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        f"{n},P{n},{server.url(p)}\n" for n, p in enumerate(paths, start=1)
+    )
+    response = stack.session.post(
+        stack.url("/upload"),
+        files={"file": ("p.csv", csv.encode(), "text/csv")},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert response.status_code == 202, response.text
     return response.json()["request_id"]
 
@@ -219,8 +236,9 @@ def test_with_tokens_a_browser_joins_only_the_rooms_of_its_own_requests(token_st
         bob.client.emit("join", {"request_id": bob_request})
         bob.wait_for(lambda name, data: name == "snapshot")
         bob.wait_for(lambda name, data: name == "error")  # handlers run concurrently: either may come first
-        seen_by_alice = alice.wait_for(lambda name, data: data.get("request_id") == alice_request
-                                       and data.get("state") == "completed")
+        seen_by_alice = alice.wait_for(
+            lambda name, data: data.get("request_id") == alice_request and data.get("state") == "completed"
+        )
         seen_by_bob = list(bob.received)
     finally:
         alice.close()

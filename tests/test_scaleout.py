@@ -1,5 +1,6 @@
 """Scale-out and crash safety with real processes: PostgreSQL, Redis, gunicorn (eventlet) and
 huey_consumer processes; one consumer is SIGKILLed mid-batch and nothing is lost."""
+
 from __future__ import annotations
 
 import csv
@@ -13,7 +14,6 @@ import time
 import psycopg
 import pytest
 import socketio
-
 from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from livestack import Stack, scaleout_env, wait_until
 from webhook_receiver import Receiver
@@ -29,8 +29,14 @@ def scaleout(request, tmp_path):
     if not (TEST_DATABASE_URL and TEST_REDIS_URL):
         pytest.skip("set DATABASE_URL and REDIS_URL to run the scale-out test")
     with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
-        env.update({"PIXSHIFT_LEASE_SECONDS": "4", "PIXSHIFT_SWEEP_SECONDS": "1", "PIXSHIFT_RETRY_DELAY": "0.5",
-                    "PIXSHIFT_LOG_FORMAT": "json"})
+        env.update(
+            {
+                "PIXSHIFT_LEASE_SECONDS": "4",
+                "PIXSHIFT_SWEEP_SECONDS": "1",
+                "PIXSHIFT_RETRY_DELAY": "0.5",
+                "PIXSHIFT_LOG_FORMAT": "json",
+            }
+        )
         if request.param == "s3":
             env.update(request.getfixturevalue("seaweed").env(prefix=env["PIXSHIFT_QUEUE_NAME"]))
         with Stack(tmp_path, env, separate_consumer=True, gunicorn=True, workers=8) as stack:
@@ -68,9 +74,10 @@ def test_a_killed_consumer_loses_nothing(scaleout, image_server):
     live = LiveClient(stack.base_url)
     paths = [f"slow/photo{1 + n % 3}.jpg?delay=0.4&n={n}" for n in range(N_IMAGES - 2)]
     paths += ["missing/a.jpg", "not-an-image.jpg"]  # designed to fail
-    rows = [paths[i:i + 4] for i in range(0, len(paths), 4)]
+    rows = [paths[i : i + 4] for i in range(0, len(paths), 4)]
     text = "Serial Number,Product Name,Input Image URLs\n" + "".join(
-        f'{n},Product {n},"{", ".join(image_server.url(p) for p in urls)}"\n' for n, urls in enumerate(rows, 1))
+        f'{n},Product {n},"{", ".join(image_server.url(p) for p in urls)}"\n' for n, urls in enumerate(rows, 1)
+    )
     with Receiver(os.environ["PIXSHIFT_WEBHOOK_SECRET"]) as receiver:
         response = stack.upload(text, webhook_url=receiver.url)
         assert response.status_code == 202, response.text
@@ -78,8 +85,12 @@ def test_a_killed_consumer_loses_nothing(scaleout, image_server):
         live.join(request_id)
 
         # Mid-batch, kill one consumer outright; then start a fresh one.
-        wait_until(lambda: 8 <= stack.status(request_id)["counts"]["done"] < N_IMAGES - 20, 60, interval=0.02,
-                   message="the batch to be under way")
+        wait_until(
+            lambda: 8 <= stack.status(request_id)["counts"]["done"] < N_IMAGES - 20,
+            60,
+            interval=0.02,
+            message="the batch to be under way",
+        )
         victim = stack.processes["worker-1"]
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
@@ -91,8 +102,11 @@ def test_a_killed_consumer_loses_nothing(scaleout, image_server):
         recovered_after = time.monotonic() - killed_at
         receiver.wait_for(1)
         # Once its delivery is closed nothing sends that event again, so the calls counted then are all.
-        (delivery,) = wait_until(lambda: [d for d in stack.status(request_id)["webhooks"] if d["state"] != "pending"],
-                                 30, message="the webhook delivery to be closed")
+        (delivery,) = wait_until(
+            lambda: [d for d in stack.status(request_id)["webhooks"] if d["state"] != "pending"],
+            30,
+            message="the webhook delivery to be closed",
+        )
         calls = list(receiver.received)
     assert live.finished.wait(30), "the Socket.IO client never saw the request finish"
     live.close()
@@ -104,8 +118,10 @@ def test_a_killed_consumer_loses_nothing(scaleout, image_server):
     failed = {im["input_url"].rsplit("/", 1)[-1]: im["error"]["code"] for im in images if im["state"] == "failed"}
     assert failed == {"a.jpg": "http_404", "not-an-image.jpg": "not_an_image"}
     retried = [im for im in images if im["attempts"] > 1]
-    print(f"\nkilled worker-1 with {in_flight['counts']['processing']} images processing; "
-          f"request finished {recovered_after:.1f} s after the kill; {len(retried)} images needed a second attempt")
+    print(
+        f"\nkilled worker-1 with {in_flight['counts']['processing']} images processing; "
+        f"request finished {recovered_after:.1f} s after the kill; {len(retried)} images needed a second attempt"
+    )
 
     # The output CSV is complete: one output per input, in order.
     out = list(csv.reader(io.StringIO(stack.session.get(doc["links"]["output_csv"]).text)))
@@ -131,7 +147,8 @@ def test_a_killed_consumer_loses_nothing(scaleout, image_server):
 
     # gunicorn's web process logs as configured: one JSON object a line, tagged with the ids in context.
     assert stack.session.delete(stack.url(f"/requests/{request_id}")).status_code == 204
-    logged = [json.loads(line) for line in (stack.tmp_path / "web.log").read_text().splitlines()
-              if line.startswith("{")]
+    logged = [
+        json.loads(line) for line in (stack.tmp_path / "web.log").read_text().splitlines() if line.startswith("{")
+    ]
     deleted = [r for r in logged if r.get("message", "").startswith(f"deleted request {request_id}")]
     assert deleted and deleted[0]["http_request_id"], logged[-5:]

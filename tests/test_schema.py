@@ -1,6 +1,7 @@
 """The schema is owned by the migrations (pixshift/schema.py): a model changed without its migration
 would run in tests on SQLite files built by the same migrations and then fail, or silently differ,
 in a deployment. `flask db check` (Alembic's autogenerate comparison) finds such drift."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import sqlite3
 import subprocess
 
 import pytest
-
 from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from livestack import BIN, MIGRATE_COMMAND, ROOT, scaleout_env
 
@@ -16,8 +16,14 @@ CHECK_COMMAND = ["flask", "--app", "pixshift", "db", "check"]
 
 
 def flask(command: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / command[0]), *command[1:]], env={**os.environ, **env}, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:]],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def upgraded(env: dict) -> dict:

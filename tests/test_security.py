@@ -1,4 +1,5 @@
 """Safe by default: no fetching from internal networks, tokens that scope requests, hardened responses."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,9 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 import pytest
 
 from pixshift import pipeline
-from pixshift.host_slots import HostSlots
 from pixshift.csv_input import ProductRow
 from pixshift.extensions import db
+from pixshift.host_slots import HostSlots
 from pixshift.intake import create_request
 from pixshift.models import Image
 
@@ -21,8 +22,9 @@ CSV = b"Serial Number,Product Name,Input Image URLs\n1,Shoe,http://127.0.0.1:9/a
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.1", "[::1]", "[::ffff:127.0.0.1]"])
 def test_an_image_on_an_internal_address_is_refused_without_a_request(app, image_server, host):
     rt = app.extensions["pixshift"]
-    strict = dataclasses.replace(rt, fetch_policy=dataclasses.replace(rt.fetch_policy, allow_private=False),
-                                 host_slots=HostSlots(8))  # not the session worker's, which may be busy on this host
+    strict = dataclasses.replace(
+        rt, fetch_policy=dataclasses.replace(rt.fetch_policy, allow_private=False), host_slots=HostSlots(8)
+    )  # not the session worker's, which may be busy on this host
     image_server.reset()
     url = f"http://{host}:{image_server.port}/photo1.jpg"
     with app.app_context():
@@ -36,8 +38,10 @@ def test_an_image_on_an_internal_address_is_refused_without_a_request(app, image
 
 def test_private_urls_are_refused_by_default():
     from pixshift.config import Config
+
     assert Config().ALLOW_PRIVATE_URLS is True  # the tests turn the switch on...
     import os
+
     saved = os.environ.pop("PIXSHIFT_ALLOW_PRIVATE_URLS")
     try:
         assert Config().ALLOW_PRIVATE_URLS is False  # ...and without it, it is off
@@ -48,6 +52,7 @@ def test_private_urls_are_refused_by_default():
 @pytest.fixture(scope="module")
 def token_app(app):
     from pixshift import create_app
+
     return create_app({"TESTING": True, "API_TOKENS": ("token-a", "token-b")})
 
 
@@ -96,13 +101,27 @@ def test_the_browser_login_works_end_to_end(token_app):
     assert page.status_code == 200 and "text/html" in page.content_type
 
 
-OFF_SITE = ["/%09/evil.example/phish", "/%0a/evil.example", "/%0d/evil.example", "//evil.example",
-            "/\\evil.example", "\\/evil.example", "/%5Cevil.example", "https://evil.example", "javascript:alert(1)",
-            " /\t/evil", "%2F%2Fevil.example", "/\x00/evil"]
+OFF_SITE = [
+    "/%09/evil.example/phish",
+    "/%0a/evil.example",
+    "/%0d/evil.example",
+    "//evil.example",
+    "/\\evil.example",
+    "\\/evil.example",
+    "/%5Cevil.example",
+    "https://evil.example",
+    "javascript:alert(1)",
+    " /\t/evil",
+    "%2F%2Fevil.example",
+    "/\x00/evil",
+]
 
 
-@pytest.mark.parametrize("raw_next, expected", [(raw, "/") for raw in OFF_SITE] + [
-    ("/requests", "/requests"), ("/status/abc?page=2", "/status/abc?page=2"), ("/", "/")])
+@pytest.mark.parametrize(
+    "raw_next, expected",
+    [(raw, "/") for raw in OFF_SITE]
+    + [("/requests", "/requests"), ("/status/abc?page=2", "/status/abc?page=2"), ("/", "/")],
+)
 def test_login_sends_the_browser_only_to_this_site(token_app, raw_next, expected):
     """``raw_next`` is the query string as written in a link; a 500 or a Location that a browser
     reads as another host would be an open redirect."""
@@ -117,24 +136,31 @@ def test_login_sends_the_browser_only_to_this_site(token_app, raw_next, expected
     assert location == expected
 
 
-@pytest.mark.parametrize("target, expected", [
-    ("/a b/\u00e9?q=<x>#top", "/a%20b/%C3%A9?q=%3Cx%3E#top"),
-    ("/a\\b", "/a/b"),
-    ("/%09/x", "/%09/x"),
-    ("\t/requests\n", "/requests"),
-    ("/requests?", "/requests"),
-    ("/\ud800", "/"),
-    ("/\x7f", "/"),
-    ("", "/"),
-])
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("/a b/\u00e9?q=<x>#top", "/a%20b/%C3%A9?q=%3Cx%3E#top"),
+        ("/a\\b", "/a/b"),
+        ("/%09/x", "/%09/x"),
+        ("\t/requests\n", "/requests"),
+        ("/requests?", "/requests"),
+        ("/\ud800", "/"),
+        ("/\x7f", "/"),
+        ("", "/"),
+    ],
+)
 def test_safe_next_reserialises_what_it_keeps(target, expected):
     from pixshift.security import safe_next
+
     assert safe_next(target) == expected
 
 
 def test_with_tokens_the_api_needs_one(token_client):
-    for response in (_upload(token_client), _upload(token_client, "wrong"),
-                     token_client.get("/status/00000000-0000-4000-8000-000000000000")):
+    for response in (
+        _upload(token_client),
+        _upload(token_client, "wrong"),
+        token_client.get("/status/00000000-0000-4000-8000-000000000000"),
+    ):
         assert response.status_code == 401
         assert response.get_json()["error"] == "unauthorized"
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -173,6 +199,7 @@ def test_an_unexpected_error_is_json_without_a_stack_trace(app, client, monkeypa
 
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals")
+
     monkeypatch.setattr(routes, "request_status", boom)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     try:
@@ -184,20 +211,24 @@ def test_an_unexpected_error_is_json_without_a_stack_trace(app, client, monkeypa
     assert body["error"] == "internal_error" and "secret" not in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("path", [
-    "/media/{id}/99999999999999999999-1.jpg",
-    "/media/{id}/1-99999999999.jpg",
-    "/media/{id}/" + "9" * 5000 + "-1.jpg",
-    "/media/{id}/../../etc/passwd",
-    "/media/{id}/1-1.exe",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/media/{id}/99999999999999999999-1.jpg",
+        "/media/{id}/1-99999999999.jpg",
+        "/media/{id}/" + "9" * 5000 + "-1.jpg",
+        "/media/{id}/../../etc/passwd",
+        "/media/{id}/1-1.exe",
+    ],
+)
 def test_odd_media_names_are_404_not_500(client, path):
     response = client.get(path.format(id="00000000-0000-4000-8000-000000000000"))
     assert response.status_code == 404
 
 
-@pytest.mark.parametrize("query", ["page=0", "page=abc", "per_page=0", "per_page=501", "page=99999999999999999999",
-                                   "page=2"])
+@pytest.mark.parametrize(
+    "query", ["page=0", "page=abc", "per_page=0", "per_page=501", "page=99999999999999999999", "page=2"]
+)
 def test_bad_status_pages_are_400(client, query):
     request_id = _upload(client).get_json()["request_id"]
     response = client.get(f"/status/{request_id}?{query}")
@@ -211,12 +242,15 @@ def test_any_spelling_of_a_request_id_finds_it(client):
 
 
 def test_readiness_names_failing_checks_without_details(app, client, monkeypatch):
-    assert client.get("/readyz").get_json() == {"status": "ok", "checks": {
-        "database": "ok", "media": "ok", "queue": "ok"}}
+    assert client.get("/readyz").get_json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "media": "ok", "queue": "ok"},
+    }
     store = app.extensions["pixshift"].store
 
     def broken():
         raise OSError("/secret/path is read-only")
+
     monkeypatch.setattr(store, "check", broken)
     response = client.get("/readyz")
     assert response.status_code == 503
@@ -233,6 +267,7 @@ def test_every_response_carries_a_request_id(client):
 def test_log_lines_carry_the_ids_in_context():
     import json
     import logging
+
     from pixshift import logs
 
     record = logging.LogRecord("pixshift.pipeline", logging.INFO, __file__, 1, "done", None, None)
@@ -242,6 +277,11 @@ def test_log_lines_carry_the_ids_in_context():
     finally:
         logs.unbind(token)
     assert json.loads(logs.JsonFormatter().format(record)) | {"time": None} == {
-        "time": None, "level": "INFO", "logger": "pixshift.pipeline", "message": "done",
-        "request_id": "r-1", "image_id": 7}
+        "time": None,
+        "level": "INFO",
+        "logger": "pixshift.pipeline",
+        "message": "done",
+        "request_id": "r-1",
+        "image_id": 7,
+    }
     assert logs.TextFormatter("%(message)s").format(record) == "done [request_id=r-1 image_id=7]"

@@ -1,5 +1,6 @@
 """``python -m pixshift`` serves on gunicorn (pixshift/server.py): no development server, a prompt
 clean stop with clients connected, nothing left behind when it is killed outright."""
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,10 @@ from pathlib import Path
 import pytest
 import requests
 import socketio
-
 from livestack import Stack, wait_until
-from pixshift.server import GRACEFUL_SECONDS
 from test_codec_processes import _cpu_ticks, _pool_workers
+
+from pixshift.server import GRACEFUL_SECONDS
 
 
 def _gone(pid: int) -> bool:
@@ -69,13 +70,17 @@ def test_killing_the_service_outright_takes_its_worker_and_compression_children_
         image_server.generated(6000, 4000, quality=95)  # about a second of decoding and encoding
         stack.upload(make_csv(image_server, [(1, "Big", ["gen/6000x4000.jpg?q=95"])])).raise_for_status()
         worker = stack.serving_pid()
-        wait_until(lambda: any(_cpu_ticks(c) > 20 for c in _pool_workers(worker)), 60,
-                   message="a compression child to be busy")
+        wait_until(
+            lambda: any(_cpu_ticks(c) > 20 for c in _pool_workers(worker)), 60, message="a compression child to be busy"
+        )
         left = [worker, *_pool_workers(worker)]
         os.kill(stack.processes["web"].pid, signal.SIGKILL)
         stack.processes["web"].wait(10)
-        wait_until(lambda: all(_gone(pid) for pid in left), 15,
-                   message=f"{[pid for pid in left if not _gone(pid)]} of {left} to exit\n{stack.logs()}")
+        wait_until(
+            lambda: all(_gone(pid) for pid in left),
+            15,
+            message=f"{[pid for pid in left if not _gone(pid)]} of {left} to exit\n{stack.logs()}",
+        )
 
 
 def test_every_thread_of_the_embedded_default_can_have_a_sqlite_connection_at_once(app):

@@ -1,4 +1,5 @@
 """A running request's status page is rendered once per STATUS_CACHE_SECONDS, however many poll."""
+
 from __future__ import annotations
 
 import threading
@@ -11,8 +12,9 @@ from pixshift.intake import create_request
 
 def test_an_expired_page_is_rendered_by_one_poller_while_the_others_get_the_previous_one(app, monkeypatch):
     with app.app_context():
-        request_id = create_request([ProductRow(2, 1, "P", ("http://127.0.0.1:9/a.jpg",))],
-                                    filename="t.csv", webhook_url=None)
+        request_id = create_request(
+            [ProductRow(2, 1, "P", ("http://127.0.0.1:9/a.jpg",))], filename="t.csv", webhook_url=None
+        )
     app.config["STATUS_CACHE_SECONDS"] = 0.2
     renders, render = [], routes.request_status
 
@@ -46,8 +48,9 @@ def test_an_expired_page_is_rendered_by_one_poller_while_the_others_get_the_prev
 def test_the_first_polls_of_a_page_wait_for_one_render_instead_of_each_rendering(app, monkeypatch):
     """A page nobody has polled yet (a new request, or many pollers arriving at once): one renders."""
     with app.app_context():
-        request_id = create_request([ProductRow(2, 1, "P", ("http://127.0.0.1:9/a.jpg",))],
-                                    filename="t.csv", webhook_url=None)
+        request_id = create_request(
+            [ProductRow(2, 1, "P", ("http://127.0.0.1:9/a.jpg",))], filename="t.csv", webhook_url=None
+        )
     renders, render = [], routes.request_status
     rendering = threading.Event()
 

@@ -1,5 +1,6 @@
 """Webhooks against real receivers on loopback, verified with the `standardwebhooks` package,
 with the embedded default's real Huey consumer threads doing the deliveries."""
+
 from __future__ import annotations
 
 import io
@@ -8,7 +9,6 @@ import socket
 import time
 
 import pytest
-
 from livestack import wait_until
 from webhook_receiver import Receiver
 
@@ -17,7 +17,8 @@ SECRET = os.environ["PIXSHIFT_WEBHOOK_SECRET"]
 
 def upload(client, server, paths: list[str], webhook_url: str | None = None) -> str:
     csv = "Serial Number,Product Name,Input Image URLs\n" + "".join(
-        f"{n},Product {n},{server.url(p)}\n" for n, p in enumerate(paths, start=1))
+        f"{n},Product {n},{server.url(p)}\n" for n, p in enumerate(paths, start=1)
+    )
     data = {"file": (io.BytesIO(csv.encode()), "p.csv")}
     if webhook_url:
         data["webhook_url"] = webhook_url
@@ -31,8 +32,12 @@ def deliveries(client, request_id: str) -> list[dict]:
 
 
 def wait_delivery(client, request_id: str, predicate, timeout: float = 30) -> dict:
-    return wait_until(lambda: next((d for d in deliveries(client, request_id) if predicate(d)), None), timeout,
-                      interval=0.05, message="the webhook delivery")
+    return wait_until(
+        lambda: next((d for d in deliveries(client, request_id) if predicate(d)), None),
+        timeout,
+        interval=0.05,
+        message="the webhook delivery",
+    )
 
 
 def test_signed_event_delivered_on_the_third_attempt_with_the_same_id(client, inprocess_worker, image_server):
@@ -87,8 +92,9 @@ def test_410_disables_a_registered_endpoint(client, inprocess_worker, image_serv
         endpoint = created.get_json()
         assert endpoint["secret"].startswith("whsec_") and endpoint["enabled"]
         request_id = upload(client, image_server, ["photo1.jpg"])
-        delivery = wait_delivery(client, request_id, lambda d: d["endpoint_id"] == endpoint["id"]
-                                 and d["state"] == "failed")
+        delivery = wait_delivery(
+            client, request_id, lambda d: d["endpoint_id"] == endpoint["id"] and d["state"] == "failed"
+        )
         assert "410" in delivery["last_error"] and len(delivery["attempts"]) == 1
         listed = {e["id"]: e for e in client.get("/api/webhooks").get_json()["endpoints"]}
         assert listed[endpoint["id"]]["enabled"] is False
@@ -101,16 +107,16 @@ def test_410_disables_a_registered_endpoint(client, inprocess_worker, image_serv
     assert endpoint["id"] not in {e["id"] for e in client.get("/api/webhooks").get_json()["endpoints"]}
 
 
-def test_registered_endpoint_signs_with_its_own_secret_and_resend_keeps_the_id(client, inprocess_worker,
-                                                                               image_server):
+def test_registered_endpoint_signs_with_its_own_secret_and_resend_keeps_the_id(client, inprocess_worker, image_server):
     with Receiver(None) as receiver:
         endpoint = client.post("/api/webhooks", json={"url": receiver.url}).get_json()
         receiver.secret = endpoint["secret"]
         request_id = upload(client, image_server, ["missing/x.jpg"])
         first = receiver.wait_for(1)[0]
         assert first["verified"]["type"] == "request.failed"
-        delivery = wait_delivery(client, request_id, lambda d: d["endpoint_id"] == endpoint["id"]
-                                 and d["state"] == "delivered")
+        delivery = wait_delivery(
+            client, request_id, lambda d: d["endpoint_id"] == endpoint["id"] and d["state"] == "delivered"
+        )
         resent = client.post(f"/api/deliveries/{delivery['id']}/resend")
         assert resent.status_code == 202
         second = receiver.wait_for(2)[1]
@@ -118,23 +124,30 @@ def test_registered_endpoint_signs_with_its_own_secret_and_resend_keeps_the_id(c
     client.delete(f"/api/webhooks/{endpoint['id']}")
 
 
-@pytest.mark.parametrize("body, code", [
-    ({}, "invalid_body"),
-    ({"url": "ftp://example.com/hook"}, "invalid_webhook_url"),
-    ({"url": "http://169.254.169.254/latest"}, "invalid_webhook_url"),
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({}, "invalid_body"),
+        ({"url": "ftp://example.com/hook"}, "invalid_webhook_url"),
+        ({"url": "http://169.254.169.254/latest"}, "invalid_webhook_url"),
+    ],
+)
 def test_webhook_registration_is_validated(client, body, code, app):
     from pixshift import create_app
+
     strict = create_app({"TESTING": True, "ALLOW_PRIVATE_URLS": False}).test_client()
     response = strict.post("/api/webhooks", json=body)
     assert response.status_code == 400 and response.get_json()["error"] == code
 
 
 def test_signature_matches_the_standard(app):
-    from standardwebhooks import Webhook
-    from pixshift.webhooks import sign
     import datetime
-    ts = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+    from standardwebhooks import Webhook
+
+    from pixshift.webhooks import sign
+
+    ts = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     assert sign(SECRET, "msg_1", int(ts.timestamp()), b'{"a":1}') == Webhook(SECRET).sign("msg_1", ts, '{"a":1}')
 
 
@@ -144,11 +157,12 @@ def test_signature_matches_the_standard(app):
 def _delivery_to(url: str) -> int:
     """A finished request with one pending delivery to ``url``, written as the pipeline writes it."""
     import uuid
+
     from pixshift.extensions import db
     from pixshift.models import Request, utcnow
     from pixshift.webhooks import create_event
-    req = Request(id=str(uuid.uuid4()), state="completed", webhook_url=url, product_count=0,
-                  finished_at=utcnow())
+
+    req = Request(id=str(uuid.uuid4()), state="completed", webhook_url=url, product_count=0, finished_at=utcnow())
     db.session.add(req)
     db.session.flush()
     (delivery_id,) = create_event(req, {"total": 0, "done": 0, "failed": 0}, "http://127.0.0.1")
@@ -159,8 +173,9 @@ def _delivery_to(url: str) -> int:
 def test_a_trickling_receiver_is_cut_at_the_timeout_with_no_connection_held(any_db_app):
     """Before: the POST had no total deadline and kept a database connection checked out throughout."""
     from pixshift.extensions import db
-    from pixshift.webhooks import WebhookSettings, attempt_delivery
     from pixshift.models import WebhookDelivery
+    from pixshift.webhooks import WebhookSettings, attempt_delivery
+
     rt = any_db_app.extensions["pixshift"]
     settings = WebhookSettings(secret=SECRET, timeout=0.8, schedule=(60,))
     with any_db_app.app_context():
@@ -183,10 +198,13 @@ def test_no_second_attempt_starts_beside_a_running_one_nor_past_the_schedule(any
     and a delivery whose schedule is used up is never claimed again, however often it is enqueued."""
     import threading
     from datetime import timedelta
+
     from sqlalchemy import update
+
     from pixshift.extensions import db
     from pixshift.models import WebhookDelivery, utcnow
     from pixshift.webhooks import WebhookSettings, attempt_delivery, overdue_deliveries
+
     rt = any_db_app.extensions["pixshift"]
     settings = WebhookSettings(secret=SECRET, timeout=1.5, schedule=(0, 0))
     with any_db_app.app_context():
@@ -210,8 +228,11 @@ def test_no_second_attempt_starts_beside_a_running_one_nor_past_the_schedule(any
             for _ in range(5):  # duplicated tasks, as many as you like
                 attempt_delivery(delivery_id, settings, rt.fetch_policy)
             # A lease from a worker that died long ago is no reason to exceed the schedule either.
-            db.session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                               .values(state="pending", lease_expires_at=utcnow() - timedelta(seconds=1)))
+            db.session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id)
+                .values(state="pending", lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
             db.session.commit()
             assert attempt_delivery(delivery_id, settings, rt.fetch_policy) is None
         delivery = db.session.get(WebhookDelivery, delivery_id)
@@ -240,9 +261,11 @@ def test_a_receiver_that_always_fails_is_given_up_after_the_schedule(app, client
 def _deliveries_of_a_finished_request() -> dict[int | None, int]:
     """A finished request's event, written as the pipeline writes it: its delivery ids by endpoint id."""
     import uuid
+
     from pixshift.extensions import db
     from pixshift.models import Request, WebhookDelivery, utcnow
     from pixshift.webhooks import create_event
+
     req = Request(id=str(uuid.uuid4()), state="completed", product_count=0, finished_at=utcnow())
     db.session.add(req)
     db.session.flush()
@@ -258,6 +281,7 @@ def test_a_delivery_to_an_endpoint_gone_before_its_attempt_fails_without_calling
     from pixshift.extensions import db
     from pixshift.models import WebhookDelivery
     from pixshift.webhooks import WebhookSettings, attempt_delivery
+
     rt = any_db_app.extensions["pixshift"]
     settings = WebhookSettings(secret=SECRET, timeout=1, schedule=(0, 0))
     client = any_db_app.test_client()

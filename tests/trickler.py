@@ -1,6 +1,7 @@
 """A hostile HTTP peer on loopback: it answers every request a byte at a time, each byte well
 within any read timeout, so only a deadline over the whole call ends it. It counts the
 connections it holds, so a test can see that nothing is left talking to it."""
+
 from __future__ import annotations
 
 import select
@@ -24,7 +25,7 @@ class Trickler:
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
 
-    def __enter__(self) -> "Trickler":
+    def __enter__(self) -> Trickler:
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
@@ -53,7 +54,7 @@ class Trickler:
                     return
                 if self._stop.is_set():
                     return
-                conn.sendall(ANSWER[i:i + 1])
+                conn.sendall(ANSWER[i : i + 1])
         except OSError:  # the client hung up: what a deadline does
             pass
         finally:

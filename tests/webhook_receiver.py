@@ -1,4 +1,5 @@
 """A real webhook receiver on loopback that verifies signatures with the `standardwebhooks` package."""
+
 from __future__ import annotations
 
 import http.server
@@ -15,8 +16,15 @@ class Receiver:
     ``trickle``: the status line goes out a byte every 50 ms (each read well within any read
     timeout); ``while_answering`` is called in the handler's thread meanwhile, its result recorded."""
 
-    def __init__(self, secret: str | None, statuses: list[int] | None = None, delay: float = 0.0,
-                 port: int = 0, trickle: bool = False, while_answering=None) -> None:
+    def __init__(
+        self,
+        secret: str | None,
+        statuses: list[int] | None = None,
+        delay: float = 0.0,
+        port: int = 0,
+        trickle: bool = False,
+        while_answering=None,
+    ) -> None:
         self.secret = secret
         self.statuses = list(statuses or [])
         self.delay = delay
@@ -36,7 +44,7 @@ class Receiver:
     def port(self) -> int:
         return self._server.server_address[1] if self._server else self._port
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -51,8 +59,15 @@ class Receiver:
                     verified = Webhook(receiver.secret).verify(body, headers)  # raises on a bad signature
                 with receiver._cond:
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
-                    receiver.received.append({"headers": headers, "body": json.loads(body), "verified": verified,
-                                              "status": status, "at": time.monotonic()})
+                    receiver.received.append(
+                        {
+                            "headers": headers,
+                            "body": json.loads(body),
+                            "verified": verified,
+                            "status": status,
+                            "at": time.monotonic(),
+                        }
+                    )
                     receiver._cond.notify_all()
                 if receiver.delay:
                     time.sleep(receiver.delay)
@@ -69,7 +84,7 @@ class Receiver:
                         receiver.observed.append(receiver.while_answering())
                     time.sleep(0.05)
                     try:
-                        self.wfile.write(data[i:i + 1])
+                        self.wfile.write(data[i : i + 1])
                         self.wfile.flush()
                     except OSError:
                         return
@@ -92,7 +107,7 @@ class Receiver:
                 raise AssertionError(f"expected {count} webhook calls within {timeout}s, got {len(self.received)}")
             return list(self.received)
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -7,6 +7,7 @@ Code behind the steps: pixshift/api/routes.py (upload), tasks/__init__.py (tasks
 pixshift/pipeline.py (claim, record, finish), pixshift/webhooks.py, pixshift/realtime.py,
 pixshift/downloads.py (output CSV).
 """
+
 from __future__ import annotations
 
 PARTICIPANTS = [  # (id, label): left to right
@@ -93,12 +94,16 @@ def render() -> str:
             label, top = open_frames.pop()
             bottom = y + 4
             k = len(frames)
-            frames.append(f'  frame{k} [pos="{(left + right) / 2:g},{(top + bottom) / 2:g}!", shape=box, style="rounded,dashed", '
-                          f'color="#888888", fixedsize=true, width={(right - left) / 72:.4f}, height={(top - bottom) / 72:.4f}, '
-                          f'label=""];')
-            boxes.append(f'  frame{k}_title [pos="{(left + right) / 2:g},{top - 10:g}!", shape=box, style=filled, fillcolor="#ffffff", '
-                          f'color="#ffffff", fixedsize=true, width={(right - left - 8) / 72:.4f}, height={12 / 72:.4f}, '
-                          f'fontsize=9, fontcolor="#555555", label={_left(label)}];')
+            frames.append(
+                f'  frame{k} [pos="{(left + right) / 2:g},{(top + bottom) / 2:g}!", shape=box, style="rounded,dashed", '
+                f'color="#888888", fixedsize=true, width={(right - left) / 72:.4f}, height={(top - bottom) / 72:.4f}, '
+                f'label=""];'
+            )
+            boxes.append(
+                f'  frame{k}_title [pos="{(left + right) / 2:g},{top - 10:g}!", shape=box, style=filled, fillcolor="#ffffff", '
+                f'color="#ffffff", fixedsize=true, width={(right - left - 8) / 72:.4f}, height={12 / 72:.4f}, '
+                f'fontsize=9, fontcolor="#555555", label={_left(label)}];'
+            )
             y -= 10
             continue
         a, b, label = step
@@ -108,14 +113,18 @@ def render() -> str:
         if a == b:
             height = LINE * lines + 8
             center = y - height / 2
-            boxes.append(f'  s{n} [pos="{x[a]:g},{center:g}!", shape=box, style=filled, fillcolor="#ffffff", color="#4a6a9a", '
-                         f'fontsize=9, margin="0.05,0.02", label={_q(text)}];')
+            boxes.append(
+                f'  s{n} [pos="{x[a]:g},{center:g}!", shape=box, style=filled, fillcolor="#ffffff", color="#4a6a9a", '
+                f'fontsize=9, margin="0.05,0.02", label={_q(text)}];'
+            )
             y -= height + 10
             continue
         y -= LINE * lines + 2  # the label sits above its arrow
         mid = (x[a] + x[b]) / 2
-        marks.append(f'  s{n}_label [pos="{mid:g},{y + 2 + LINE * lines / 2:g}!", shape=box, style=filled, color="#ffffff", '
-                     f'fillcolor="#ffffff", fontsize=9, width=0, height=0, margin="0.02,0", label={_q(text)}];')
+        marks.append(
+            f'  s{n}_label [pos="{mid:g},{y + 2 + LINE * lines / 2:g}!", shape=box, style=filled, color="#ffffff", '
+            f'fillcolor="#ffffff", fontsize=9, width=0, height=0, margin="0.02,0", label={_q(text)}];'
+        )
         marks.append(f'  s{n}_from [pos="{x[a]:g},{y:g}!"]; s{n}_to [pos="{x[b]:g},{y:g}!"]; s{n}_from -> s{n}_to;')
         y -= 12
     bottom = y - 16
@@ -135,8 +144,10 @@ def render() -> str:
     ]
     for pid, label in PARTICIPANTS:
         for end, ypos in (("top", 0), ("bottom", bottom - 14)):
-            out.append(f'  {pid}_{end} [pos="{x[pid]:g},{ypos:g}!", shape=box, style="rounded,filled", fillcolor="#eef3fb", '
-                       f'color="#4a6a9a", fontsize=10, width=1.45, height=0.42, fixedsize=true, label={_q(label)}];')
+            out.append(
+                f'  {pid}_{end} [pos="{x[pid]:g},{ypos:g}!", shape=box, style="rounded,filled", fillcolor="#eef3fb", '
+                f'color="#4a6a9a", fontsize=10, width=1.45, height=0.42, fixedsize=true, label={_q(label)}];'
+            )
         out.append(f'  {pid}_top -> {pid}_bottom [style=dashed, color="#aaaaaa", arrowhead=none];')
     out += ["", "  // messages", *marks, "", "  // actions and frame titles (drawn over the lifelines)", *boxes, "}"]
     return "\n".join(out) + "\n"

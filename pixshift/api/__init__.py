@@ -1,4 +1,5 @@
 """The JSON API for scripts: upload, status, webhooks and health."""
+
 from . import docs, routes, webhooks  # noqa: F401  (their routes register on bp)
 from .blueprint import bp
 

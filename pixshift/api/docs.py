@@ -5,6 +5,7 @@ by validating real responses against it and fuzzing the running app from it with
 Swagger UI is bundled under ``static/vendor`` (no CDN) and started by a static script, so the
 page runs under the same strict Content-Security-Policy as every other page.
 """
+
 from __future__ import annotations
 
 import json

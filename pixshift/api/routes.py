@@ -1,4 +1,5 @@
 """POST /upload, GET /status/<id>, DELETE /requests/<id>, health checks."""
+
 from __future__ import annotations
 
 import threading
@@ -10,7 +11,7 @@ from flask import Response, current_app, request
 from ..deletion import delete_request as remove_request
 from ..failures import InvalidInput
 from ..intake import accept_upload
-from ..lookup import finished_request, find_request
+from ..lookup import find_request, finished_request
 from ..models import Request
 from ..reporting import is_finished, page_count, request_status
 from ..request_context import public_base, upload_limits
@@ -23,13 +24,27 @@ from .blueprint import bp
 @bp.post("/upload")
 def upload():
     file = request.files.get("file")
-    accepted = accept_upload(None if file is None else file.stream, None if file is None else file.filename,
-                             request.form.get("webhook_url"),
-                             limits=upload_limits(), owner=current_owner(), base_url=public_base(),
-                             enqueue=start_request)
+    accepted = accept_upload(
+        None if file is None else file.stream,
+        None if file is None else file.filename,
+        request.form.get("webhook_url"),
+        limits=upload_limits(),
+        owner=current_owner(),
+        base_url=public_base(),
+        enqueue=start_request,
+    )
     status_url = f"{public_base()}/status/{accepted.request_id}"
-    return {"request_id": accepted.request_id, "status_url": status_url, "state": "queued",
-            "products": accepted.products, "images": accepted.images}, 202, {"Location": status_url}
+    return (
+        {
+            "request_id": accepted.request_id,
+            "status_url": status_url,
+            "state": "queued",
+            "products": accepted.products,
+            "images": accepted.images,
+        },
+        202,
+        {"Location": status_url},
+    )
 
 
 @bp.get("/status/<request_id>")
@@ -37,10 +52,15 @@ def status(request_id: str):
     req = find_request(request_id, can_see)
     page = _int_arg("page", 1)
     per_page = _int_arg("per_page", current_app.config["STATUS_PAGE_SIZE"])
-    if (page is None or per_page is None or not 1 <= per_page <= MAX_PER_PAGE
-            or not 1 <= page <= page_count(req, per_page)):
-        raise InvalidInput("invalid_page", f"page must be a whole number from 1 to the last page "
-                                           f"and per_page from 1 to {MAX_PER_PAGE}")
+    if (
+        page is None
+        or per_page is None
+        or not 1 <= per_page <= MAX_PER_PAGE
+        or not 1 <= page <= page_count(req, per_page)
+    ):
+        raise InvalidInput(
+            "invalid_page", f"page must be a whole number from 1 to the last page and per_page from 1 to {MAX_PER_PAGE}"
+        )
     ttl = current_app.config["STATUS_CACHE_SECONDS"]
     if ttl <= 0 or is_finished(req):  # a finished request's page is always fresh (webhook states change)
         return request_status(req, public_base(), page, per_page)
@@ -118,9 +138,11 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     checks = {}
-    for name, check in (("database", check_schema),
-                        ("media", current_app.extensions["pixshift"].store.check),
-                        ("queue", _check_queue)):
+    for name, check in (
+        ("database", check_schema),
+        ("media", current_app.extensions["pixshift"].store.check),
+        ("queue", _check_queue),
+    ):
         try:
             check()
             checks[name] = "ok"

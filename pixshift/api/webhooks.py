@@ -1,7 +1,6 @@
 """Registered webhook endpoints (POST/GET/DELETE /api/webhooks) and re-sending a delivery by hand."""
-from __future__ import annotations
 
-import uuid
+from __future__ import annotations
 
 from flask import request
 
@@ -17,8 +16,9 @@ from .blueprint import bp
 def create_webhook():
     body = request.get_json(silent=True)
     body = body if isinstance(body, dict) else {}
-    endpoint = register_endpoint(body.get("url"), body.get("description"), owner=current_owner(),
-                                 allow_private=allow_private_urls())
+    endpoint = register_endpoint(
+        body.get("url"), body.get("description"), owner=current_owner(), allow_private=allow_private_urls()
+    )
     return endpoint_doc(endpoint, with_secret=True), 201
 
 

@@ -16,6 +16,7 @@ one JSON document on stdout (errors too).
 Exit codes: 0 every image done; 1 some images (or the whole request) failed; 2 a usage error, an
 error answer from the server, or no server to talk to; 130 interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,36 +31,64 @@ from .launchers import cmd_serve, cmd_worker
 def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """Client options, accepted before or after the command (``pixshift --json status ID``)."""
     d = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
-    parser.add_argument("--server", default=d(os.environ.get("PIXSHIFT_SERVER") or DEFAULT_SERVER),
-                        help="PixShift base URL (env PIXSHIFT_SERVER; default %(default)s)"
-                        if defaults else argparse.SUPPRESS)
-    parser.add_argument("--token", default=d(os.environ.get("PIXSHIFT_TOKEN")),
-                        help="API token, sent as Authorization: Bearer (env PIXSHIFT_TOKEN)"
-                        if defaults else argparse.SUPPRESS)
-    parser.add_argument("--json", action="store_true", default=d(False),
-                        help="print one JSON document on stdout" if defaults else argparse.SUPPRESS)
-    parser.add_argument("-q", "--quiet", action="store_true", default=d(False),
-                        help="no progress output" if defaults else argparse.SUPPRESS)
-    parser.add_argument("--timeout", type=float, default=d(30.0), metavar="SECONDS",
-                        help="per HTTP request (default %(default)s)" if defaults else argparse.SUPPRESS)
+    parser.add_argument(
+        "--server",
+        default=d(os.environ.get("PIXSHIFT_SERVER") or DEFAULT_SERVER),
+        help="PixShift base URL (env PIXSHIFT_SERVER; default %(default)s)" if defaults else argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--token",
+        default=d(os.environ.get("PIXSHIFT_TOKEN")),
+        help="API token, sent as Authorization: Bearer (env PIXSHIFT_TOKEN)" if defaults else argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=d(False),
+        help="print one JSON document on stdout" if defaults else argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=d(False),
+        help="no progress output" if defaults else argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=d(30.0),
+        metavar="SECONDS",
+        help="per HTTP request (default %(default)s)" if defaults else argparse.SUPPRESS,
+    )
 
 
 def _wait_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--wait", action="store_true", help=f"{what}, showing progress")
-    parser.add_argument("--no-live", dest="live", action="store_false",
-                        help="poll GET /status instead of following Socket.IO events")
-    parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
-                        help="polling interval (default %(default)s)")
-    parser.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
-                        help="give up waiting after this long (exit 2; the request goes on)")
+    parser.add_argument(
+        "--no-live", dest="live", action="store_false", help="poll GET /status instead of following Socket.IO events"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="polling interval (default %(default)s)"
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up waiting after this long (exit 2; the request goes on)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pixshift", description="PixShift from the command line: upload a product CSV, follow it, "
-                                     "download the output CSV; or run the server and workers.",
+        prog="pixshift",
+        description="PixShift from the command line: upload a product CSV, follow it, "
+        "download the output CSV; or run the server and workers.",
         epilog="exit codes: 0 all images done; 1 some images or the request failed; "
-               "2 usage, server or connection error", formatter_class=argparse.RawDescriptionHelpFormatter)
+        "2 usage, server or connection error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"pixshift {version()}")
     _common_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -92,10 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="in-process worker threads (sets PIXSHIFT_INPROCESS_WORKERS)")
     serve.set_defaults(func=cmd_serve)
 
-    worker = commands.add_parser("worker", help="run a worker process (huey_consumer pixshift.worker.huey -k thread -w N)")
+    worker = commands.add_parser(
+        "worker", help="run a worker process (huey_consumer pixshift.worker.huey -k thread -w N)"
+    )
     worker.add_argument("-w", "--workers", type=int, default=16, help="worker threads (default %(default)s)")
-    worker.add_argument("consumer_args", nargs=argparse.REMAINDER, metavar="-- OPTIONS",
-                        help="more huey_consumer options, after --")
+    worker.add_argument(
+        "consumer_args", nargs=argparse.REMAINDER, metavar="-- OPTIONS", help="more huey_consumer options, after --"
+    )
     worker.set_defaults(func=cmd_worker)
     return parser
 
@@ -118,5 +150,3 @@ def main(argv: list[str] | None = None) -> int:
         request_id = getattr(args, "request_id", None)
         err("\ninterrupted" + (f"; the request goes on: pixshift status {request_id} --wait" if request_id else ""))
         return EXIT_INTERRUPTED
-
-

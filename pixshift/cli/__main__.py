@@ -1,4 +1,5 @@
 """``python -m pixshift.cli``: the same as the ``pixshift`` command."""
+
 import sys
 
 from . import main

@@ -1,4 +1,5 @@
 """Talking to a PixShift server: its HTTP API and its Socket.IO progress feed; errors for the command line."""
+
 from __future__ import annotations
 
 import queue
@@ -13,6 +14,7 @@ DEFAULT_SERVER = "http://127.0.0.1:5000"
 def version() -> str:
     try:
         from importlib.metadata import version
+
         return version("pixshift")
     except Exception:  # running from a checkout that was not installed
         return "0+unknown"
@@ -42,14 +44,16 @@ class ApiError(CliError):
         body = {**body, "status": response.status_code}
         message = f"{response.status_code} {body.get('error')}: {body.get('message')}"
         for problem in body.get("details") or []:
-            where = ", ".join(str(x) for x in (f"row {problem.get('row')}" if problem.get("row") else None,
-                                               problem.get("column")) if x)
+            where = ", ".join(
+                str(x)
+                for x in (f"row {problem.get('row')}" if problem.get("row") else None, problem.get("column"))
+                if x
+            )
             message += f"\n  {where + ': ' if where else ''}{problem.get('message')}"
         if body.get("truncated"):
             message += "\n  … and more problems"
         super().__init__(message, EXIT_ERROR, body)
         self.status = response.status_code
-
 
 
 class Client:
@@ -69,10 +73,17 @@ class Client:
         try:
             response = self.session.request(method, self.server + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            reason = ("timed out" if isinstance(exc, requests.Timeout)
-                      else "connection refused" if "refused" in str(exc).lower() else type(exc).__name__)
-            raise CliError(f"cannot reach PixShift at {self.server} ({reason})",
-                           body={"error": "unreachable", "message": f"{reason}: {exc}"}) from None
+            reason = (
+                "timed out"
+                if isinstance(exc, requests.Timeout)
+                else "connection refused"
+                if "refused" in str(exc).lower()
+                else type(exc).__name__
+            )
+            raise CliError(
+                f"cannot reach PixShift at {self.server} ({reason})",
+                body={"error": "unreachable", "message": f"{reason}: {exc}"},
+            ) from None
         if response.status_code not in ok:
             raise ApiError(response)
         return response
@@ -106,9 +117,13 @@ class LiveFeed:
         if self.client.token:
             headers["Authorization"] = f"Bearer {self.client.token}"
         try:
-            sio.connect(urlunsplit((parts.scheme, parts.netloc, "", "", "")), headers=headers,
-                        auth={"token": self.client.token} if self.client.token else None,
-                        socketio_path=parts.path.rstrip("/") + "/socket.io", wait_timeout=timeout)
+            sio.connect(
+                urlunsplit((parts.scheme, parts.netloc, "", "", "")),
+                headers=headers,
+                auth={"token": self.client.token} if self.client.token else None,
+                socketio_path=parts.path.rstrip("/") + "/socket.io",
+                wait_timeout=timeout,
+            )
             sio.emit("join", {"request_id": self.request_id})
         except Exception:  # refused, no WebSocket/long-polling, a proxy in the way: poll instead
             self._disconnect(sio)

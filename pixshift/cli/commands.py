@@ -1,4 +1,5 @@
 """The client commands: upload, status, download, and how their results are printed."""
+
 from __future__ import annotations
 
 import json
@@ -20,29 +21,34 @@ def cmd_upload(args, out) -> int:
     client = _client(args)
     data = {"webhook_url": args.webhook} if args.webhook else {}
     with path.open("rb") as fh:
-        accepted = client.request("POST", "/upload", ok=(202,), data=data,
-                                  files={"file": (path.name, fh, "text/csv")}).json()
+        accepted = client.request(
+            "POST", "/upload", ok=(202,), data=data, files={"file": (path.name, fh, "text/csv")}
+        ).json()
     request_id = args.request_id = accepted["request_id"]
     if not args.wait:
         if args.json:
             print_json(out, accepted)
         else:
             out.write(f"{request_id}\n")
-            err(f"accepted: {_n(accepted['products'], 'product')}, {_n(accepted['images'], 'image')}; "
-                 f"follow with: pixshift status {request_id} --wait")
+            err(
+                f"accepted: {_n(accepted['products'], 'product')}, {_n(accepted['images'], 'image')}; "
+                f"follow with: pixshift status {request_id} --wait"
+            )
         return EXIT_OK
     if not args.json:
         err(f"accepted {request_id}: {_n(accepted['products'], 'product')}, {_n(accepted['images'], 'image')}")
-    doc = wait_finished(client, request_id, _progress(args), live=args.live, interval=args.interval,
-                        timeout=args.wait_timeout)
+    doc = wait_finished(
+        client, request_id, _progress(args), live=args.live, interval=args.interval, timeout=args.wait_timeout
+    )
     return _report(doc, args, out)
 
 
 def cmd_status(args, out) -> int:
     client = _client(args)
     if args.wait:
-        wait_finished(client, args.request_id, _progress(args), live=args.live, interval=args.interval,
-                      timeout=args.wait_timeout)
+        wait_finished(
+            client, args.request_id, _progress(args), live=args.live, interval=args.interval, timeout=args.wait_timeout
+        )
     params = {k: v for k, v in (("page", args.page), ("per_page", args.per_page)) if v is not None}
     return _report(client.status(args.request_id, **params), args, out)
 
@@ -50,10 +56,12 @@ def cmd_status(args, out) -> int:
 def cmd_download(args, out) -> int:
     client = _client(args)
     if args.wait:
-        wait_finished(client, args.request_id, _progress(args), live=args.live, interval=args.interval,
-                      timeout=args.wait_timeout)
-    response = client.request("GET", f"/requests/{args.request_id}/output.csv", stream=True,
-                              headers={"Accept": "text/csv, application/json"})
+        wait_finished(
+            client, args.request_id, _progress(args), live=args.live, interval=args.interval, timeout=args.wait_timeout
+        )
+    response = client.request(
+        "GET", f"/requests/{args.request_id}/output.csv", stream=True, headers={"Accept": "text/csv, application/json"}
+    )
     if args.output in (None, "-"):
         if args.json:
             raise CliError("--json needs -o FILE (the CSV itself goes to stdout otherwise)")
@@ -78,6 +86,7 @@ def cmd_download(args, out) -> int:
         Path(temporary).unlink(missing_ok=True)
         raise
     import csv
+
     with destination.open(newline="", encoding="utf-8") as fh:
         rows = max(0, sum(1 for _ in csv.reader(fh)) - 1)
     if args.json:
@@ -94,17 +103,21 @@ def _report(doc: dict, args, out) -> int:
     if args.json:
         print_json(out, doc)
     else:
-        out.write(f"request   {doc['request_id']}\n"
-                  f"state     {doc['state']}\n"
-                  f"images    {counts['total']} total: {counts['done']} done, {counts['failed']} failed, "
-                  f"{counts['queued']} queued, {counts['processing']} processing ({counts['percent']}%)\n"
-                  f"products  {doc['products']}\n")
+        out.write(
+            f"request   {doc['request_id']}\n"
+            f"state     {doc['state']}\n"
+            f"images    {counts['total']} total: {counts['done']} done, {counts['failed']} failed, "
+            f"{counts['queued']} queued, {counts['processing']} processing ({counts['percent']}%)\n"
+            f"products  {doc['products']}\n"
+        )
         for label, key in (("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")):
             if doc.get(key):
                 out.write(f"{label:<9} {doc[key]}\n")
         if doc["links"].get("output_csv"):
-            out.write(f"output    {doc['links']['output_csv']}\n"
-                      f"          pixshift download {doc['request_id']} -o output.csv\n")
+            out.write(
+                f"output    {doc['links']['output_csv']}\n"
+                f"          pixshift download {doc['request_id']} -o output.csv\n"
+            )
         for delivery in doc.get("webhooks") or []:
             out.write(f"webhook   {delivery['url']}: {delivery['state']}\n")
         failures = [(p, im) for p in doc.get("items", []) for im in p["images"] if im["state"] == "failed"]
@@ -112,8 +125,10 @@ def _report(doc: dict, args, out) -> int:
             out.write("failed images" + (" (this page)" if doc["pagination"]["pages"] > 1 else "") + ":\n")
             for product, image in failures[:SHOWN_FAILURES]:
                 error = image.get("error") or {}
-                out.write(f"  {product['serial_number']} #{image['position']} {image['input_url']}\n"
-                          f"      {error.get('code')}: {error.get('message')}\n")
+                out.write(
+                    f"  {product['serial_number']} #{image['position']} {image['input_url']}\n"
+                    f"      {error.get('code')}: {error.get('message')}\n"
+                )
             if len(failures) > SHOWN_FAILURES:
                 out.write(f"  … and {len(failures) - SHOWN_FAILURES} more (--json shows them all)\n")
     return EXIT_FAILED if failed else EXIT_OK

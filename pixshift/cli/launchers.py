@@ -1,4 +1,5 @@
 """``pixshift serve`` and ``pixshift worker``: start the service's two kinds of process."""
+
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ def cmd_serve(args, out) -> int:
         if flag is not None:
             os.environ[name] = str(flag)
     from pixshift.__main__ import main as serve
+
     serve()
     return EXIT_OK
 

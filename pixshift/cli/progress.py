@@ -1,4 +1,5 @@
 """Following a request to its end: live events when the server offers them, polling otherwise, and a progress line."""
+
 from __future__ import annotations
 
 import queue
@@ -44,7 +45,7 @@ class Progress:
             columns = shutil.get_terminal_size((80, 24)).columns
             width = max(10, min(40, columns - len(text) - 4))
             filled = round(width * percent / 100)
-            line = f"[{'#' * filled}{'.' * (width - filled)}] {text}"[:max(columns - 1, 20)]
+            line = f"[{'#' * filled}{'.' * (width - filled)}] {text}"[: max(columns - 1, 20)]
             self.stream.write("\r" + line + "\x1b[K")
             self.drawn = True
         else:
@@ -58,21 +59,33 @@ class Progress:
             self.drawn = False
 
 
-def wait_finished(client: Client, request_id: str, progress: Progress, *, live: bool = True,
-                  interval: float = 1.0, timeout: float | None = None) -> dict:
+def wait_finished(
+    client: Client,
+    request_id: str,
+    progress: Progress,
+    *,
+    live: bool = True,
+    interval: float = 1.0,
+    timeout: float | None = None,
+) -> dict:
     """Follow the request until it finishes (Socket.IO events, else polling); its final status."""
     deadline = None if timeout is None else time.monotonic() + timeout
     feed = LiveFeed(client, request_id) if live else None
     mode = "live" if feed is not None and feed.start() else "polling"
-    progress.note(f"following {request_id} " + ("live (Socket.IO)" if mode == "live"
-                                               else f"by polling every {interval:g}s"))
+    progress.note(
+        f"following {request_id} " + ("live (Socket.IO)" if mode == "live" else f"by polling every {interval:g}s")
+    )
     try:
         while True:
             if deadline is not None and time.monotonic() > deadline:
-                raise CliError(f"timed out after {timeout:g}s; request {request_id} goes on "
-                               f"(pixshift status {request_id} --wait)",
-                               body={"error": "timeout", "message": f"request {request_id} not finished yet",
-                                     "request_id": request_id})
+                raise CliError(
+                    f"timed out after {timeout:g}s; request {request_id} goes on (pixshift status {request_id} --wait)",
+                    body={
+                        "error": "timeout",
+                        "message": f"request {request_id} not finished yet",
+                        "request_id": request_id,
+                    },
+                )
             if mode == "live" and feed is not None:  # live only with a started feed
                 try:
                     kind, data = feed.updates.get(timeout=_left(deadline, QUIET_POLL))

@@ -1,4 +1,5 @@
 """WTForms (via Flask-WTF): every form carries a CSRF token."""
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import PasswordField, StringField

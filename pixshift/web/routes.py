@@ -1,8 +1,20 @@
 """Page routes: thin callers of the same services and helpers the JSON API uses."""
+
 from __future__ import annotations
 
-from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, session,
-                   url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from sqlalchemy import func, select
 
 from ..csv_input import COLUMNS, CsvRejected
@@ -13,7 +25,8 @@ from ..lookup import find_delivery, find_endpoint, find_request, visible_endpoin
 from ..models import Image, Request
 from ..reporting import is_finished, page_count, request_status
 from ..request_context import allow_private_urls, public_base, upload_limits
-from ..security import can_see, current_owner, login as login_with, safe_next
+from ..security import can_see, current_owner, safe_next
+from ..security import login as login_with
 from ..tasks import deliver_webhook, start_request
 from ..webhooks import delete_endpoint, endpoint_doc, register_endpoint, resend
 from .forms import ActionForm, LoginForm, UploadForm, WebhookForm
@@ -23,7 +36,7 @@ bp = Blueprint("web", __name__)
 SAMPLE_CSV = (
     ",".join(COLUMNS) + "\r\n"
     '1,Red sneaker,"https://images.example.com/sneaker-front.jpg, https://images.example.com/sneaker-side.jpg"\r\n'
-    '2,Canvas tote,https://images.example.com/tote.png\r\n'
+    "2,Canvas tote,https://images.example.com/tote.png\r\n"
 )
 
 
@@ -39,9 +52,15 @@ def index():
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                accepted = accept_upload(form.file.data.stream, form.file.data.filename, form.webhook_url.data,
-                                         limits=upload_limits(), owner=current_owner(), base_url=public_base(),
-                                         enqueue=start_request)
+                accepted = accept_upload(
+                    form.file.data.stream,
+                    form.file.data.filename,
+                    form.webhook_url.data,
+                    limits=upload_limits(),
+                    owner=current_owner(),
+                    base_url=public_base(),
+                    enqueue=start_request,
+                )
             except CsvRejected as rejected:
                 status, errors = 400, [p.as_dict() for p in rejected.problems]
             except Failure as failure:  # the form shows why; the errors blueprint would show a bare page
@@ -55,12 +74,16 @@ def index():
                 return redirect(target, code=303)
         else:
             status = 400
-            errors = [{"row": None, "column": None, "message": m}
-                      for field_errors in form.errors.values() for m in field_errors]
+            errors = [
+                {"row": None, "column": None, "message": m}
+                for field_errors in form.errors.values()
+                for m in field_errors
+            ]
         if _wants_json():
             return jsonify(error="invalid_upload", details=errors), status
-    return render_template("upload.html", form=form, errors=errors,
-                           max_bytes=current_app.config["MAX_CONTENT_LENGTH"]), status
+    return render_template(
+        "upload.html", form=form, errors=errors, max_bytes=current_app.config["MAX_CONTENT_LENGTH"]
+    ), status
 
 
 RECENT = 50
@@ -73,8 +96,9 @@ def _remember(request_id: str) -> None:
 
 @bp.get("/sample.csv")
 def sample_csv():
-    return Response(SAMPLE_CSV, mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="pixshift-sample.csv"'})
+    return Response(
+        SAMPLE_CSV, mimetype="text/csv", headers={"Content-Disposition": 'attachment; filename="pixshift-sample.csv"'}
+    )
 
 
 def _page_doc(request_id: str) -> dict:
@@ -109,8 +133,10 @@ def requests_list():
     counts: dict[str, dict[str, int]] = {}
     if reqs:
         for request_id, state, n in db.session.execute(
-                select(Image.request_id, Image.state, func.count())
-                .where(Image.request_id.in_([r.id for r in reqs])).group_by(Image.request_id, Image.state)):
+            select(Image.request_id, Image.state, func.count())
+            .where(Image.request_id.in_([r.id for r in reqs]))
+            .group_by(Image.request_id, Image.state)
+        ):
             counts.setdefault(request_id, {})[state] = n
     return render_template("requests.html", reqs=reqs, counts=counts, is_finished=is_finished)
 
@@ -122,8 +148,9 @@ def webhooks():
     status = 200
     if form.validate_on_submit():
         try:
-            endpoint = register_endpoint(form.url.data, form.description.data, owner=current_owner(),
-                                         allow_private=allow_private_urls())
+            endpoint = register_endpoint(
+                form.url.data, form.description.data, owner=current_owner(), allow_private=allow_private_urls()
+            )
         except Failure as failure:
             form.url.errors.append(failure.message)
             status = 400
@@ -132,8 +159,13 @@ def webhooks():
             form = WebhookForm(formdata=None)
     elif request.method == "POST":
         status = 400
-    return render_template("webhooks.html", form=form, created=created, action_form=ActionForm(),
-                           endpoints=[endpoint_doc(e) for e in visible_endpoints(can_see)]), status
+    return render_template(
+        "webhooks.html",
+        form=form,
+        created=created,
+        action_form=ActionForm(),
+        endpoints=[endpoint_doc(e) for e in visible_endpoints(can_see)],
+    ), status
 
 
 @bp.post("/webhooks/<endpoint_id>/delete")
