@@ -3,7 +3,7 @@
 Graphviz has no sequence-diagram layout, so this script places every box, arrow and label itself
 (pinned positions, drawn by neato). Edit STEPS, then run docs/render.sh. Standard library only.
 
-Code behind the steps: pixshift/api/routes.py (upload), tasks/__init__.py (tasks),
+Code behind the steps: pixshift/api/routes.py and pixshift/intake.py (upload), pixshift/tasks.py (tasks),
 pixshift/pipeline.py (claim, record, finish), pixshift/webhooks.py, pixshift/realtime.py,
 pixshift/downloads.py (output CSV).
 """
