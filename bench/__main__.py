@@ -46,17 +46,15 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
-
-from imageserver import ImageServer
-from livestack import Stack, scaleout_env, wait_until
 
 from bench import codec, procs
 from bench import corpus as corpus_mod
 from bench.crowd import crowd
 from bench.load import load
 from bench.report import render
+from harness.imageserver import ImageServer
+from harness.livestack import Stack, scaleout_env, wait_until
 
 ALL_SECTIONS = ("codec", "e2e", "slow", "big", "status", "crowd")
 FINISHED = ("completed", "completed_with_errors", "failed")

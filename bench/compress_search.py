@@ -25,10 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_compress import photo
-
+from harness.photos import photo
 from pixshift.compress import _encode, compress_to_ratio
 
 

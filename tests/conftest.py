@@ -31,8 +31,9 @@ for _name in ("MEDIA_ROOT", "PUBLIC_BASE_URL", "PIXSHIFT_QUEUE_NAME"):
     os.environ.pop(_name, None)
 
 import pytest  # noqa: E402
-from imageserver import ImageServer  # noqa: E402
-from livestack import Stack, scaleout_env  # noqa: E402
+
+from harness.imageserver import ImageServer  # noqa: E402
+from harness.livestack import Stack, scaleout_env  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import requests
-from livestack import wait_until
+
+from harness.livestack import wait_until
 
 WEED = Path(sys.executable).parent / "weed"
 

@@ -21,7 +21,8 @@ except ImportError:  # the browser fixture skips (or fails in CI) with the reaso
     expect = None
 
 from browser import PageWatch, chromium, drop_file, evidence_on_failure, screenshot
-from livestack import Stack
+
+from harness.livestack import Stack
 
 MAX_CSV_BYTES = 256 * 1024  # small, so the page's client-side size check can be tried cheaply
 TIMEOUT_MS = 15_000

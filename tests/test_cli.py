@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from livestack import BIN, ROOT, WORKER_COMMAND, Stack, free_port, wait_until
 from webhook_receiver import Receiver
+
+from harness.livestack import BIN, ROOT, WORKER_COMMAND, Stack, free_port, wait_until
 
 SCRIPT = BIN / "pixshift"
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from livestack import Stack, wait_until
 from test_compress import photo, save, scan_bomb
 
+from harness.livestack import Stack, wait_until
 from pixshift import codec_processes
 from pixshift.compress import compress_to_ratio
 from pixshift.failures import ImageFailure
@@ -234,7 +234,7 @@ def test_costly_images_cost_only_themselves_in_a_running_service(tmp_path, image
     """python -m pixshift with two slots and PIXSHIFT_IMAGE_CPU_SECONDS=1: a scan bomb and two
     pictures that need more CPU than that fail too_costly at their first attempt, the healthy
     images beside them are done, and once the request has finished no compression child works."""
-    from imageserver import ImageServer
+    from harness.imageserver import ImageServer
 
     (tmp_path / "served").mkdir()
     (tmp_path / "served" / "bomb.jpg").write_bytes(scan_bomb())

@@ -1,7 +1,7 @@
 """docker-compose.yml and the Dockerfile describe the deployment the integration test runs.
 
 No Docker engine runs here, so these files are checked by parsing, against the commands
-tests/livestack.py starts (and tests/test_scaleout.py exercises)."""
+harness/livestack.py starts (and tests/test_scaleout.py exercises)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 import yaml
-from livestack import MIGRATE_COMMAND, WEB_COMMAND, WORKER_COMMAND
+
+from harness.livestack import MIGRATE_COMMAND, WEB_COMMAND, WORKER_COMMAND
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from livestack import wait_until
 from requests_hardened.ip_filter import InvalidIPAddress, get_ip_address
 
+from harness.livestack import wait_until
 from pixshift import fetch, outbound
 from pixshift.failures import DeliveryFailure, ImageFailure, UrlRefused
 from pixshift.fetch import FetchPolicy, fetch_image

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 
-from livestack import Stack, wait_until
 from trickler import Trickler
+
+from harness.livestack import Stack, wait_until
 
 DOWNLOAD_TIMEOUT = 4.0
 

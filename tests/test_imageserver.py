@@ -1,4 +1,4 @@
-"""Self-check of the local test image server (tests/imageserver.py)."""
+"""Self-check of the local test image server (harness/imageserver.py)."""
 
 import io
 import time
@@ -7,10 +7,7 @@ import pytest
 import requests
 from PIL import Image
 
-try:
-    from tests.imageserver import FIXTURES, ImageServer
-except ImportError:  # tests/ not a package and repo root not on sys.path
-    from imageserver import FIXTURES, ImageServer
+from harness.imageserver import FIXTURES, ImageServer
 
 
 @pytest.fixture(scope="module")

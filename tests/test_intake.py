@@ -175,7 +175,8 @@ def unreachable_queue(request, tmp_path):
     """A real ``python -m pixshift`` whose Huey queue (REDIS_URL) points at a closed port, on SQLite
     and, when configured, on a fresh PostgreSQL database; yields it with its database URL."""
     from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-    from livestack import Stack, free_port, scaleout_env
+
+    from harness.livestack import Stack, free_port, scaleout_env
 
     closed = f"redis://127.0.0.1:{free_port()}/0"
     if request.param == "sqlite":

@@ -8,10 +8,10 @@ import time
 
 import pytest
 import requests
-from livestack import Stack, wait_until
 from PIL import Image as PILImage
 from tcpproxy import TcpProxy
 
+from harness.livestack import Stack, wait_until
 from pixshift import pipeline
 from pixshift.csv_input import ProductRow
 from pixshift.extensions import db

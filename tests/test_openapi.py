@@ -19,10 +19,11 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 from jsonschema import Draft202012Validator, FormatChecker
-from livestack import BIN, ROOT, Stack, wait_until
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 from webhook_receiver import Receiver
+
+from harness.livestack import BIN, ROOT, Stack, wait_until
 
 DOC_PATH = ROOT / "pixshift" / "openapi.json"
 DOC = json.loads(DOC_PATH.read_text(encoding="utf-8"))

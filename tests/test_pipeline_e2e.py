@@ -9,8 +9,9 @@ import threading
 import time
 import uuid
 
-from imageserver import FIXTURES
 from PIL import Image
+
+from harness.imageserver import FIXTURES
 
 GOOD = [
     "photo1.jpg",

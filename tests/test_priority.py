@@ -7,7 +7,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from livestack import Stack, wait_until
+from harness.livestack import Stack, wait_until
 
 
 def thread_nices(pid: int) -> dict[int, int]:

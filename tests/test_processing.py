@@ -10,10 +10,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from imageserver import ImageServer
-from livestack import wait_until
 from sqlalchemy import update
 
+from harness.imageserver import ImageServer
+from harness.livestack import wait_until
 from pixshift import codec_processes, pipeline
 from pixshift.csv_input import ProductRow
 from pixshift.extensions import db

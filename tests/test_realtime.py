@@ -8,8 +8,8 @@ import io
 import time
 
 import pytest
-from livestack import wait_until
 
+from harness.livestack import wait_until
 from pixshift.extensions import socketio
 from pixshift.realtime import RELAY_INTERVAL
 
@@ -122,7 +122,7 @@ TOKENS = ("token-alice", "token-bob")
 
 @pytest.fixture(scope="module")
 def token_stack(tmp_path_factory):
-    from livestack import Stack
+    from harness.livestack import Stack
 
     with Stack(
         tmp_path_factory.mktemp("realtime-tokens"),

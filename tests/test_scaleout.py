@@ -15,8 +15,9 @@ import psycopg
 import pytest
 import socketio
 from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-from livestack import Stack, scaleout_env, wait_until
 from webhook_receiver import Receiver
+
+from harness.livestack import Stack, scaleout_env, wait_until
 
 pytestmark = pytest.mark.scaleout
 N_IMAGES = 64

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-from livestack import BIN, MIGRATE_COMMAND, ROOT, scaleout_env
+
+from harness.livestack import BIN, MIGRATE_COMMAND, ROOT, scaleout_env
 
 CHECK_COMMAND = ["flask", "--app", "pixshift", "db", "check"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 import socketio
-from livestack import Stack, wait_until
 from test_codec_processes import _cpu_ticks, _pool_workers
 
+from harness.livestack import Stack, wait_until
 from pixshift.server import GRACEFUL_SECONDS
 
 

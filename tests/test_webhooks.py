@@ -9,8 +9,9 @@ import socket
 import time
 
 import pytest
-from livestack import wait_until
 from webhook_receiver import Receiver
+
+from harness.livestack import wait_until
 
 SECRET = os.environ["PIXSHIFT_WEBHOOK_SECRET"]
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from tests.imageserver import ImageServer   # or: from imageserver import ...
+    from harness.imageserver import ImageServer
 
     with ImageServer() as srv:
         requests.get(srv.url("photo1.jpg"))
@@ -47,7 +47,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterable
 
-FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
 CHUNK = 64 * 1024
 MAX_GEN_PIXELS = 40_000_000
