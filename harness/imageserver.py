@@ -441,7 +441,7 @@ class ImageServer:
                 self._conns.discard(conn)
 
 
-if __name__ == "__main__":  # manual poking: python tests/imageserver.py
+if __name__ == "__main__":  # manual poking: python -m harness.imageserver
     import time
 
     with ImageServer() as s:
