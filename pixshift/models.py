@@ -11,7 +11,8 @@ import enum
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypedDict
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.sql.expression import false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -43,6 +44,7 @@ class RequestState(enum.StrEnum):
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class ImageState(enum.StrEnum):
@@ -50,6 +52,7 @@ class ImageState(enum.StrEnum):
     PROCESSING = "processing"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class DeliveryState(enum.StrEnum):
@@ -66,11 +69,17 @@ class ImageCounts(TypedDict):
     processing: int
     done: int
     failed: int
+    cancelled: int
     percent: float
 
 
-FINISHED_REQUEST_STATES = (RequestState.COMPLETED, RequestState.COMPLETED_WITH_ERRORS, RequestState.FAILED)
-FINISHED_IMAGE_STATES = (ImageState.DONE, ImageState.FAILED)
+FINISHED_REQUEST_STATES = (
+    RequestState.COMPLETED,
+    RequestState.COMPLETED_WITH_ERRORS,
+    RequestState.FAILED,
+    RequestState.CANCELLED,
+)
+FINISHED_IMAGE_STATES = (ImageState.DONE, ImageState.FAILED, ImageState.CANCELLED)
 
 
 class Request(Model):
@@ -87,6 +96,11 @@ class Request(Model):
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # fan-out done
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # 1, and one more each time its failed images are retried: each run finishes, once, with its own event.
+    run: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # cancel asked for
+    # The request's window of image tasks in the queue: the highest image id handed to it so far.
+    queued_through: Mapped[int | None] = mapped_column(BigInteger)
 
     products = relationship(
         "Product",
@@ -129,6 +143,12 @@ class Image(Model):
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)  # 0-based order within the product's URL list
     input_url: Mapped[str] = mapped_column(Text)
+    # The first image of the request with the same URL: it alone is fetched and compressed, and
+    # its result is copied here when it ends.
+    source_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    # Nothing was downloaded in full or compressed for this image: the same URL earlier in the
+    # request, or a result of an earlier request that the host confirmed unchanged.
+    reused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     state: Mapped[str] = mapped_column(String(16), default=ImageState.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -179,12 +199,15 @@ class WebhookEndpoint(Model):
 
 
 class WebhookEvent(Model):
-    """What happened, once per request (the unique request_id makes the database enforce it)."""
+    """What happened, once per run of a request (the unique (request_id, run) makes the database
+    enforce it; a retry of failed images is a new run)."""
 
     __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("request_id", "run", name="uq_webhook_events_request_run"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_...: the webhook-id header
-    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), unique=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    run: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[str] = mapped_column(Text)  # the exact JSON body sent, so every retry is byte-identical
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

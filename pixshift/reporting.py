@@ -118,8 +118,11 @@ def request_summary(req: Request, base: str) -> dict[str, object]:
 
 
 def _webhook_deliveries(request_id: str) -> list[dict[str, object]]:
-    event = db.session.scalar(select(WebhookEvent).where(WebhookEvent.request_id == request_id))
-    return [delivery_doc(d) for d in event.deliveries] if event else []
+    """Every run's deliveries, oldest run first (a retry of failed images is a new run)."""
+    events = db.session.scalars(
+        select(WebhookEvent).where(WebhookEvent.request_id == request_id).order_by(WebhookEvent.run)
+    ).all()
+    return [delivery_doc(d) for event in events for d in event.deliveries]
 
 
 def page_count(req: Request, per_page: int) -> int:

@@ -67,6 +67,8 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def event_type(state: str) -> str:
+    if state == RequestState.CANCELLED.value:
+        return "request.cancelled"
     return "request.failed" if state == RequestState.FAILED.value else "request.completed"
 
 
@@ -74,7 +76,8 @@ def create_event(req: Request, counts: ImageCounts, base_url: str) -> list[int]:
     """Write the request's event and its deliveries in the caller's transaction; returns delivery ids.
 
     The caller finishes the request in the same transaction, so the event exists if and only if
-    the request finished, and the unique request_id stops a second one at the database.
+    the request finished, and the unique (request_id, run) stops a second one for the same run at
+    the database; a retry of the failed images is a new run with an event of its own.
     """
     event_id = "msg_" + uuid.uuid4().hex
     now = utcnow()
@@ -83,6 +86,7 @@ def create_event(req: Request, counts: ImageCounts, base_url: str) -> list[int]:
         "timestamp": now.isoformat(),
         "data": {
             "request_id": req.id,
+            "run": req.run,
             "state": req.state,
             "counts": counts,
             "created_at": iso(req.created_at),
@@ -95,6 +99,7 @@ def create_event(req: Request, counts: ImageCounts, base_url: str) -> list[int]:
         WebhookEvent(
             id=event_id,
             request_id=req.id,
+            run=req.run,
             type=payload["type"],
             payload=json.dumps(payload, separators=(",", ":")),
             created_at=now,
