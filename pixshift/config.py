@@ -111,6 +111,9 @@ class Config:
         self.DOWNLOAD_BACKOFF = _float("PIXSHIFT_DOWNLOAD_BACKOFF", 0.5)
         # Downloads from one host at once per worker process; a stalled host holds no more threads.
         self.HOST_CONCURRENCY = _int("PIXSHIFT_HOST_CONCURRENCY", 8)
+        # Image tasks of one request waiting in the queue at once: a new request's first images wait
+        # behind at most this many of each running request (pixshift.windows).
+        self.REQUEST_WINDOW = _int("PIXSHIFT_REQUEST_WINDOW", 64)
 
         # Access: with tokens set, the API requires one and each request is visible only to its token.
         self.API_TOKENS = tuple(t.strip() for t in (_env("PIXSHIFT_API_TOKENS") or "").split(",") if t.strip())

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypedDict
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.sql.expression import false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
 
 from .extensions import db
 
@@ -134,7 +134,8 @@ class Product(Model):
 class Image(Model):
     __tablename__ = "images"
     __table_args__ = (
-        Index("ix_images_request_state", "request_id", "state"),
+        # With id last: a request's next queued image is one index seek (pixshift.windows).
+        Index("ix_images_request_state", "request_id", "state", "id"),
         Index("ix_images_state_lease", "state", "lease_expires_at"),
     )
 

@@ -10,12 +10,18 @@ finish a request:
   queue, or fails it once it has used its attempts; the same sweep re-enqueues queued images
   whose task was lost, and re-runs a fan-out that never completed;
 - a queued image's ``lease_expires_at`` is its not-before time (a retry's backoff);
+- an image that shares its URL with an earlier one of the request (``source_id``) is never
+  claimed: its first image's result (or failure) is copied to it when that one ends;
+- a cancelled request's queued images end ``cancelled`` at once (``pixshift.request_actions``);
+  one being processed ends ``cancelled`` before its compression, and none of its images is
+  claimed or given back to the queue again;
 - after an image ends, the request finishes when no unfinished image is left; the
-  ``finished_at IS NULL`` guard lets exactly one caller finish it.
+  ``finished_at IS NULL`` guard lets exactly one caller finish each run of it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +42,7 @@ from .host_slots import HostSlots, host_of
 from .models import FINISHED_IMAGE_STATES, Image, ImageCounts, ImageState, Product, Request, RequestState, utcnow
 from .storage import MediaStore
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
+from .windows import link_shared_urls, open_window, stalled_requests
 
 logger = logging.getLogger(__name__)
 _FINISHED_IMAGES = [s.value for s in FINISHED_IMAGE_STATES]
@@ -53,6 +60,7 @@ def _rowcount(result: object) -> int:
     return result.rowcount
 
 
+_NOT_CANCELLED = ~exists().where(_requests.c.id == _images.c.request_id, _requests.c.cancelled_at.is_not(None))
 # Built once: the two statements every image runs (SET of _FINISH: the parameters' column names).
 _CLAIM = (
     update(_images)
@@ -60,6 +68,7 @@ _CLAIM = (
         _images.c.id == bindparam("b_id"),
         _images.c.state == ImageState.QUEUED.value,
         or_(_images.c.lease_expires_at.is_(None), _images.c.lease_expires_at <= bindparam("b_due")),
+        _NOT_CANCELLED,
     )
     .values(
         state=ImageState.PROCESSING.value,
@@ -77,9 +86,16 @@ _OWNED = (
     _images.c.state == ImageState.PROCESSING.value,
 )
 _FINISH = update(_images).where(*_OWNED).returning(_images.c.request_id)
-_QUEUED_URL = select(_images.c.input_url).where(
+_QUEUED_URL = select(_images.c.input_url, _images.c.request_id).where(
     _images.c.id == bindparam("b_id"), _images.c.state == ImageState.QUEUED.value
 )
+# What a copy of an image's end gives the images that share its URL and are still waiting for it.
+_FOLLOWERS = update(_images).where(_images.c.source_id == bindparam("b_id"), _images.c.state == ImageState.QUEUED.value)
+_CANCELLED_FIELDS: dict[str, object] = {
+    "state": ImageState.CANCELLED.value,
+    "error_code": "cancelled",
+    "error_message": "the request was cancelled before this image was compressed",
+}
 
 
 @dataclass
@@ -105,6 +121,7 @@ class Runtime:
     cpu_slots: int
     host_slots: HostSlots
     image_cpu_seconds: float  # a child that spends more on one image is killed: too_costly
+    request_window: int  # image tasks of one request in the queue at once (pixshift.windows)
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,9 @@ class Outcome:
     state: str | None  # the image's state after this call, None when it was not ours to process
     retry_in: float | None = None  # seconds after which the caller should enqueue it again
     deliveries: tuple[int, ...] = ()  # webhook deliveries to enqueue: this image finished its request
+    # Set when the image left its request's window in the queue (its attempt ran, or it was parked):
+    # the caller may hand that turn to the request's next image (pixshift.windows).
+    request_id: str | None = None
 
 
 def process_image(image_id: int, rt: Runtime, resume: Callable[[int], None] = lambda image_id: None) -> Outcome:
@@ -121,13 +141,13 @@ def process_image(image_id: int, rt: Runtime, resume: Callable[[int], None] = la
     parked unclaimed and this returns at once; ``resume(image_id)`` is called with a parked
     image when a download from its host ends, to enqueue it again.
     """
-    url = db.session.execute(_QUEUED_URL, {"b_id": image_id}).scalar()
+    queued = db.session.execute(_QUEUED_URL, {"b_id": image_id}).first()
     db.session.commit()
-    if url is None:
+    if queued is None:
         return Outcome(None)
-    slot = _HostSlot(rt.host_slots, host_of(url), resume)
+    slot = _HostSlot(rt.host_slots, host_of(queued.input_url), resume)
     if not rt.host_slots.try_acquire(slot.host, image_id):
-        return Outcome(None)
+        return Outcome(None, request_id=queued.request_id)
     try:
         claim = claim_image(image_id, rt.lease_seconds)
         if claim is None:
@@ -135,9 +155,10 @@ def process_image(image_id: int, rt: Runtime, resume: Callable[[int], None] = la
         attempt, url, request_id = claim
         token = logs.bind(request_id=request_id, image_id=image_id)
         try:
-            return _attempt(image_id, attempt, url, request_id, rt, slot)
+            outcome = _attempt(image_id, attempt, url, request_id, rt, slot)
         finally:
             logs.unbind(token)
+        return dataclasses.replace(outcome, request_id=request_id)
     finally:
         slot.release()
 
@@ -173,9 +194,11 @@ def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime
         },
     )
     try:
-        fields = _fetch_and_compress(image_id, attempt, url, rt, slot)
+        fields = _fetch_and_compress(image_id, attempt, url, request_id, rt, slot)
+    except _Cancelled:
+        fields = _CANCELLED_FIELDS
     except ImageFailure as failure:
-        if failure.retryable and attempt < rt.max_attempts:
+        if failure.retryable and attempt < rt.max_attempts and not _is_cancelled(request_id):
             retry_in = rt.retry_delay * 2 ** (attempt - 1)
             logger.info("attempt %d failed (%s), retrying in %.1f s", attempt, failure, retry_in)
             if _release(image_id, attempt, failure, retry_in):
@@ -214,12 +237,26 @@ def claim_image(image_id: int, lease_seconds: int) -> tuple[int, str, str] | Non
     return row.attempts, row.input_url, row.request_id
 
 
-def _fetch_and_compress(image_id: int, attempt: int, url: str, rt: Runtime, slot: _HostSlot) -> dict[str, object]:
+class _Cancelled(Exception):
+    """The image's request was cancelled while it was being downloaded: compress nothing."""
+
+
+def _is_cancelled(request_id: str) -> bool:
+    cancelled = db.session.scalar(select(Request.cancelled_at.is_not(None)).where(Request.id == request_id))
+    db.session.commit()
+    return bool(cancelled)
+
+
+def _fetch_and_compress(
+    image_id: int, attempt: int, url: str, request_id: str, rt: Runtime, slot: _HostSlot
+) -> dict[str, object]:
     claimed = time.monotonic()
     try:
         fetched = fetch_image(url, rt.fetch_policy)
     finally:
         slot.release()  # compressing needs no connection to the host
+    if _is_cancelled(request_id):  # no compression starts for a cancelled request
+        raise _Cancelled
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left
         renew_lease(image_id, attempt, rt.lease_seconds)
     result = codec_processes.run(
@@ -270,11 +307,11 @@ def _release(image_id: int, attempt: int, failure: ImageFailure, retry_in: float
     """Give a retryable failure back to the queue, claimable again after ``retry_in`` seconds.
 
     The reason stays visible meanwhile. If the delayed task is lost, the sweep finds the image
-    due and enqueues it again.
+    due and enqueues it again. An image of a request cancelled meanwhile is not given back.
     """
     result = db.session.execute(
         update(_images)
-        .where(*_OWNED)
+        .where(*_OWNED, _NOT_CANCELLED)
         .values(
             state=ImageState.QUEUED.value,
             lease_expires_at=utcnow() + timedelta(seconds=retry_in),
@@ -297,12 +334,14 @@ def renew_lease(image_id: int, attempt: int, lease_seconds: int) -> None:
 
 
 def _finish_image(image_id: int, attempt: int, fields: dict[str, object], rt: Runtime) -> Outcome:
+    now = utcnow()
     result = db.session.execute(
-        _FINISH, {"b_id": image_id, "b_attempt": attempt, "lease_expires_at": None, "finished_at": utcnow(), **fields}
+        _FINISH, {"b_id": image_id, "b_attempt": attempt, "lease_expires_at": None, "finished_at": now, **fields}
     ).first()
-    event = _image_event(image_id) if result is not None else None  # read in the same transaction
+    # Read in the same transaction: this image's event, and those of the images sharing its URL.
+    events = _image_events([image_id, *_copy_to_followers(image_id, fields, now)]) if result is not None else []
     db.session.commit()
-    if result is None or event is None:  # our lease expired and another attempt owns the image now
+    if result is None or not events:  # our lease expired and another attempt owns the image now
         logger.warning("attempt %d finished after its lease was taken over; result dropped", attempt)
         return Outcome(None)
     if fields["state"] == ImageState.DONE.value:
@@ -316,10 +355,17 @@ def _finish_image(image_id: int, attempt: int, fields: dict[str, object], rt: Ru
     else:
         logger.info("failed: %s: %s", fields["error_code"], fields["error_message"])
     request_id = result.request_id
-    _publish(rt.bus, request_id, event)
+    for event in events:
+        _publish(rt.bus, request_id, event)
     state = fields["state"]
     assert isinstance(state, str)
     return Outcome(state, deliveries=tuple(finish_request_if_complete(request_id, rt)))
+
+
+def _copy_to_followers(image_id: int, fields: dict[str, object], now: datetime) -> list[int]:
+    """Give the images waiting on this one's URL its end (in the caller's transaction): their ids."""
+    copied = {**fields, "reused": True, "lease_expires_at": None, "finished_at": now}
+    return list(db.session.scalars(_FOLLOWERS.values(**copied).returning(_images.c.id), {"b_id": image_id}).all())
 
 
 def image_counts(request_id: str) -> ImageCounts:
@@ -332,20 +378,22 @@ def image_counts(request_id: str) -> ImageCounts:
     total = sum(by_state.values())
     done = by_state.get(ImageState.DONE.value, 0)
     failed = by_state.get(ImageState.FAILED.value, 0)
+    cancelled = by_state.get(ImageState.CANCELLED.value, 0)
     return {
         "total": total,
         "queued": by_state.get(ImageState.QUEUED.value, 0),
         "processing": by_state.get(ImageState.PROCESSING.value, 0),
         "done": done,
         "failed": failed,
-        "percent": round(100 * (done + failed) / total, 1) if total else 100.0,
+        "cancelled": cancelled,
+        "percent": round(100 * (done + failed + cancelled) / total, 1) if total else 100.0,
     }
 
 
-def _image_event(image_id: int) -> Event:
-    """The event that tells listeners an image ended: one SELECT, no ORM objects."""
+def _image_events(image_ids: list[int]) -> list[Event]:
+    """The events that tell listeners these images ended: one SELECT, no ORM objects."""
     i = _images.c
-    row = db.session.execute(
+    rows = db.session.execute(
         select(
             i.id,
             i.request_id,
@@ -357,30 +405,37 @@ def _image_event(image_id: int) -> Event:
             i.input_bytes,
             i.output_bytes,
             i.quality,
+            i.reused,
         )
         .join_from(_images, _products, _products.c.id == i.product_id)
-        .where(i.id == image_id)
-    ).one()
-    return {
-        "type": "image",
-        "request_id": row.request_id,
-        "image_id": row.id,
-        "serial_number": row.serial_number,
-        "position": row.position,
-        "state": row.state,
-        "error_code": row.error_code,
-        "error_message": row.error_message,
-        "input_bytes": row.input_bytes,
-        "output_bytes": row.output_bytes,
-        "quality": row.quality,
-    }
+        .where(i.id.in_(image_ids))
+        .order_by(i.id)
+    ).all()
+    return [
+        {
+            "type": "image",
+            "request_id": row.request_id,
+            "image_id": row.id,
+            "serial_number": row.serial_number,
+            "position": row.position,
+            "state": row.state,
+            "error_code": row.error_code,
+            "error_message": row.error_message,
+            "input_bytes": row.input_bytes,
+            "output_bytes": row.output_bytes,
+            "quality": row.quality,
+            "reused": row.reused,
+        }
+        for row in rows
+    ]
 
 
-def _publish_image(image_id: int, request_id: str, bus: EventBus) -> None:
-    """Tell listeners an image ended; best effort, since the database is the record."""
-    event = _image_event(image_id)
+def _publish_images(image_ids: list[int], request_id: str, bus: EventBus) -> None:
+    """Tell listeners images ended; best effort, since the database is the record."""
+    events = _image_events(image_ids)
     db.session.commit()
-    _publish(bus, request_id, event)
+    for event in events:
+        _publish(bus, request_id, event)
 
 
 def _publish(bus: EventBus, request_id: str, event: Event) -> None:
@@ -402,7 +457,9 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
         db.session.commit()
         return []
     counts = image_counts(request_id)
-    if counts["failed"] == 0:
+    if db.session.scalar(select(Request.cancelled_at).where(Request.id == request_id)) is not None:
+        state = RequestState.CANCELLED
+    elif counts["failed"] == 0:
         state = RequestState.COMPLETED
     elif counts["done"] == 0:
         state = RequestState.FAILED
@@ -428,6 +485,7 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
             "type": "request",
             "request_id": request_id,
             "state": state.value,
+            "run": req.run,
             "counts": counts,
             "finished_at": now.isoformat(),
         },
@@ -440,6 +498,7 @@ class Reclaimed:
     images: list[int]  # image ids to enqueue again
     requests: list[str]  # request ids whose fan-out must run again
     deliveries: list[int]  # webhook deliveries to enqueue (new, or whose task was lost)
+    opened: list[int] = dataclasses.field(default_factory=list)  # images of stalled windows to enqueue
 
 
 def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = None) -> Reclaimed:
@@ -451,6 +510,8 @@ def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = No
       was lost (a Redis restart, a worker killed between taking a task and claiming);
     - requests whose fan-out never completed (its task was lost);
     - requests with no unfinished image left but not finished (the finishing worker died);
+    - when the queue is empty, requests whose window emptied with images left (a lost task
+      that should have moved it on), and queued images of cancelled requests;
     - webhook deliveries whose task is overdue.
     Enqueuing an image twice is harmless: only one claim can succeed.
     """
@@ -482,23 +543,30 @@ def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = No
                 .values(**values)
             )
         )
+        followers = _copy_to_followers(image_id, values, now) if changed and exhausted else []
         db.session.commit()
         if changed and exhausted:
-            _publish_image(image_id, request_id, rt.bus)
+            _publish_images([image_id, *followers], request_id, rt.bus)
         elif changed:
             requeue.append(image_id)
+    opened: list[int] = []
     if queue_empty:
+        _cancel_leftovers(now)
         orphans = db.session.scalars(
             select(Image.id)
             .join(Request, Request.id == Image.request_id)
             .where(
                 Image.state == ImageState.QUEUED.value,
+                Image.source_id.is_(None),
                 Request.enqueued_at.is_not(None),
+                or_(Request.queued_through.is_(None), Image.id <= Request.queued_through),
                 or_(Image.lease_expires_at.is_(None), Image.lease_expires_at <= now),
             )
             .limit(_ORPHANS_PER_SWEEP)
         ).all()
         requeue += [i for i in orphans if i not in requeue]
+        for request_id in stalled_requests():
+            opened += open_window(request_id, rt.request_window)
     stale_fan_outs = db.session.scalars(
         select(Request.id).where(
             Request.enqueued_at.is_(None),
@@ -513,21 +581,35 @@ def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = No
     deliveries = overdue_deliveries(now)
     for request_id in unfinished:
         deliveries += finish_request_if_complete(request_id, rt)
-    return Reclaimed(images=requeue, requests=list(stale_fan_outs), deliveries=deliveries)
+    return Reclaimed(images=requeue, requests=list(stale_fan_outs), deliveries=deliveries, opened=opened)
 
 
-def fan_out_targets(request_id: str) -> list[int]:
-    """The images a fan-out must enqueue; none when an earlier fan-out already completed."""
+def _cancel_leftovers(now: datetime) -> None:
+    """Queued images of cancelled requests that a race gave back to the queue after the cancel
+    (they can no longer be claimed): end them cancelled, so their request can finish."""
+    cancelled = select(Request.id).where(Request.cancelled_at.is_not(None), Request.finished_at.is_(None))
+    db.session.execute(
+        update(Image)
+        .where(Image.state == ImageState.QUEUED.value, Image.request_id.in_(cancelled))
+        .values(
+            state=ImageState.CANCELLED.value,
+            error_code="cancelled",
+            error_message="the request was cancelled before this image was processed",
+            lease_expires_at=None,
+            finished_at=now,
+        )
+    )
+    db.session.commit()
+
+
+def fan_out_targets(request_id: str, window: int) -> list[int]:
+    """The images a fan-out must enqueue: the first window of the request's images, each URL once
+    (pixshift.windows); none when an earlier fan-out already completed."""
     if db.session.scalar(select(Request.enqueued_at).where(Request.id == request_id)) is not None:
         db.session.commit()
         return []
-    ids = db.session.scalars(
-        select(Image.id)
-        .where(Image.request_id == request_id, Image.state == ImageState.QUEUED.value)
-        .order_by(Image.id)
-    ).all()
-    db.session.commit()
-    return list(ids)
+    link_shared_urls(request_id)
+    return open_window(request_id, window)
 
 
 def mark_enqueued(request_id: str) -> None:

@@ -20,6 +20,7 @@ from .config import Config
 from .pipeline import Runtime, fan_out_targets, mark_enqueued, reclaim_expired
 from .pipeline import process_image as run_image
 from .webhooks import attempt_delivery
+from .windows import next_in_window
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -93,25 +94,36 @@ def _runtime() -> Runtime:
 
 @huey.task(priority=10)
 def start_request(request_id: str) -> int:
-    """Fan the request out: one task per image, so images proceed in parallel on every worker."""
+    """Fan the request out: its first window of image tasks (pixshift.windows); each image that
+    leaves the queue enqueues the request's next one, so requests take turns in the queue."""
     with _flask_app().app_context():
-        ids = fan_out_targets(request_id)
+        ids = fan_out_targets(request_id, _runtime().request_window)
         for image_id in ids:
             process_image(image_id)
         mark_enqueued(request_id)
     return len(ids)
 
 
+def _resume(image_id: int) -> None:
+    """Enqueue an image again outside its request's window (parked, or retried later)."""
+    process_image(image_id, True)
+
+
 @huey.task(retries=3, retry_delay=5)  # Huey retries only what escaped the pipeline: database errors
-def process_image(image_id: int) -> str | None:
+def process_image(image_id: int, resumed: bool = False) -> str | None:
+    """One attempt at one image. A task the window handed out (``resumed`` False) hands its
+    turn on once, when the image leaves the queue; one that re-enqueues an image does not."""
     token = logs.bind(image_id=image_id)
     try:
         with _flask_app().app_context():
-            outcome = run_image(image_id, _runtime(), resume=process_image)
+            outcome = run_image(image_id, _runtime(), resume=_resume)
+            following = next_in_window(outcome.request_id) if outcome.request_id and not resumed else None
     finally:
         logs.unbind(token)
     if outcome.retry_in is not None:
-        process_image.schedule(args=(image_id,), delay=outcome.retry_in)
+        process_image.schedule(args=(image_id, True), delay=outcome.retry_in)
+    if following is not None:
+        process_image(following)
     for delivery_id in outcome.deliveries:
         deliver_webhook(delivery_id)
     return outcome.state
@@ -134,6 +146,8 @@ def sweep() -> int:
     with _flask_app().app_context():
         found = reclaim_expired(_runtime(), queue_empty=queue_empty)
     for image_id in found.images:
+        process_image(image_id, True)
+    for image_id in found.opened:
         process_image(image_id)
     for request_id in found.requests:
         start_request(request_id)

@@ -113,6 +113,7 @@ def test_csv_in_images_compressed_csv_out(stack, image_server):
         "processing": 0,
         "done": n_images - len(BAD),
         "failed": len(BAD),
+        "cancelled": 0,
         "percent": 100.0,
     }
     assert [p["serial_number"] for p in status["items"]] == [1, 7, 3]

@@ -227,9 +227,9 @@ def test_a_lost_image_task_is_enqueued_again_once_the_queue_is_empty(app, image_
     request_id = _new_request(app, [image_server.url("photo1.jpg")])
     with app.app_context():
         [image_id] = _image_ids(request_id)
-        assert pipeline.fan_out_targets(request_id) == [image_id]
+        assert pipeline.fan_out_targets(request_id, 64) == [image_id]
         pipeline.mark_enqueued(request_id)  # ...and the task is lost (say, Redis restarted)
-        assert pipeline.fan_out_targets(request_id) == []  # a second fan-out adds nothing
+        assert pipeline.fan_out_targets(request_id, 64) == []  # a second fan-out adds nothing
         assert image_id not in pipeline.reclaim_expired(rt, queue_empty=False).images  # may still be queued
         assert image_id in pipeline.reclaim_expired(rt, queue_empty=True).images
 

@@ -28,6 +28,8 @@ def upgrade():
         batch_op.add_column(sa.Column("source_id", BigId, nullable=True))
         batch_op.add_column(sa.Column("reused", sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.create_index(batch_op.f("ix_images_source_id"), ["source_id"], unique=False)
+        batch_op.drop_index("ix_images_request_state")
+        batch_op.create_index("ix_images_request_state", ["request_id", "state", "id"], unique=False)
     sqlite = op.get_bind().dialect.name == "sqlite"
     with op.batch_alter_table(
         "webhook_events", schema=None, naming_convention=_SQLITE_NAMES if sqlite else None
@@ -45,6 +47,8 @@ def downgrade():
         batch_op.create_unique_constraint("webhook_events_request_id_key", ["request_id"])
         batch_op.drop_column("run")
     with op.batch_alter_table("images", schema=None) as batch_op:
+        batch_op.drop_index("ix_images_request_state")
+        batch_op.create_index("ix_images_request_state", ["request_id", "state"], unique=False)
         batch_op.drop_index(batch_op.f("ix_images_source_id"))
         batch_op.drop_column("reused")
         batch_op.drop_column("source_id")

@@ -1,0 +1,133 @@
+"""Which of a request's images wait in the task queue: at most a window of them at a time.
+
+Fan-out used to enqueue every image of a request at once, so a 200,000-image request filled the
+first-in-first-out queue and a 3-image request uploaded after it waited for all of them. Now a
+request puts ``size`` image tasks in the queue, and each image that leaves it (its attempt ended,
+or it was parked behind its host's cap) hands its turn to the request's next queued image. Running
+requests' tasks therefore interleave in the queue: a new request's first images wait behind at most
+``size`` tasks of each running request, on the embedded default and on any number of consumers
+alike, and nothing but the queue itself is shared. ``requests.queued_through`` is the cursor: the
+highest image id handed to the queue; it only moves forward, by conditional UPDATEs.
+
+Images with a URL that an earlier image of the same request has are never queued: they share that
+image's download and compression (``images.source_id``; the pipeline copies the result).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Table, and_, exists, func, select, update
+from sqlalchemy.engine import CursorResult
+
+from .extensions import db
+from .models import Image, ImageState, Request
+
+_images, _requests = (cast(Table, m.__table__) for m in (Image, Request))
+i, r = _images.c, _requests.c
+_QUEUED = ImageState.QUEUED.value
+_PROCESSING = ImageState.PROCESSING.value
+
+
+def link_shared_urls(request_id: str) -> int:
+    """Point every image whose URL appeared earlier in the request at that first image; returns
+    how many images share another's download. Idempotent (the fan-out may run twice)."""
+    first = (
+        select(i.input_url, func.min(i.id).label("first_id"))
+        .where(i.request_id == request_id)
+        .group_by(i.input_url)
+        .having(func.count() > 1)
+        .subquery()
+    )
+    result = db.session.execute(
+        update(_images)
+        .where(
+            i.request_id == request_id,
+            i.input_url == first.c.input_url,
+            i.id != first.c.first_id,
+            i.source_id.is_(None),
+        )
+        .values(source_id=first.c.first_id)
+    )
+    db.session.commit()
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+def _after_cursor(request_id: object) -> list:
+    """The conditions of a queued image of the request that the window has not reached yet."""
+    return [
+        i.request_id == request_id,
+        i.id > func.coalesce(r.queued_through, 0),
+        i.state == _QUEUED,
+        i.source_id.is_(None),
+    ]
+
+
+def open_window(request_id: str, size: int) -> list[int]:
+    """Hand up to ``size`` more of the request's queued images to the queue: their ids, to enqueue."""
+    cursor = db.session.scalar(select(r.queued_through).where(r.id == request_id))
+    ids = list(
+        db.session.scalars(
+            select(i.id)
+            .where(
+                i.request_id == request_id,
+                i.id > (cursor or 0),
+                i.state == _QUEUED,
+                i.source_id.is_(None),
+            )
+            .order_by(i.id)
+            .limit(size)
+        ).all()
+    )
+    if not ids:
+        db.session.commit()
+        return []
+    moved = db.session.execute(
+        update(_requests)
+        .where(r.id == request_id, r.queued_through.is_not_distinct_from(cursor))
+        .values(queued_through=ids[-1])
+    )
+    assert isinstance(moved, CursorResult)
+    if moved.rowcount != 1:  # another caller opened it meanwhile: its ids are in the queue
+        db.session.rollback()
+        return []
+    db.session.commit()
+    return ids
+
+
+def next_in_window(request_id: str) -> int | None:
+    """Move the request's window on by one image: the id to enqueue, or None when none is left
+    (or the request was cancelled). One statement, so concurrent callers each get another image."""
+    nxt = select(func.min(i.id)).where(*_after_cursor(r.id)).scalar_subquery()
+    row = db.session.execute(
+        update(_requests)
+        .where(r.id == request_id, r.cancelled_at.is_(None), exists().where(*_after_cursor(r.id)))
+        .values(queued_through=nxt)
+        .returning(r.queued_through)
+    ).first()
+    db.session.commit()
+    return None if row is None else row.queued_through
+
+
+def stalled_requests() -> list[str]:
+    """Requests with images left to queue but none in their window: a task that should have moved
+    it on was lost (only asked when the task queue is empty, so none is on its way)."""
+    in_window = exists().where(
+        i.request_id == r.id,
+        i.id <= r.queued_through,
+        i.state.in_((_QUEUED, _PROCESSING)),
+        i.source_id.is_(None),
+    )
+    ids = db.session.scalars(
+        select(r.id).where(
+            r.enqueued_at.is_not(None),
+            r.finished_at.is_(None),
+            r.cancelled_at.is_(None),
+            r.queued_through.is_not(None),
+            ~in_window,
+            exists().where(and_(*_after_cursor(r.id))),
+        )
+    ).all()
+    db.session.commit()
+    return list(ids)
