@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .csv_input import CsvRejected
-from .failures import Failure, InvalidInput, NotAuthenticated, NotFinished, NotFound, Unavailable
+from .failures import Conflict, Failure, InvalidInput, NotAuthenticated, NotFinished, NotFound, Unavailable
 
 bp = Blueprint("errors", __name__)
 
@@ -19,7 +19,7 @@ _STATUS: dict[type[Failure], int] = {
     InvalidInput: 400,
     NotAuthenticated: 401,
     NotFound: 404,
-    NotFinished: 409,
+    Conflict: 409,
     Unavailable: 503,
 }
 _RETRY_AFTER = {NotFinished: "5", Unavailable: "10"}

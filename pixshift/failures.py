@@ -58,7 +58,11 @@ class NotFound(Failure):
     """No such thing, or not one this caller may see (404)."""
 
 
-class NotFinished(Failure):
+class Conflict(Failure):
+    """The request's state does not allow the action (409): nothing to retry, already finished."""
+
+
+class NotFinished(Conflict):
     """The request is still running; the action waits for its end (409, Retry-After)."""
 
 

@@ -86,7 +86,7 @@ _OWNED = (
     _images.c.state == ImageState.PROCESSING.value,
 )
 _FINISH = update(_images).where(*_OWNED).returning(_images.c.request_id)
-_QUEUED_URL = select(_images.c.input_url, _images.c.request_id).where(
+_QUEUED_URL = select(_images.c.input_url).where(
     _images.c.id == bindparam("b_id"), _images.c.state == ImageState.QUEUED.value
 )
 # What a copy of an image's end gives the images that share its URL and are still waiting for it.
@@ -129,8 +129,8 @@ class Outcome:
     state: str | None  # the image's state after this call, None when it was not ours to process
     retry_in: float | None = None  # seconds after which the caller should enqueue it again
     deliveries: tuple[int, ...] = ()  # webhook deliveries to enqueue: this image finished its request
-    # Set when the image left its request's window in the queue (its attempt ran, or it was parked):
-    # the caller may hand that turn to the request's next image (pixshift.windows).
+    # Set when this call ran an attempt, which ends the image's turn in its request's window in the
+    # queue: the caller may hand that turn to the request's next image (pixshift.windows).
     request_id: str | None = None
 
 
@@ -141,13 +141,13 @@ def process_image(image_id: int, rt: Runtime, resume: Callable[[int], None] = la
     parked unclaimed and this returns at once; ``resume(image_id)`` is called with a parked
     image when a download from its host ends, to enqueue it again.
     """
-    queued = db.session.execute(_QUEUED_URL, {"b_id": image_id}).first()
+    url = db.session.execute(_QUEUED_URL, {"b_id": image_id}).scalar()
     db.session.commit()
-    if queued is None:
+    if url is None:
         return Outcome(None)
-    slot = _HostSlot(rt.host_slots, host_of(queued.input_url), resume)
+    slot = _HostSlot(rt.host_slots, host_of(url), resume)
     if not rt.host_slots.try_acquire(slot.host, image_id):
-        return Outcome(None, request_id=queued.request_id)
+        return Outcome(None)
     try:
         claim = claim_image(image_id, rt.lease_seconds)
         if claim is None:
@@ -182,7 +182,7 @@ class _HostSlot:
 
 
 def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime, slot: _HostSlot) -> Outcome:
-    _publish(
+    publish_event(
         rt.bus,
         request_id,
         {
@@ -198,13 +198,18 @@ def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime
     except _Cancelled:
         fields = _CANCELLED_FIELDS
     except ImageFailure as failure:
-        if failure.retryable and attempt < rt.max_attempts and not _is_cancelled(request_id):
+        if not (failure.retryable and attempt < rt.max_attempts):
+            fields = _failure_fields(failure, attempt)
+        elif _is_cancelled(request_id):  # a cancelled request's images are not tried again
+            fields = _CANCELLED_FIELDS
+        else:
             retry_in = rt.retry_delay * 2 ** (attempt - 1)
             logger.info("attempt %d failed (%s), retrying in %.1f s", attempt, failure, retry_in)
             if _release(image_id, attempt, failure, retry_in):
                 return Outcome(ImageState.QUEUED.value, retry_in=retry_in)
-            return Outcome(None)
-        fields = _failure_fields(failure, attempt)
+            if not _is_cancelled(request_id):  # our lease was taken over: the image is another's now
+                return Outcome(None)
+            fields = _CANCELLED_FIELDS  # cancelled while we were releasing it
     except Exception as exc:  # a bug or an unexpected library error must not leave the image stuck
         logger.exception("unexpected error processing image")
         fields = _failure_fields(
@@ -356,7 +361,7 @@ def _finish_image(image_id: int, attempt: int, fields: dict[str, object], rt: Ru
         logger.info("failed: %s: %s", fields["error_code"], fields["error_message"])
     request_id = result.request_id
     for event in events:
-        _publish(rt.bus, request_id, event)
+        publish_event(rt.bus, request_id, event)
     state = fields["state"]
     assert isinstance(state, str)
     return Outcome(state, deliveries=tuple(finish_request_if_complete(request_id, rt)))
@@ -435,10 +440,10 @@ def _publish_images(image_ids: list[int], request_id: str, bus: EventBus) -> Non
     events = _image_events(image_ids)
     db.session.commit()
     for event in events:
-        _publish(bus, request_id, event)
+        publish_event(bus, request_id, event)
 
 
-def _publish(bus: EventBus, request_id: str, event: Event) -> None:
+def publish_event(bus: EventBus, request_id: str, event: Event) -> None:
     try:
         bus.publish(request_id, event)
     except Exception:  # a bus outage must not fail the image or the request
@@ -478,7 +483,7 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
     assert req is not None  # just updated in this transaction
     deliveries = create_event(req, counts, req.base_url or rt.base_url)
     db.session.commit()
-    _publish(
+    publish_event(
         rt.bus,
         request_id,
         {

@@ -106,6 +106,8 @@ def request_summary(req: Request, base: str) -> dict[str, object]:
         "created_at": iso(req.created_at),
         "started_at": iso(req.started_at),
         "finished_at": iso(req.finished_at),
+        "cancelled_at": iso(req.cancelled_at),
+        "run": req.run,
         "products": req.product_count,
         "counts": counts,
         "webhook_url": req.webhook_url,
@@ -209,6 +211,7 @@ def _image_doc(url: UrlMaker, serial: int, im: ImageRow) -> dict[str, object]:
         "id": im.id,
         "position": im.position + 1,
         "state": im.state,
+        "reused": im.reused,
         "input_url": im.input_url,
         "output_url": output if done else None,
         "input_bytes": im.input_bytes,
@@ -265,9 +268,7 @@ def output_csv_lines(req: Request, base: str, batch: int = 500) -> Iterator[str]
         images = _images_of(products)
         for p in products:
             ims = images.get(p.id, [])
-            outputs = [
-                output_url(base, req.id, p.serial_number, im) or f"FAILED:{im.error_code or im.state}" for im in ims
-            ]
+            outputs = [output_url(base, req.id, p.serial_number, im) or _not_done(im) for im in ims]
             writer.writerow(
                 [
                     escape_formula(str(p.serial_number)),
@@ -279,6 +280,13 @@ def output_csv_lines(req: Request, base: str, batch: int = 500) -> Iterator[str]
         last_position = products[-1].position
         db.session.commit()
         yield flush()
+
+
+def _not_done(image: ImageRow) -> str:
+    """An output CSV slot without an image: CANCELLED, or FAILED:<error code>."""
+    if image.state == ImageState.CANCELLED.value:
+        return "CANCELLED"
+    return f"FAILED:{image.error_code or image.state}"
 
 
 def escape_formula(cell: str) -> str:

@@ -104,20 +104,17 @@ def start_request(request_id: str) -> int:
     return len(ids)
 
 
-def _resume(image_id: int) -> None:
-    """Enqueue an image again outside its request's window (parked, or retried later)."""
-    process_image(image_id, True)
-
-
 @huey.task(retries=3, retry_delay=5)  # Huey retries only what escaped the pipeline: database errors
-def process_image(image_id: int, resumed: bool = False) -> str | None:
-    """One attempt at one image. A task the window handed out (``resumed`` False) hands its
-    turn on once, when the image leaves the queue; one that re-enqueues an image does not."""
+def process_image(image_id: int, retry: bool = False) -> str | None:
+    """One attempt at one image. The image holds one of its request's turns in the queue
+    (pixshift.windows), also while it is parked behind its host's cap; when its attempt ends the
+    turn goes to the request's next image. A delayed retry (``retry``) holds none: its first
+    attempt handed the turn on already."""
     token = logs.bind(image_id=image_id)
     try:
         with _flask_app().app_context():
-            outcome = run_image(image_id, _runtime(), resume=_resume)
-            following = next_in_window(outcome.request_id) if outcome.request_id and not resumed else None
+            outcome = run_image(image_id, _runtime(), resume=process_image)
+            following = next_in_window(outcome.request_id) if outcome.request_id and not retry else None
     finally:
         logs.unbind(token)
     if outcome.retry_in is not None:
@@ -145,9 +142,7 @@ def sweep() -> int:
     queue_empty = huey.pending_count() == 0
     with _flask_app().app_context():
         found = reclaim_expired(_runtime(), queue_empty=queue_empty)
-    for image_id in found.images:
-        process_image(image_id, True)
-    for image_id in found.opened:
+    for image_id in found.images + found.opened:  # a lost task's turn goes on with its image
         process_image(image_id)
     for request_id in found.requests:
         start_request(request_id)

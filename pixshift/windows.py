@@ -2,11 +2,13 @@
 
 Fan-out used to enqueue every image of a request at once, so a 200,000-image request filled the
 first-in-first-out queue and a 3-image request uploaded after it waited for all of them. Now a
-request puts ``size`` image tasks in the queue, and each image that leaves it (its attempt ended,
-or it was parked behind its host's cap) hands its turn to the request's next queued image. Running
-requests' tasks therefore interleave in the queue: a new request's first images wait behind at most
-``size`` tasks of each running request, on the embedded default and on any number of consumers
-alike, and nothing but the queue itself is shared. ``requests.queued_through`` is the cursor: the
+request holds ``size`` turns: that many of its images are in the queue, running, or parked behind
+their host's cap (pixshift.host_slots), and each image whose attempt ends hands its turn to the
+request's next queued image. Running requests' tasks therefore interleave in the queue, and in a
+host's line of parked images: a new request's first images wait behind at most ``size`` images of
+each running request, on the embedded default and on any number of consumers alike, and nothing but
+the queue itself is shared. A parked image keeps its turn, so one slow host holds at most ``size``
+images of a request out of the queue, never the whole request. ``requests.queued_through`` is the cursor: the
 highest image id handed to the queue; it only moves forward, by conditional UPDATEs.
 
 Images with a URL that an earlier image of the same request has are never queued: they share that

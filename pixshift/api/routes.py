@@ -9,15 +9,17 @@ from typing import cast
 from flask import Response, current_app, request
 
 from ..deletion import delete_request as remove_request
+from ..extensions import db
 from ..failures import InvalidInput
 from ..intake import accept_upload
 from ..lookup import find_request, finished_request
 from ..models import Request
-from ..reporting import is_finished, page_count, request_status
+from ..reporting import is_finished, page_count, request_status, request_summary
+from ..request_actions import cancel_request, retry_request
 from ..request_context import public_base, upload_limits
 from ..schema import check_schema
 from ..security import can_see, current_owner
-from ..tasks import huey, start_request
+from ..tasks import deliver_webhook, huey, start_request
 from .blueprint import bp
 
 
@@ -128,6 +130,29 @@ def delete_request(request_id: str):
     removed = remove_request(req, current_app.extensions["pixshift"].store)
     current_app.logger.info("deleted request %s and %d stored objects", request_id, removed)
     return "", 204
+
+
+@bp.post("/requests/<request_id>/retry")
+def retry(request_id: str):
+    """Queue a finished request's failed and cancelled images again, as a new run."""
+    req = find_request(request_id, can_see)
+    retried = retry_request(req, current_app.extensions["pixshift"].bus)
+    try:
+        start_request(req.id)
+    except Exception:  # the retry is recorded: the sweep runs a fan-out whose task was lost
+        current_app.logger.exception("could not enqueue the retry of request %s", req.id)
+    db.session.refresh(req)
+    return {**request_summary(req, public_base()), "retried": retried}, 202
+
+
+@bp.post("/requests/<request_id>/cancel")
+def cancel(request_id: str):
+    """Stop a queued or processing request; it ends ``cancelled`` when its images in flight end."""
+    req = find_request(request_id, can_see)
+    for delivery_id in cancel_request(req, current_app.extensions["pixshift"]):
+        deliver_webhook(delivery_id)
+    db.session.refresh(req)
+    return request_summary(req, public_base()), 202
 
 
 @bp.get("/healthz")

@@ -24,7 +24,7 @@ import os
 import sys
 
 from .client import DEFAULT_SERVER, EXIT_INTERRUPTED, CliError, version
-from .commands import cmd_download, cmd_status, cmd_upload, err, print_json
+from .commands import cmd_cancel, cmd_download, cmd_retry, cmd_status, cmd_upload, err, print_json
 from .launchers import cmd_serve, cmd_worker
 
 
@@ -112,7 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     _wait_options(download, "wait until the request finishes first")
     download.set_defaults(func=cmd_download)
 
-    for sub in (upload, status, download):
+    retry = commands.add_parser("retry", help="queue a finished request's failed and cancelled images again")
+    retry.add_argument("request_id", metavar="ID")
+    _wait_options(retry, "wait until the retried images are done or failed")
+    retry.set_defaults(func=cmd_retry)
+
+    cancel = commands.add_parser("cancel", help="stop a running request (images in flight finish first)")
+    cancel.add_argument("request_id", metavar="ID")
+    _wait_options(cancel, "wait until the images in flight have ended")
+    cancel.set_defaults(func=cmd_cancel)
+
+    for sub in (upload, status, download, retry, cancel):
         _common_options(sub, defaults=False)
 
     serve = commands.add_parser("serve", help="run the web app with in-process workers (python -m pixshift)")

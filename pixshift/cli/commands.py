@@ -1,4 +1,4 @@
-"""The client commands: upload, status, download, and how their results are printed."""
+"""The client commands: upload, status, download, retry, cancel, and how their results are printed."""
 
 from __future__ import annotations
 
@@ -53,6 +53,28 @@ def cmd_status(args, out) -> int:
     return _report(client.status(args.request_id, **params), args, out)
 
 
+def cmd_retry(args, out) -> int:
+    return _act(args, out, "retry")
+
+
+def cmd_cancel(args, out) -> int:
+    return _act(args, out, "cancel")
+
+
+def _act(args, out, action: str) -> int:
+    """POST /requests/<id>/<action>, then report the request (after waiting, with --wait)."""
+    client = _client(args)
+    doc = client.request("POST", f"/requests/{args.request_id}/{action}", ok=(202,)).json()
+    if action == "retry" and not args.json:
+        err(f"retrying {_n(doc['retried'], 'image')} of {args.request_id} (run {doc['run']})")
+    if args.wait:
+        wait_finished(
+            client, args.request_id, _progress(args), live=args.live, interval=args.interval, timeout=args.wait_timeout
+        )
+        doc = client.status(args.request_id)
+    return _report(doc, args, out)
+
+
 def cmd_download(args, out) -> int:
     client = _client(args)
     if args.wait:
@@ -99,7 +121,7 @@ def cmd_download(args, out) -> int:
 def _report(doc: dict, args, out) -> int:
     """Print a status document; the exit code says whether anything failed."""
     counts = doc["counts"]
-    failed = doc["state"] == "failed" or counts["failed"] > 0
+    failed = doc["state"] in ("failed", "cancelled") or counts["failed"] > 0
     if args.json:
         print_json(out, doc)
     else:
@@ -107,7 +129,8 @@ def _report(doc: dict, args, out) -> int:
             f"request   {doc['request_id']}\n"
             f"state     {doc['state']}\n"
             f"images    {counts['total']} total: {counts['done']} done, {counts['failed']} failed, "
-            f"{counts['queued']} queued, {counts['processing']} processing ({counts['percent']}%)\n"
+            + (f"{counts['cancelled']} cancelled, " if counts.get("cancelled") else "")
+            + f"{counts['queued']} queued, {counts['processing']} processing ({counts['percent']}%)\n"
             f"products  {doc['products']}\n"
         )
         for label, key in (("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")):

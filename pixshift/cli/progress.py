@@ -8,7 +8,7 @@ import time
 
 from .client import Client, CliError, LiveFeed
 
-FINISHED = frozenset({"completed", "completed_with_errors", "failed"})
+FINISHED = frozenset({"completed", "completed_with_errors", "failed", "cancelled"})
 QUIET_POLL = 5.0  # seconds without a live event before asking GET /status anyway
 
 

@@ -4,8 +4,8 @@
   var body = document.body;
   var requestId = body.dataset.requestId;
   var page = Number(body.dataset.page) || 1;
-  var FINISHED = ["completed", "completed_with_errors", "failed"];
-  var RANK = { queued: 0, processing: 1, done: 2, failed: 2 };
+  var FINISHED = ["completed", "completed_with_errors", "failed", "cancelled"];
+  var RANK = { queued: 0, processing: 1, done: 2, failed: 2, cancelled: 2 };
   var $ = function (id) { return document.getElementById(id); };
   var resultsLoaded = !!$("results");
 
@@ -41,7 +41,11 @@
     if (FINISHED.indexOf(el.textContent) >= 0) return;
     el.textContent = state;
     el.className = "state state-" + state;
-    if (FINISHED.indexOf(state) >= 0) loadResults();
+    if (FINISHED.indexOf(state) >= 0) {
+      var cancel = $("cancel-form");
+      if (cancel) cancel.remove(); // nothing left to cancel
+      loadResults();
+    }
   }
 
   function loadResults() {

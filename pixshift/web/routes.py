@@ -24,6 +24,7 @@ from ..intake import accept_upload
 from ..lookup import find_delivery, find_endpoint, find_request, visible_endpoints
 from ..models import Image, Request
 from ..reporting import is_finished, page_count, request_status
+from ..request_actions import cancel_request, retry_request
 from ..request_context import allow_private_urls, public_base, upload_limits
 from ..security import can_see, current_owner, safe_next
 from ..security import login as login_with
@@ -118,6 +119,36 @@ def request_page(request_id: str):
 def request_results(request_id: str):
     """The finished-request section alone, fetched by the live page when the request ends."""
     return render_template("_results.html", doc=_page_doc(request_id), action_form=ActionForm())
+
+
+@bp.post("/requests/<request_id>/actions/cancel")
+def request_cancel(request_id: str):
+    if not ActionForm().validate_on_submit():
+        abort(404)
+    req = find_request(request_id, can_see)
+    try:
+        for delivery_id in cancel_request(req, current_app.extensions["pixshift"]):
+            deliver_webhook(delivery_id)
+    except Failure as failure:
+        flash(failure.message)
+    else:
+        flash("Cancelled: no new image of this request will start.")
+    return redirect(url_for("web.request_page", request_id=req.id), code=303)
+
+
+@bp.post("/requests/<request_id>/actions/retry")
+def request_retry(request_id: str):
+    if not ActionForm().validate_on_submit():
+        abort(404)
+    req = find_request(request_id, can_see)
+    try:
+        retried = retry_request(req, current_app.extensions["pixshift"].bus)
+    except Failure as failure:
+        flash(failure.message)
+    else:
+        start_request(req.id)
+        flash(f"Retrying {retried} image{'s' if retried != 1 else ''}.")
+    return redirect(url_for("web.request_page", request_id=req.id), code=303)
 
 
 @bp.get("/requests")
