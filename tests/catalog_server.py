@@ -7,6 +7,7 @@ import collections
 import http.server
 import io
 import threading
+import time
 import zlib
 
 from harness.photos import photo
@@ -14,10 +15,13 @@ from harness.photos import photo
 
 class CatalogHost:
     """``/img/<name>.jpg`` is a small JPEG photo (its seed from the name); names in ``broken`` answer
-    404; names starting with ``held`` wait for ``release()`` (or ``stop()``) before answering."""
+    404; names starting with ``held`` wait for ``release()`` (or ``stop()``) before answering, and
+    those starting with ``slow`` wait ``slow_seconds``. Every URL works under 127.0.0.1 and under
+    localhost: two hosts, as far as per-host limits go."""
 
-    def __init__(self, size: tuple[int, int] = (480, 320)) -> None:
+    def __init__(self, size: tuple[int, int] = (480, 320), slow_seconds: float = 0.02) -> None:
         self.size = size
+        self.slow_seconds = slow_seconds
         self.broken: set[str] = set()
         self.hits: collections.Counter[str] = collections.Counter()
         self.in_flight = 0
@@ -28,9 +32,9 @@ class CatalogHost:
         self._cache: dict[str, bytes] = {}
         self._server: http.server.ThreadingHTTPServer | None = None
 
-    def url(self, name: str) -> str:
+    def url(self, name: str, host: str = "127.0.0.1") -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/img/{name}.jpg"
+        return f"http://{host}:{self._server.server_address[1]}/img/{name}.jpg"
 
     def release(self) -> None:
         self._released.set()
@@ -58,6 +62,7 @@ class CatalogHost:
 
             def do_GET(self):
                 name = self.path.removeprefix("/img/").removesuffix(".jpg")
+                name = name.rsplit("/", 1)[-1]
                 with host._lock:
                     host.hits[name] += 1
                     host.in_flight += 1
@@ -70,6 +75,8 @@ class CatalogHost:
                         host._released.wait(60)
                         with host._lock:
                             host.held_waiting -= 1
+                    if name.startswith("slow"):
+                        time.sleep(host.slow_seconds)
                     if name in host.broken:
                         self.send_response(404)
                         self.send_header("Content-Length", "0")

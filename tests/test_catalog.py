@@ -173,3 +173,21 @@ def test_retry_and_cancel_refuse_the_wrong_moment(stack, host):
     assert doc["state"] == "completed" and doc["cancelled_at"] is None
     unknown = stack.session.post(stack.url("/requests/00000000-0000-0000-0000-000000000000/cancel"), timeout=10)
     assert unknown.status_code == 404
+
+
+def test_a_small_request_beside_a_big_one_starts_at_once(stack, host):
+    """Requests take turns in the queue (pixshift.windows): a 3-image request uploaded while a
+    1,200-image one from the same host runs finishes in seconds, long before the big one. In one
+    first-in-first-out queue it waited for the big one's every image."""
+    big = [(n, [host.url(f"slow-{n}-{k}") for k in range(4)]) for n in range(1, 301)]
+    big_id = stack.upload(csv_of(big)).json()["request_id"]
+    wait_until(lambda: stack.status(big_id)["counts"]["done"] >= 40, 60, message="the big request under way")
+
+    small = [(1, [host.url("small-1"), host.url("small-2")]), (2, [host.url("small-3")])]
+    small_id = stack.upload(csv_of(small)).json()["request_id"]
+    doc = stack.wait_finished(small_id, timeout=10)
+    assert doc["state"] == "completed"
+    big_doc = stack.status(big_id)
+    assert big_doc["counts"]["done"] < 1000, big_doc["counts"]  # still running: the small one did not wait for it
+    stack.session.post(stack.url(f"/requests/{big_id}/cancel"), timeout=10)
+    assert stack.wait_finished(big_id)["state"] == "cancelled"
