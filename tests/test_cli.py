@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from catalog_server import CatalogHost
 from webhook_receiver import Receiver
 
 from harness.livestack import BIN, ROOT, WORKER_COMMAND, Stack, free_port, wait_until
@@ -149,6 +150,35 @@ def test_failed_images_exit_1_with_json_and_webhook(server, image_server, tmp_pa
     status = run("status", doc["request_id"], server=server)
     assert status.returncode == 1
     assert "failed images:" in status.stdout and "missing/lamp.jpg" in status.stdout
+
+
+def test_retry_wait_and_cancel(server, tmp_path):
+    """``pixshift retry ID --wait`` runs the failed images again to the end (exit 0 once all are
+    done); ``pixshift cancel ID`` stops a running request (exit 0: it did as asked; a status of
+    the cancelled request exits 1, since not every image was done)."""
+    with CatalogHost() as host:
+        host.broken = {"lamp-back"}
+        path = write_csv(tmp_path, [(7, "Lamp", [host.url("lamp-front"), host.url("lamp-back")])])
+        first = run("upload", str(path), "--wait", "--json", server=server)
+        assert first.returncode == 1 and json.loads(first.stdout)["counts"]["failed"] == 1
+        request_id = json.loads(first.stdout)["request_id"]
+
+        host.broken.clear()
+        retried = run("retry", request_id, "--wait", server=server)
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        assert "retrying 1 image" in retried.stderr and "state     completed" in retried.stdout
+        assert host.hits["lamp-front"] == 1 and host.hits["lamp-back"] == 2
+        again = run("retry", request_id, server=server)
+        assert again.returncode == 2 and "no failed or cancelled image" in again.stderr
+
+        held = write_csv(tmp_path, [(8, "Desk", [host.url("held-desk")])])
+        request_id = run("upload", str(held), server=server).stdout.strip()
+        host.wait_held(1)
+        cancelled = run("cancel", request_id, "--json", server=server)
+        assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["cancelled_at"]
+        host.release()
+        waited = run("status", request_id, "--wait", server=server)
+        assert waited.returncode == 1 and "state     cancelled" in waited.stdout
 
 
 def test_upload_without_wait_prints_the_id(server, image_server, tmp_path):

@@ -62,7 +62,8 @@ def cmd_cancel(args, out) -> int:
 
 
 def _act(args, out, action: str) -> int:
-    """POST /requests/<id>/<action>, then report the request (after waiting, with --wait)."""
+    """POST /requests/<id>/<action>, then report the request (after waiting, with --wait). Retry
+    exits like status; cancel exits 0 once the request is cancelling or cancelled."""
     client = _client(args)
     doc = client.request("POST", f"/requests/{args.request_id}/{action}", ok=(202,)).json()
     if action == "retry" and not args.json:
@@ -72,7 +73,8 @@ def _act(args, out, action: str) -> int:
             client, args.request_id, _progress(args), live=args.live, interval=args.interval, timeout=args.wait_timeout
         )
         doc = client.status(args.request_id)
-    return _report(doc, args, out)
+    code = _report(doc, args, out)
+    return EXIT_OK if action == "cancel" else code  # cancel did what it was asked
 
 
 def cmd_download(args, out) -> int:
