@@ -22,7 +22,9 @@ Sections (every rate is a ratio taken in the same run, on the same machine):
    clients back to back (capacity); the response size;
 6. status beside uploads: 200 clients started at once, each polling GET /status once a second for a
    minute, while 20 clients upload a 1,000-row CSV each at the same moment (bench/crowd.py);
-7. compression: encodes per image and quality reached, as PixShift reported them in (2).
+7. compression: encodes per image and quality reached, as PixShift reported them in (2);
+8. small beside huge: a 10-image request uploaded while a 200,000-image one runs, with requests
+   taking turns in the queue (the default) and with one first-in-first-out queue (bench/fairness.py).
 """
 
 from __future__ import annotations
@@ -51,13 +53,14 @@ sys.path.insert(0, str(ROOT))
 from bench import codec, procs
 from bench import corpus as corpus_mod
 from bench.crowd import crowd
+from bench.fairness import small_beside_huge
 from bench.load import load
 from bench.report import render
 from harness.imageserver import ImageServer
 from harness.livestack import Stack, scaleout_env, wait_until
 
-ALL_SECTIONS = ("codec", "e2e", "slow", "big", "status", "crowd")
-FINISHED = ("completed", "completed_with_errors", "failed")
+ALL_SECTIONS = ("codec", "e2e", "slow", "big", "status", "crowd", "fair")
+FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
 
 
@@ -80,6 +83,9 @@ class Sizes:
     crowd_uploaders: int  # ... while this many clients upload at once ...
     crowd_rows: int  # ... a CSV of this many rows (2 URLs each) ...
     crowd_seconds: float  # ... polling for this long
+    fair_huge_images: int  # a request this big runs ...
+    fair_small_images: int  # ... when one this small is uploaded ...
+    fair_wait_s: float  # ... and given this long to finish
 
 
 FULL = Sizes(
@@ -100,6 +106,9 @@ FULL = Sizes(
     crowd_uploaders=20,
     crowd_rows=1_000,
     crowd_seconds=60,
+    fair_huge_images=200_000,
+    fair_small_images=10,
+    fair_wait_s=60,
 )
 SMOKE = Sizes(
     codec_seconds=0.3,
@@ -119,6 +128,9 @@ SMOKE = Sizes(
     crowd_uploaders=4,
     crowd_rows=50,
     crowd_seconds=2,
+    fair_huge_images=2_000,
+    fair_small_images=4,
+    fair_wait_s=20,
 )
 
 
@@ -195,12 +207,12 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployment(mode: str, tmp: Path, *, workers: bool = True, urls: dict | None = None):
+def deployment(mode: str, tmp: Path, *, workers: bool = True, urls: dict | None = None, env: dict | None = None):
     """PixShift on the embedded default, or on PostgreSQL + Redis with gunicorn and 2 consumers.
 
     ``workers=False``: the web process alone (nothing is fetched), for the upload and memory figures."""
     tmp.mkdir(parents=True, exist_ok=True)
-    env = {"PIXSHIFT_ALLOW_PRIVATE_URLS": "1"}
+    env = {"PIXSHIFT_ALLOW_PRIVATE_URLS": "1", **(env or {})}
     if mode == "embedded":  # PIXSHIFT_INPROCESS_WORKERS: 16 is the default; 0 is web only
         with Stack(tmp, env, separate_consumer=False, workers=16 if workers else 0) as stack:
             yield Deployment(stack, mode)
@@ -633,6 +645,18 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 if "big" in sections:
                     r["big_csv"] = big_csv(mode, tmp / f"{mode}-web", server, sizes, urls)
+                if "fair" in sections:
+                    r["fair"] = small_beside_huge(
+                        lambda label, env, mode=mode: deployment(
+                            mode, tmp / f"{mode}-fair-{label}", urls=urls, env=env
+                        ),
+                        server,
+                        product_csv,
+                        huge_images=sizes.fair_huge_images,
+                        small_images=sizes.fair_small_images,
+                        wait_s=sizes.fair_wait_s,
+                        log=log,
+                    )
         results["seconds"] = time.perf_counter() - began
         table = (
             render(results)

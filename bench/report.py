@@ -15,6 +15,7 @@ SECTIONS = (
     "5. Status under load",
     "6. Status beside uploads",
     "7. Compression",
+    "8. Small beside huge",
 )
 
 
@@ -303,4 +304,36 @@ def render(r: dict) -> str:
         ]
         * len(modes),
     )
+
+    _fairness_rows(r, modes, row, per_mode)
     return "\n".join(lines) + "\n"
+
+
+def _fairness_rows(r: dict, modes: list[str], row, per_mode) -> None:
+    """8. small beside huge."""
+
+    def fair(label: str):
+        def cell(x: dict) -> str:
+            f = x["fair"][label]
+            wait = x["fair"]["wait_s"]
+            small = f"**{f['small_s']:.1f} s**" if f["small_s"] is not None else f"**not within {wait:.0f} s**"
+            return (
+                f"{small} ({f['small_done']}/{x['fair']['small_images']} done), "
+                f"{f['huge_done_meanwhile']:,} of the huge one's images done by then; "
+                f"cancelling the rest took {f['cancel_s']:.1f} s"
+            )
+
+        return cell
+
+    runs = [r[m]["fair"] for m in modes if m in r and "fair" in r[m]]
+    if not runs:
+        return
+    row(
+        SECTIONS[7],
+        f"a {runs[0]['small_images']}-image request uploaded while a {runs[0]['huge_images']:,}-image one runs, "
+        "until it is done; requests take turns in the queue (PIXSHIFT_REQUEST_WINDOW=64)",
+        per_mode(fair("turns")),
+        "≤ 10 s",
+        all(f["turns"]["small_s"] is not None and f["turns"]["small_s"] <= 10 for f in runs),
+    )
+    row("", "the same with one first-in-first-out queue (before)", per_mode(fair("one_queue")))

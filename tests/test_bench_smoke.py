@@ -20,6 +20,7 @@ SECTIONS = (
     "5. Status under load",
     "6. Status beside uploads",
     "7. Compression",
+    "8. Small beside huge",
 )
 
 
@@ -65,3 +66,8 @@ def test_the_benchmark_runs_and_prints_every_section(tmp_path):
     crowd = r["embedded"]["crowd"]
     assert crowd["polls"]["requests"] > 0 and crowd["polls"]["errors"] == 0, crowd["polls"]
     assert crowd["uploads"]["accepted"] == crowd["uploads"]["uploads"] == crowd["uploaders"], crowd["uploads"]
+
+    fair = r["embedded"]["fair"]
+    for label in ("turns", "one_queue"):
+        assert fair[label]["huge_state"] == "cancelled" and fair[label]["huge_cancelled"] > 0, fair[label]
+    assert fair["turns"]["small_done"] == fair["small_images"], fair["turns"]
