@@ -18,11 +18,17 @@ Routes (``<file>`` is a path relative to ``root``, default ``tests/fixtures``):
                               (``?type=...`` overrides it); HEAD supported
   /missing/...                404
   /gone/...                   410
-  /slow/<file>?delay=0.2      wait ``delay`` s, then serve the file
+  /slow/<file>?delay=0.2      wait ``delay`` s, then serve the file (``waiting`` and
+                              ``max_waiting`` count the requests waiting at once)
   /stall/<file>?delay=30      headers (full Content-Length) + half the body,
                               then wait ``delay`` s (or until stop), then the rest
   /flaky/<n>/<file>           503 for the first n requests to that exact path,
-                              then the file (``?retry_after=S`` adds Retry-After)
+                              then the file (``?retry_after=S`` adds Retry-After,
+                              ``?status=500`` answers that instead of 503)
+  /throttle/<n>/.../<file>    429 for the first n requests to that exact path, then
+                              the file named by the last segment (segments between
+                              make paths of their own); ``?retry_after=S`` adds
+                              Retry-After; each 429's time is in ``throttled_at``
   /status/<code>/<anything>   that status with a short text body
   /redirect?to=<url>          302 to ``to`` (``&code=301|303|307|308``)
   /big?bytes=N                N zero bytes, with Content-Length, 64 KiB chunks
@@ -31,7 +37,8 @@ Routes (``<file>`` is a path relative to ``root``, default ``tests/fixtures``):
                               a deterministic photo-like image (also .png/.webp);
                               bytes are cached in memory per (w, h, fmt, q, seed)
 
-``hits`` counts requests per URL path (query string excluded, any method).
+``hits`` counts requests per URL path (query string excluded, any method); ``arrivals``
+lists (time.monotonic(), path) per request.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import random
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable
 
@@ -219,7 +227,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if first == "gen" and len(segs) == 2:
             return self._gen(segs[1])
         if first == "slow":
-            if owner._stop.wait(float(self.query.get("delay", 0.2))):
+            owner._waiting_change(+1)
+            try:
+                stopped = owner._stop.wait(float(self.query.get("delay", 0.2)))
+            finally:
+                owner._waiting_change(-1)
+            if stopped:
                 self.close_connection = True
                 return None
             return self._file(rest)
@@ -227,13 +240,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._stall(rest, float(self.query.get("delay", 30)))
         if first == "nolength":
             return self._file(rest, length=False)
-        if first == "flaky" and len(segs) >= 3 and segs[1].isdigit():
+        if first in ("flaky", "throttle") and len(segs) >= 3 and segs[1].isdigit():
             if owner._flaky_take(path, int(segs[1])):
                 extra = {}
                 if "retry_after" in self.query:
                     extra["Retry-After"] = self.query["retry_after"]
-                return self._text(503, "temporarily unavailable", extra)
-            return self._file("/".join(segs[2:]))
+                if first == "throttle":
+                    owner._throttled()
+                    return self._text(429, "too many requests", extra)
+                return self._text(int(self.query.get("status", 503)), "temporarily unavailable", extra)
+            return self._file(segs[-1] if first == "throttle" else "/".join(segs[2:]))
         return self._file(path)
 
     # -- responses --------------------------------------------------------
@@ -335,6 +351,12 @@ class ImageServer:
         self.hits: collections.Counter[str] = collections.Counter()
         self.in_flight = 0  # requests being answered right now
         self.max_in_flight = 0  # the most answered at once since start or reset()
+        # /slow requests inside their wait, and the most at once since start or reset(): unlike
+        # in_flight, never counts a finished download whose last bytes the handler is still flushing.
+        self.waiting = 0
+        self.max_waiting = 0
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), path) of every request
+        self.throttled_at: list[float] = []  # time.monotonic() of every 429 /throttle/ sent
         self._lock = threading.Lock()
         self._flaky: collections.Counter[str] = collections.Counter()
         self._gen_cache: dict[tuple, bytes] = {}
@@ -407,6 +429,9 @@ class ImageServer:
             self.hits.clear()
             self._flaky.clear()
             self.max_in_flight = self.in_flight
+            self.max_waiting = self.waiting
+            self.arrivals.clear()
+            self.throttled_at.clear()
 
     def generated(self, width: int, height: int, seed: int = 1, fmt: str = "JPEG", quality: int = 90) -> bytes:
         """The bytes /gen serves for these parameters (cached)."""
@@ -421,6 +446,16 @@ class ImageServer:
     def _hit(self, path: str) -> None:
         with self._lock:
             self.hits[path] += 1
+            self.arrivals.append((time.monotonic(), path))
+
+    def _throttled(self) -> None:
+        with self._lock:
+            self.throttled_at.append(time.monotonic())
+
+    def _waiting_change(self, delta: int) -> None:
+        with self._lock:
+            self.waiting += delta
+            self.max_waiting = max(self.max_waiting, self.waiting)
 
     def _in_flight_change(self, delta: int) -> None:
         with self._lock:
@@ -442,8 +477,6 @@ class ImageServer:
 
 
 if __name__ == "__main__":  # manual poking: python -m harness.imageserver
-    import time
-
     with ImageServer() as s:
         print("serving", s.root, "at", s.base_url, "(Ctrl-C to stop)")
         try:

@@ -71,14 +71,29 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _runtime(app: Flask):
+    import redis
+
     from .events import make_bus
     from .fetch import FetchPolicy
-    from .host_slots import HostSlots
+    from .host_slots import HostGate, HostSlots, RedisHostSlots
     from .pipeline import Runtime
     from .storage import make_store
     from .webhooks import WebhookSettings
 
     c = app.config
+    # Scale-out: the cap and the pauses live in Redis, for every consumer at once. A slot outlives
+    # no download (DOWNLOAD_TIMEOUT bounds one), so a dead process's slots come back after that.
+    host_slots: HostGate
+    if c["REDIS_URL"]:
+        host_slots = RedisHostSlots(
+            redis.Redis.from_url(c["REDIS_URL"]),
+            c["QUEUE_NAME"],
+            c["HOST_CONCURRENCY"],
+            lease_seconds=c["DOWNLOAD_TIMEOUT"] + 15,
+            max_pause=c["MAX_RETRY_AFTER"],
+        )
+    else:
+        host_slots = HostSlots(c["HOST_CONCURRENCY"], max_pause=c["MAX_RETRY_AFTER"])
     return Runtime(
         store=make_store(c["MEDIA_URL"], c["MEDIA_ROOT"], c["S3_ENDPOINT_URL"]),
         bus=make_bus(c["REDIS_URL"], c["QUEUE_NAME"]),
@@ -92,7 +107,7 @@ def _runtime(app: Flask):
         max_attempts=c["MAX_ATTEMPTS"],
         retry_delay=c["RETRY_DELAY"],
         cpu_slots=c["CPU_SLOTS"],
-        host_slots=HostSlots(c["HOST_CONCURRENCY"]),
+        host_slots=host_slots,
         image_cpu_seconds=c["IMAGE_CPU_SECONDS"],
         request_window=c["REQUEST_WINDOW"],
         webhooks=WebhookSettings(

@@ -109,11 +109,13 @@ class Config:
         self.DOWNLOAD_TIMEOUT = _float("PIXSHIFT_DOWNLOAD_TIMEOUT", 60.0)
         self.DOWNLOAD_RETRIES = _int("PIXSHIFT_DOWNLOAD_RETRIES", 3)
         self.DOWNLOAD_BACKOFF = _float("PIXSHIFT_DOWNLOAD_BACKOFF", 0.5)
-        # Downloads from one host at once per worker process; a stalled host holds no more threads.
+        # Downloads from one host at once, across all processes; a stalled host holds no more threads.
         self.HOST_CONCURRENCY = _int("PIXSHIFT_HOST_CONCURRENCY", 8)
         # Image tasks of one request waiting in the queue at once: a new request's first images wait
         # behind at most this many of each running request (pixshift.windows).
         self.REQUEST_WINDOW = _int("PIXSHIFT_REQUEST_WINDOW", 64)
+        # The longest a host's Retry-After (on 429 or 503) pauses it; the image is retried then.
+        self.MAX_RETRY_AFTER = _float("PIXSHIFT_MAX_RETRY_AFTER", 300.0)
 
         # Access: with tokens set, the API requires one and each request is visible only to its token.
         self.API_TOKENS = tuple(t.strip() for t in (_env("PIXSHIFT_API_TOKENS") or "").split(",") if t.strip())

@@ -29,6 +29,20 @@ class ImageFailure(Failure):
     """An image cannot be processed: download, decoding, compression or storage failed."""
 
 
+class Throttled(ImageFailure):
+    """The image host asked PixShift to slow down (429, or 503): retryable, and its whole host waits.
+
+    ``retry_after`` is the host's ``Retry-After`` in seconds, None when it gave none (then the
+    pipeline backs off per host)."""
+
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(code, message, retryable=True)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type["Failure"], tuple[str, str], dict[str, object]]:  # type: ignore[override]
+        return type(self), (self.code, self.message), {"retryable": True, "retry_after": self.retry_after}
+
+
 class UrlRefused(Failure):
     """A stranger's URL PixShift will not or could not connect to: invalid, a blocked address, or
     unreachable (``connection_failed``, retryable)."""

@@ -7,11 +7,13 @@ deadline, and only transient failures are retried.
 
 from __future__ import annotations
 
+import email.utils
 import random
 import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -20,9 +22,9 @@ import requests
 import urllib3
 
 from . import deadlines, outbound
-from .failures import ImageFailure, UrlRefused
+from .failures import ImageFailure, Throttled, UrlRefused
 
-__all__ = ["FetchPolicy", "Fetched", "fetch_image"]
+__all__ = ["FetchPolicy", "Fetched", "fetch_image", "retry_after_seconds"]
 
 _CHUNK = 64 * 1024
 _HEADERS = {"Accept": "image/*, */*;q=0.5", "Accept-Encoding": "identity"}
@@ -97,10 +99,12 @@ def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
 
     `policy.total_timeout` bounds the whole call (connecting, status line, headers, body,
     redirects, retries and backoff), however slowly the server trickles its answer.
-    Retried: connection errors, timeouts, 5xx and 429. When attempts or time run out the
-    failure is raised with retryable=True, so the caller may requeue the image later.
-    Not retried (retryable=False): other 4xx, blocked addresses, bad URLs, oversized or
-    empty bodies, redirect loops.
+    Retried: connection errors, timeouts and 5xx other than 503. When attempts or time run out
+    the failure is raised with retryable=True, so the caller may requeue the image later.
+    Not retried here: 429 and 503 raise ``Throttled`` at once (with the server's Retry-After),
+    since waiting in this call would hold the host's slot and a thread, and the whole host should
+    wait, not this one image. Not retried (retryable=False): other 4xx, blocked addresses, bad
+    URLs, oversized or empty bodies, redirect loops.
     """
     started = time.monotonic()
     _validate(url)
@@ -250,14 +254,27 @@ def _http_failure(response: requests.Response) -> Exception:
         phrase = " " + HTTPStatus(status).phrase
     except ValueError:
         phrase = ""  # the server's own reason text is not shown to people
-    failure = ImageFailure(
-        f"http_{status}", f"the image server answered {status}{phrase}", retryable=status == 429 or status >= 500
-    )
-    if not failure.retryable:
-        return failure
-    value = response.headers.get("Retry-After", "").strip()
-    retry_after = float(value) if re.fullmatch(r"\d{1,9}", value) else None
-    return _Retry(failure, retry_after)
+    code, message = f"http_{status}", f"the image server answered {status}{phrase}"
+    retry_after = retry_after_seconds(response.headers.get("Retry-After", ""))
+    if status in (429, 503):
+        return Throttled(code, message, retry_after=retry_after)
+    failure = ImageFailure(code, message, retryable=status >= 500)
+    return _Retry(failure, retry_after) if failure.retryable else failure
+
+
+def retry_after_seconds(value: str, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds from now (RFC 9110: delay-seconds or an HTTP-date; a
+    date in the past is 0), or None when absent or unreadable."""
+    value = value.strip()
+    if re.fullmatch(r"\d{1,9}", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, as HTTP-dates are
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _too_large(policy: FetchPolicy) -> ImageFailure:

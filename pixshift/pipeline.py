@@ -21,10 +21,11 @@ finish a request:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -36,9 +37,9 @@ from . import codec_processes, formats, logs
 from .compress import compress_to_ratio
 from .events import Event, EventBus
 from .extensions import db
-from .failures import ImageFailure
+from .failures import ImageFailure, Throttled
 from .fetch import FetchPolicy, fetch_image
-from .host_slots import HostSlots, host_of
+from .host_slots import HostGate, host_of
 from .models import FINISHED_IMAGE_STATES, Image, ImageCounts, ImageState, Product, Request, RequestState, utcnow
 from .storage import MediaStore
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
@@ -119,7 +120,7 @@ class Runtime:
     # Downloads overlap in many threads; decoding and encoding run in this many child processes
     # (pixshift.codec_processes), so memory stays bounded and a codec crash ends only a child.
     cpu_slots: int
-    host_slots: HostSlots
+    host_slots: HostGate  # in memory (embedded) or in Redis (scale-out: the cap is across processes)
     image_cpu_seconds: float  # a child that spends more on one image is killed: too_costly
     request_window: int  # image tasks of one request in the queue at once (pixshift.windows)
 
@@ -132,22 +133,27 @@ class Outcome:
     # Set when this call ran an attempt, which ends the image's turn in its request's window in the
     # queue: the caller may hand that turn to the request's next image (pixshift.windows).
     request_id: str | None = None
+    # (host, seconds): this attempt paused the host; the caller hands its parked images back then.
+    wake: tuple[str, float] | None = None
 
 
 def process_image(image_id: int, rt: Runtime, resume: Callable[[int], None] = lambda image_id: None) -> Outcome:
     """Run one attempt at one image; safe to call twice, or after another worker died.
 
-    When its host already has ``rt.host_slots.limit`` downloads running here, the image is
-    parked unclaimed and this returns at once; ``resume(image_id)`` is called with a parked
-    image when a download from its host ends, to enqueue it again.
+    When its host already has ``rt.host_slots.limit`` downloads running (or is paused), the
+    image is parked unclaimed and this returns at once; ``resume(image_id)`` is called with a
+    parked image when a download from its host ends, to enqueue it again. When the host throttled
+    this attempt, the outcome's ``wake`` says when to hand the host's parked images back.
     """
     url = db.session.execute(_QUEUED_URL, {"b_id": image_id}).scalar()
     db.session.commit()
     if url is None:
         return Outcome(None)
-    slot = _HostSlot(rt.host_slots, host_of(url), resume)
-    if not rt.host_slots.try_acquire(slot.host, image_id):
+    host = host_of(url)
+    held = rt.host_slots.try_acquire(host, image_id)
+    if held is None:
         return Outcome(None)
+    slot = _HostSlot(rt.host_slots, host, held, resume)
     try:
         claim = claim_image(image_id, rt.lease_seconds)
         if claim is None:
@@ -158,25 +164,45 @@ def process_image(image_id: int, rt: Runtime, resume: Callable[[int], None] = la
             outcome = _attempt(image_id, attempt, url, request_id, rt, slot)
         finally:
             logs.unbind(token)
-        return dataclasses.replace(outcome, request_id=request_id)
+        outcome = dataclasses.replace(outcome, request_id=request_id)
     finally:
         slot.release()
+    if slot.paused_for is not None:
+        outcome = dataclasses.replace(outcome, wake=(host, slot.paused_for))
+    return outcome
 
 
 class _HostSlot:
     """A download slot of one host, given back once: when the download ends, or at the latest
     when the attempt does."""
 
-    def __init__(self, slots: HostSlots, host: str, resume: Callable[[int], None]) -> None:
+    def __init__(self, slots: HostGate, host: str, token: str, resume: Callable[[int], None]) -> None:
         self.host = host
         self._slots = slots
+        self._token = token
         self._resume = resume
         self._held = True
+        self._succeeded = False
+        self.paused_for: float | None = None  # seconds: the host throttled this download
+
+    @contextlib.contextmanager
+    def download(self) -> Iterator[None]:
+        """Hold the slot while the body downloads. A throttled download pauses the host before
+        the slot is given back, so the slot cannot start another download from it meanwhile."""
+        try:
+            yield
+            self._succeeded = True
+        except Throttled as throttled:
+            self.paused_for = self._slots.pause(self.host, throttled.retry_after)
+            logger.info("%s throttled us (%s): pausing it for %.1f s", self.host, throttled.code, self.paused_for)
+            raise
+        finally:
+            self.release()  # compressing needs no connection to the host
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            waiting = self._slots.release(self.host)
+            waiting = self._slots.release(self.host, self._token, succeeded=self._succeeded)
             if waiting is not None:
                 self._resume(waiting)
 
@@ -203,7 +229,8 @@ def _attempt(image_id: int, attempt: int, url: str, request_id: str, rt: Runtime
         elif _is_cancelled(request_id):  # a cancelled request's images are not tried again
             fields = _CANCELLED_FIELDS
         else:
-            retry_in = rt.retry_delay * 2 ** (attempt - 1)
+            # A throttled host's pause, not the usual backoff: the image is due when its host is.
+            retry_in = slot.paused_for if slot.paused_for is not None else rt.retry_delay * 2 ** (attempt - 1)
             logger.info("attempt %d failed (%s), retrying in %.1f s", attempt, failure, retry_in)
             if _release(image_id, attempt, failure, retry_in):
                 return Outcome(ImageState.QUEUED.value, retry_in=retry_in)
@@ -256,10 +283,8 @@ def _fetch_and_compress(
     image_id: int, attempt: int, url: str, request_id: str, rt: Runtime, slot: _HostSlot
 ) -> dict[str, object]:
     claimed = time.monotonic()
-    try:
+    with slot.download():
         fetched = fetch_image(url, rt.fetch_policy)
-    finally:
-        slot.release()  # compressing needs no connection to the host
     if _is_cancelled(request_id):  # no compression starts for a cancelled request
         raise _Cancelled
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left

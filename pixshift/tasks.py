@@ -121,9 +121,25 @@ def process_image(image_id: int, retry: bool = False) -> str | None:
         process_image.schedule(args=(image_id, True), delay=outcome.retry_in)
     if following is not None:
         process_image(following)
+    if outcome.wake is not None:
+        host, delay = outcome.wake
+        wake_host.schedule(args=(host,), delay=delay)
     for delivery_id in outcome.deliveries:
         deliver_webhook(delivery_id)
     return outcome.state
+
+
+@huey.task(priority=5)
+def wake_host(host: str) -> int:
+    """A throttled host's pause ended: enqueue its parked images again, up to its free slots (any
+    consumer may run this: on scale-out the parked images are in Redis). A pause that another
+    throttle extended schedules this again for its new end."""
+    images, left = _runtime().host_slots.wake(host)
+    if left > 0:
+        wake_host.schedule(args=(host,), delay=left)
+    for image_id in images:
+        process_image(image_id)
+    return len(images)
 
 
 @huey.task()

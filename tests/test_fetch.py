@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +22,7 @@ from requests_hardened.ip_filter import InvalidIPAddress, get_ip_address
 
 from harness.livestack import wait_until
 from pixshift import fetch, outbound
-from pixshift.failures import DeliveryFailure, ImageFailure, UrlRefused
+from pixshift.failures import DeliveryFailure, ImageFailure, Throttled, UrlRefused
 from pixshift.fetch import FetchPolicy, fetch_image
 from pixshift.outbound import check_public_url, is_blocked_address
 from pixshift.webhooks import post_json
@@ -83,6 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(429, b"slow down", headers={"Retry-After": args[0]})
             else:
                 self._send(200, PNG, "image/png")
+        elif route == "unavailable":  # /unavailable/<retry-after>/<token>
+            self._send(503, b"busy", headers={"Retry-After": args[0]})
         elif route == "chain":  # /chain/<n>: n redirects, then the image
             n = int(args[0])
             self._redirect(f"/chain/{n - 1}") if n > 0 else self._send(200, PNG, "image/png")
@@ -313,19 +316,28 @@ def test_persistent_500_gives_up_after_retries_as_retryable(server):
     assert server.hits[path] == 3
 
 
-def test_429_retry_after_zero_is_honoured_instead_of_backoff(server):
-    path = f"/ratelimited/0/1/{token()}"
+@pytest.mark.parametrize(
+    "route, status, expected",
+    [("ratelimited/7/99", 429, 7.0), ("unavailable/0", 503, 0.0), ("status/429", 429, None), ("status/503", 503, None)],
+)
+def test_429_and_503_end_the_download_at_once_with_the_hosts_retry_after(server, route, status, expected):
+    """No sleeping in the download: it would hold the host's slot, and the whole host should wait."""
+    route = f"/{route}/{token()}"
     started = time.monotonic()
-    got = fetch_image(server.base + path, local(backoff=5.0, backoff_cap=10.0))
-    assert got.attempts == 2 and time.monotonic() - started < 1.5  # backoff would wait >= 2.5 s
+    failure = fails(server.base + route, local(retries=3, backoff=5.0))
+    assert isinstance(failure, Throttled) and failure.retryable
+    assert failure.code == f"http_{status}" and failure.retry_after == expected
+    assert server.hits[route] == 1 and time.monotonic() - started < 1.5
 
 
-def test_429_retry_after_is_capped_by_backoff_cap(server):
-    path = f"/ratelimited/3600/99/{token()}"
-    started = time.monotonic()
-    failure = fails(server.base + path, local(retries=2, backoff_cap=0.05))
-    assert failure.code == "http_429" and failure.retryable and server.hits[path] == 3
-    assert time.monotonic() - started < 2
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    now = datetime(2026, 12, 2, 16, 0, 0, tzinfo=UTC)
+    assert fetch.retry_after_seconds(" 120 ", now) == 120.0
+    assert fetch.retry_after_seconds("Wed, 02 Dec 2026 16:00:30 GMT", now) == 30.0
+    assert fetch.retry_after_seconds("Wed, 02 Dec 2026 15:00:00 GMT", now) == 0.0  # already past
+    assert fetch.retry_after_seconds("", now) is None
+    assert fetch.retry_after_seconds("soon", now) is None
+    assert fetch.retry_after_seconds("-5", now) is None
 
 
 def test_connection_refused_is_retried_then_retryable():

@@ -1,14 +1,20 @@
 """One bad peer costs only itself, in a real ``python -m pixshift``: an image host and a webhook
 receiver that trickle their answers a byte at a time are cut at their deadlines, while another
-request, on another host, starts and finishes at its own pace and /status stays quick."""
+request, on another host, starts and finishes at its own pace and /status stays quick. The cap
+per host holds across consumer processes, and a host that answers 429 is left alone for its
+Retry-After while other hosts flow."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
+import pytest
+from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from trickler import Trickler
 
-from harness.livestack import Stack, wait_until
+from harness.imageserver import ImageServer
+from harness.livestack import Stack, scaleout_env, wait_until
 
 DOWNLOAD_TIMEOUT = 4.0
 
@@ -99,3 +105,73 @@ def test_the_sweep_runs_while_every_worker_is_busy(tmp_path, image_server):
             return all(i["error"] and i["error"]["code"] == "worker_lost" for i in images)
 
         wait_until(lost, 8, message="the sweep to reclaim the expired leases")
+
+
+@pytest.mark.scaleout
+def test_the_per_host_cap_holds_across_two_consumer_processes(tmp_path):
+    """Two huey_consumer processes with 8 threads each, 30 slow images on one host, a cap of 3: the
+    host never sees more than 3 downloads at once (a cap per process would let 6 through)."""
+    if not (TEST_DATABASE_URL and TEST_REDIS_URL):
+        pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
+    cap, images = 3, 30
+    with ImageServer() as host, scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
+        with Stack(tmp_path, {**env, "PIXSHIFT_HOST_CONCURRENCY": str(cap)}, separate_consumer=True) as stack:
+            stack.start_consumer("worker-2")
+            for name in ("worker-1", "worker-2"):
+                wait_until(lambda name=name: "consumer started" in log_of(stack, name), 30, message=f"{name} up")
+            urls = [[host.url(f"slow/photo1.jpg?delay=0.4&n={n}")] for n in range(images)]
+            request_id = stack.upload(csv_of(urls)).json()["request_id"]
+            doc = stack.wait_finished(request_id, timeout=120)
+            assert doc["state"] == "completed", doc
+            assert host.hits["/slow/photo1.jpg"] == images  # each downloaded once
+            assert host.max_waiting == cap, f"peak {host.max_waiting} downloads at once with a cap of {cap}"
+            done = {name: log_of(stack, name).count("done: ") for name in ("worker-1", "worker-2")}
+            assert sum(done.values()) == images and all(done.values()), done  # both processes downloaded
+
+
+@pytest.mark.parametrize("deployment", ["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)])
+def test_a_host_answering_429_gets_nothing_during_its_retry_after_while_other_hosts_flow(tmp_path, deployment):
+    """Each of 6 images on the throttling host gets one 429 with Retry-After: 2, then its image.
+    After every 429 the host (not just that image) gets no request for 2 s; meanwhile a request on
+    another host (another name of the loopback) starts and finishes; the 429'd images end done."""
+    retry_after, cap = 2.0, 2
+    env = {"PIXSHIFT_HOST_CONCURRENCY": str(cap), "PIXSHIFT_MAX_ATTEMPTS": "3"}
+    with contextlib.ExitStack() as resources:
+        if deployment == "scaleout":
+            if not (TEST_DATABASE_URL and TEST_REDIS_URL):
+                pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
+            env.update(resources.enter_context(scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL)))
+        throttling, other = resources.enter_context(ImageServer()), resources.enter_context(ImageServer())
+        stack = resources.enter_context(Stack(tmp_path, env, separate_consumer=deployment == "scaleout"))
+        if deployment == "scaleout":
+            stack.start_consumer("worker-2")  # the pause must hold in every process
+        urls = [[throttling.url(f"throttle/1/{n}/photo1.jpg?retry_after={retry_after:g}")] for n in range(6)]
+        throttled_id = stack.upload(csv_of(urls)).json()["request_id"]
+        wait_until(lambda: throttling.throttled_at, 30, message="the first 429")
+
+        elsewhere = [[f"http://localhost:{other.port}/photo2.jpg?n={n}"] for n in range(3)]
+        elsewhere_id = stack.upload(csv_of(elsewhere)).json()["request_id"]
+        assert stack.wait_finished(elsewhere_id, timeout=30)["state"] == "completed"
+        finished_elsewhere = time.monotonic()
+
+        doc = stack.wait_finished(throttled_id, timeout=60)
+        assert doc["state"] == "completed", doc  # the 429'd images were retried, and are done
+        paths = {path for _, path in throttling.arrivals}
+        assert len(paths) == 6 and all(throttling.hits[p] == 2 for p in paths), throttling.hits
+
+        # Downloads sent before the 429 reached PixShift may still land (at most the cap - 1 others
+        # holding a slot then); nothing else until Retry-After has passed, whichever image asks.
+        arrivals = sorted(t for t, _ in throttling.arrivals)
+        for t429 in throttling.throttled_at:
+            during = [round(t - t429, 2) for t in arrivals if t429 < t < t429 + retry_after - 0.05]
+            assert len(during) <= cap - 1, f"requests {during} s after a 429 asking for {retry_after:g} s"
+        first = throttling.throttled_at[0]
+        next_after_first = min(t for t in arrivals if t > first + retry_after / 2)
+        print(f"first 429 -> next request to that host: {next_after_first - first:.2f} s (asked {retry_after:g})")
+        print(f"other host's request finished {finished_elsewhere - first:.2f} s after the first 429")
+        assert finished_elsewhere < first + retry_after, "the other host waited behind the paused one"
+
+
+def log_of(stack: Stack, name: str) -> str:
+    path = stack.tmp_path / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""

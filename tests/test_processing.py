@@ -208,18 +208,39 @@ def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
     rt = own_runtime(app)
     rt = dataclasses.replace(rt, retry_delay=30, fetch_policy=dataclasses.replace(rt.fetch_policy, retries=0))
     image_server.reset()
-    request_id = _new_request(app, [image_server.url("flaky/1/photo2.jpg")])
+    request_id = _new_request(app, [image_server.url("flaky/1/photo2.jpg?status=500")])
     with app.app_context():
         [image_id] = _image_ids(request_id)
         pipeline.mark_enqueued(request_id)
         outcome = pipeline.process_image(image_id, rt)
-        assert outcome.state == "queued" and outcome.retry_in == rt.retry_delay
-        assert db.session.get(Image, image_id).error_code == "http_503"
+        assert outcome.state == "queued" and outcome.retry_in == rt.retry_delay and outcome.wake is None
+        assert db.session.get(Image, image_id).error_code == "http_500"
         assert pipeline.claim_image(image_id, rt.lease_seconds) is None  # not before its backoff
         _expire_leases(request_id)  # the backoff is over...
         assert pipeline.reclaim_expired(rt, queue_empty=False).images == []  # ...its task may be queued
         assert pipeline.reclaim_expired(rt, queue_empty=True).images == [image_id]  # ...or was lost
         assert pipeline.process_image(image_id, rt).state == "done"
+
+
+def test_a_throttled_host_is_paused_and_its_image_retried_when_the_pause_ends(app, image_server):
+    """A 429 ends the attempt at once: the host is paused for its Retry-After, the image is due
+    then (not after the usual retry delay), and the host's next image parks until the wake."""
+    rt = own_runtime(app, retry_delay=30)
+    image_server.reset()
+    throttled, other = image_server.url("throttle/1/t1/photo1.jpg?retry_after=1"), image_server.url("photo2.jpg")
+    request_id = _new_request(app, [throttled, other])
+    with app.app_context():
+        first, second = _image_ids(request_id)
+        pipeline.mark_enqueued(request_id)
+        outcome = pipeline.process_image(first, rt)
+        assert (outcome.state, outcome.retry_in, outcome.wake) == ("queued", 1.0, ("127.0.0.1", 1.0))
+        assert db.session.get(Image, first).error_code == "http_429"
+        assert pipeline.process_image(second, rt) == pipeline.Outcome(None)  # parked: its host is paused
+        assert rt.host_slots.parked() == 1 and image_server.hits["/photo2.jpg"] == 0
+        assert wait_until(lambda: rt.host_slots.wake("127.0.0.1")[0], 5, message="the pause to end") == [second]
+        assert pipeline.process_image(second, rt).state == "done"
+        assert pipeline.process_image(first, rt).state == "done"  # due with its host
+        assert db.session.get(Image, first).attempts == 2
 
 
 def test_a_lost_image_task_is_enqueued_again_once_the_queue_is_empty(app, image_server):
