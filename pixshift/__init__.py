@@ -94,6 +94,7 @@ def _runtime(app: Flask):
         cpu_slots=c["CPU_SLOTS"],
         host_slots=HostSlots(c["HOST_CONCURRENCY"]),
         image_cpu_seconds=c["IMAGE_CPU_SECONDS"],
+        reuse_results=c["REUSE_RESULTS"],
         webhooks=WebhookSettings(
             secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"], schedule=c["WEBHOOK_RETRY_SCHEDULE"]
         ),

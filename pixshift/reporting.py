@@ -233,6 +233,7 @@ def _image_doc(url: UrlMaker, serial: int, im: ImageRow) -> dict[str, object]:
         else None,
         "notes": im.notes.split(",") if im.notes else [],
         "attempts": im.attempts,
+        "reused": bool(im.reused),  # nothing was downloaded in full or compressed for it
         "error": {"code": im.error_code, "message": im.error_message} if im.error_code else None,
         "thumbnails": {"input": input_thumb, "output": output_thumb} if done else None,
         "original": original if im.input_key else None,
