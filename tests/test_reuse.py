@@ -15,10 +15,11 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from sqlalchemy import func, select
 
 from harness.imageserver import ImageServer
-from harness.livestack import Stack
+from harness.livestack import Stack, scaleout_env
 from pixshift import pipeline, reuse
 from pixshift.csv_input import ProductRow
 from pixshift.deletion import delete_request
@@ -239,8 +240,21 @@ def test_two_workers_remembering_the_same_url_at_once_both_succeed(any_db_app, p
     assert errors == [] and len(etags) == 1 and etags[0] in {f'"{n}"' for n in range(8)}
 
 
-def test_a_re_upload_to_a_running_service_makes_only_conditional_requests(tmp_path, server):
-    """python -m pixshift: the same CSV uploaded twice; the second run's every download is a
+@pytest.fixture(params=["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)])
+def live(request, tmp_path):
+    """python -m pixshift alone, or on PostgreSQL + Redis with a separate huey_consumer."""
+    if request.param == "embedded":
+        with Stack(tmp_path, {}, separate_consumer=False) as stack:
+            yield stack
+        return
+    if not (TEST_DATABASE_URL and TEST_REDIS_URL):
+        pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
+    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env, Stack(tmp_path, env, separate_consumer=True) as stack:
+        yield stack
+
+
+def test_a_re_upload_to_a_running_service_makes_only_conditional_requests(live, server):
+    """A running service: the same CSV uploaded twice; the second run's every download is a
     conditional GET answered 304, and every image is reused with the same output."""
     names = [f"e2e-{uuid.uuid4().hex[:8]}-{n}.jpg" for n in range(6)]
     for name in names:
@@ -249,10 +263,9 @@ def test_a_re_upload_to_a_running_service_makes_only_conditional_requests(tmp_pa
     csv = "Serial Number,Product Name,Input Image URLs\n" + "".join(
         f'{n},P{n},"{server.url(paths[2 * n])}, {server.url(paths[2 * n + 1])}"\n' for n in range(3)
     )
-    with Stack(tmp_path, {}, separate_consumer=False) as stack:
-        first = stack.wait_finished(stack.upload(csv).json()["request_id"])
-        assert all(p not in server.conditional for p in paths)
-        second = stack.wait_finished(stack.upload(csv).json()["request_id"])
+    first = live.wait_finished(live.upload(csv).json()["request_id"])
+    assert all(p not in server.conditional for p in paths)
+    second = live.wait_finished(live.upload(csv).json()["request_id"])
     assert first["state"] == second["state"] == "completed"
     assert {p: (server.hits[p], server.conditional[p], server.not_modified[p]) for p in paths} == dict.fromkeys(
         paths, (2, 1, 1)
