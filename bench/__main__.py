@@ -212,7 +212,9 @@ def deployment(mode: str, tmp: Path, *, workers: bool = True, urls: dict | None 
 
     ``workers=False``: the web process alone (nothing is fetched), for the upload and memory figures."""
     tmp.mkdir(parents=True, exist_ok=True)
-    env = {"PIXSHIFT_ALLOW_PRIVATE_URLS": "1", **(env or {})}
+    # Reuse off: the figures measure downloading and compressing every image, and their repeats are
+    # the same bytes under other URLs, which revalidation across requests would not compress again.
+    env = {"PIXSHIFT_ALLOW_PRIVATE_URLS": "1", "PIXSHIFT_REUSE_RESULTS": "0", **(env or {})}
     if mode == "embedded":  # PIXSHIFT_INPROCESS_WORKERS: 16 is the default; 0 is web only
         with Stack(tmp, env, separate_consumer=False, workers=16 if workers else 0) as stack:
             yield Deployment(stack, mode)

@@ -33,17 +33,26 @@ Routes (``<file>`` is a path relative to ``root``, default ``tests/fixtures``):
   /redirect?to=<url>          302 to ``to`` (``&code=301|303|307|308``)
   /big?bytes=N                N zero bytes, with Content-Length, 64 KiB chunks
   /nolength/<file>            the file without Content-Length; Connection: close
+  /etag/<file>                the file with an ETag (a hash of its bytes); 304 when the request's
+                              If-None-Match names it
+  /lastmod/<file>             the file with a Last-Modified; 304 when If-Modified-Since is not older
   /gen/<w>x<h>.jpg?q=90&seed=1
                               a deterministic photo-like image (also .png/.webp);
                               bytes are cached in memory per (w, h, fmt, q, seed)
 
 ``hits`` counts requests per URL path (query string excluded, any method); ``arrivals``
 lists (time.monotonic(), path) per request.
+``hits`` counts requests per URL path (query string excluded, any method); ``conditional``
+counts those that carried If-None-Match or If-Modified-Since, ``not_modified`` the 304s sent.
+``set_file(rel, data)`` changes the bytes every route serves for ``<file>`` = ``rel`` (and its
+Last-Modified to now), without touching the folder; ``forget_files()`` undoes it.
 """
 
 from __future__ import annotations
 
 import collections
+import email.utils
+import hashlib
 import http.server
 import io
 import pathlib
@@ -147,6 +156,13 @@ def generate_photo(width: int, height: int, seed: int = 1, fmt: str = "JPEG", qu
     return out.getvalue()
 
 
+def _http_date(value: str | None) -> int | None:
+    try:
+        return int(email.utils.parsedate_to_datetime(value).timestamp()) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # server_close() must not join stalled handlers
@@ -193,6 +209,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         parts = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(parts.path)
         self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+        self._path = path
         owner._hit(path)
         owner._in_flight_change(+1)
         try:
@@ -240,6 +257,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._stall(rest, float(self.query.get("delay", 30)))
         if first == "nolength":
             return self._file(rest, length=False)
+        if first in ("etag", "lastmod"):
+            return self._validated(rest, etag=first == "etag")
         if first in ("flaky", "throttle") and len(segs) >= 3 and segs[1].isdigit():
             if owner._flaky_take(path, int(segs[1])):
                 extra = {}
@@ -274,6 +293,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(code, (text + "\n").encode(), "text/plain; charset=utf-8", headers)
 
     def _read(self, rel: str) -> bytes | None:
+        override = self.server.owner._files.get(rel.lstrip("/"))
+        if override is not None:
+            return override[0]
         root = self.server.owner.root
         target = (root / rel.lstrip("/")).resolve()
         if target != root and root not in target.parents:
@@ -288,6 +310,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._text(404, "not found")
         ctype = self.query.get("type") or sniff_content_type(data)
         self._send(200, data, ctype, length=length)
+
+    def _validated(self, rel: str, etag: bool):
+        """The file with one validator, answering a matching conditional GET with 304 (RFC 9110 13.1)."""
+        owner = self.server.owner
+        data = self._read(rel)
+        if data is None:
+            return self._text(404, "not found")
+        if_none_match = self.headers.get("If-None-Match")
+        if_modified_since = self.headers.get("If-Modified-Since")
+        if if_none_match or if_modified_since:
+            owner._count(owner.conditional, self._path)
+        if etag:
+            value = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+            headers = {"ETag": value}
+            fresh = if_none_match is not None and value in [t.strip() for t in if_none_match.split(",")]
+        else:
+            modified = owner._modified(rel)
+            headers = {"Last-Modified": email.utils.formatdate(modified, usegmt=True)}
+            since = _http_date(if_modified_since)
+            fresh = since is not None and int(modified) <= since
+        if fresh:
+            owner._count(owner.not_modified, self._path)
+            return self._send(304, b"", self.query.get("type") or sniff_content_type(data), headers)
+        self._send(200, data, self.query.get("type") or sniff_content_type(data), headers)
 
     def _stall(self, rel: str, delay: float):
         data = self._read(rel)
@@ -349,6 +395,10 @@ class ImageServer:
     def __init__(self, root: pathlib.Path = FIXTURES):
         self.root = pathlib.Path(root).resolve()
         self.hits: collections.Counter[str] = collections.Counter()
+        self.conditional: collections.Counter[str] = collections.Counter()  # requests with validators
+        self.not_modified: collections.Counter[str] = collections.Counter()  # 304s sent
+        self._files: dict[str, tuple[bytes, float]] = {}  # set_file: bytes and Last-Modified per path
+        self._started = time.time()
         self.in_flight = 0  # requests being answered right now
         self.max_in_flight = 0  # the most answered at once since start or reset()
         # /slow requests inside their wait, and the most at once since start or reset(): unlike
@@ -423,10 +473,31 @@ class ImageServer:
 
     # -- state ------------------------------------------------------------
 
+    def set_file(self, rel: str, data: bytes) -> None:
+        """Serve ``data`` for the file ``rel`` from now on, modified now (a changed image behind a URL)."""
+        with self._lock:
+            previous = self._files.get(rel.lstrip("/"), (b"", self._started))[1]
+            self._files[rel.lstrip("/")] = (data, max(time.time(), previous + 1))
+
+    def forget_files(self) -> None:
+        with self._lock:
+            self._files.clear()
+
+    def _modified(self, rel: str) -> float:
+        """Last-Modified of a file: when set_file last changed it, else when the server started."""
+        with self._lock:
+            return self._files.get(rel.lstrip("/"), (b"", self._started))[1]
+
+    def _count(self, counter: collections.Counter[str], path: str) -> None:
+        with self._lock:
+            counter[path] += 1
+
     def reset(self) -> None:
-        """Forget hit and flaky counters (the /gen cache is kept)."""
+        """Forget hit, conditional, 304 and flaky counters (the /gen cache and set_file are kept)."""
         with self._lock:
             self.hits.clear()
+            self.conditional.clear()
+            self.not_modified.clear()
             self._flaky.clear()
             self.max_in_flight = self.in_flight
             self.max_waiting = self.waiting

@@ -110,6 +110,7 @@ def _runtime(app: Flask):
         host_slots=host_slots,
         image_cpu_seconds=c["IMAGE_CPU_SECONDS"],
         request_window=c["REQUEST_WINDOW"],
+        reuse_results=c["REUSE_RESULTS"],
         webhooks=WebhookSettings(
             secret=c["WEBHOOK_SECRET"], timeout=c["WEBHOOK_TIMEOUT"], schedule=c["WEBHOOK_RETRY_SCHEDULE"]
         ),

@@ -90,6 +90,12 @@ class _Scratch(threading.local):
 
 _scratch = _Scratch()
 
+# Part of the key under which results are remembered across requests (pixshift.reuse): bump it
+# whenever a change here makes different output bytes from the same input and settings (search,
+# encoder options, thumbnails, limits such as _MAX_JPEG_SCANS), so results of the old engine are
+# made again instead of reused.
+ENGINE_VERSION = "2026-12-02.1"
+
 Encoder = Callable[[Image.Image, int], bytes]  # (image, quality) -> file bytes
 
 

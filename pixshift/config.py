@@ -93,6 +93,9 @@ class Config:
         # 2000 3.6 s, JPEG 0.8-1.2 s (progressive and CMYK included). 300 s is over 3x the worst, for
         # slower CPUs, a busy sibling core and a search that needs more encodes.
         self.IMAGE_CPU_SECONDS = _float("PIXSHIFT_IMAGE_CPU_SECONDS", 300.0)
+        # Remember what each URL gave (validators and result, per owner and compression settings), so a
+        # later request revalidates with a conditional GET and reuses an unchanged image's result.
+        self.REUSE_RESULTS = _bool("PIXSHIFT_REUSE_RESULTS", True)
 
         # Limits on input.
         self.MAX_CONTENT_LENGTH = _int("PIXSHIFT_MAX_CSV_BYTES", 32 * 1024 * 1024)

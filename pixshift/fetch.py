@@ -24,10 +24,11 @@ import urllib3
 from . import deadlines, outbound
 from .failures import ImageFailure, Throttled, UrlRefused
 
-__all__ = ["FetchPolicy", "Fetched", "fetch_image", "retry_after_seconds"]
+__all__ = ["FetchPolicy", "Fetched", "Validators", "fetch_image", "retry_after_seconds"]
 
 _CHUNK = 64 * 1024
 _HEADERS = {"Accept": "image/*, */*;q=0.5", "Accept-Encoding": "identity"}
+_MAX_VALIDATOR = 512  # longer ETag or Last-Modified values are not kept (nor sent back)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,31 @@ class FetchPolicy:
 
 
 @dataclass(frozen=True)
+class Validators:
+    """What the host said identifies the bytes it sent (RFC 9110 8.8): sent back on a later
+    download as If-None-Match / If-Modified-Since, so an unchanged image costs a 304, not a body."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.etag or self.last_modified)
+
+    def headers(self) -> dict[str, str]:
+        sent = {}
+        if self.etag:
+            sent["If-None-Match"] = self.etag
+        if self.last_modified:
+            sent["If-Modified-Since"] = self.last_modified
+        return sent
+
+
+@dataclass(frozen=True)
 class Fetched:
-    """A downloaded body. `content_type` is the server's claim only: decode `data` to verify."""
+    """A downloaded body. `content_type` is the server's claim only: decode `data` to verify.
+
+    ``not_modified``: the host answered 304 to our conditional GET; ``data`` is then empty and
+    the caller already has the bytes. ``validators`` are the ones the final answer carried."""
 
     data: bytes
     url: str  # after redirects
@@ -80,6 +104,8 @@ class Fetched:
     content_type: str | None
     attempts: int
     elapsed: float
+    validators: Validators = Validators()
+    not_modified: bool = False
 
 
 # --- fetching ---------------------------------------------------------------------------
@@ -94,8 +120,12 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
+def fetch_image(url: str, policy: FetchPolicy, validators: Validators | None = None) -> Fetched:
     """Download `url` within `policy`, retrying transient failures; raises ImageFailure.
+
+    With ``validators``, the GET is conditional (sent on every redirect hop: they describe the
+    final representation) and a 304 returns a Fetched with ``not_modified`` and no body; without
+    them a 304 is an error like any other non-2xx answer.
 
     `policy.total_timeout` bounds the whole call (connecting, status line, headers, body,
     redirects, retries and backoff), however slowly the server trickles its answer.
@@ -114,7 +144,7 @@ def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
         while True:
             attempt += 1
             try:
-                final_url, status, content_type, data = _attempt(session, url, policy, limit)
+                final_url, response_headers, status, data = _attempt(session, url, policy, limit, validators)
             except _Retry as retry:
                 if attempt > policy.retries:
                     raise retry.failure from None
@@ -127,10 +157,22 @@ def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
                 data=data,
                 url=final_url,
                 status=status,
-                content_type=content_type,
+                content_type=response_headers.get("Content-Type"),
                 attempts=attempt,
                 elapsed=time.monotonic() - started,
+                validators=Validators(
+                    _validator(response_headers.get("ETag")), _validator(response_headers.get("Last-Modified"))
+                ),
+                not_modified=status == HTTPStatus.NOT_MODIFIED,
             )
+
+
+def _validator(value: str | None) -> str | None:
+    """A header value fit to send back: present, bounded, and without control characters."""
+    value = (value or "").strip()
+    if not value or len(value) > _MAX_VALIDATOR or not value.isprintable():
+        return None
+    return value
 
 
 def _validate(url: str) -> None:
@@ -154,30 +196,38 @@ def _backoff_delay(attempt: int, policy: FetchPolicy, retry_after: float | None)
 
 
 def _attempt(
-    session: requests.Session, url: str, policy: FetchPolicy, limit: deadlines.Limit
-) -> tuple[str, int, str | None, bytes]:
-    """One try: follow redirects from `url` and read the body."""
+    session: requests.Session, url: str, policy: FetchPolicy, limit: deadlines.Limit, validators: Validators | None
+) -> tuple[str, Mapping[str, str], int, bytes]:
+    """One try: follow redirects from `url` and read the body (none for a 304 to a conditional GET)."""
     current = url
+    conditional = validators.headers() if validators else {}
     for _hop in range(policy.max_redirects + 1):
         host = urlsplit(current).hostname or ""
-        response = _request(session, current, host, policy, limit)
+        response = _request(session, current, host, policy, limit, conditional)
         try:
             if response.is_redirect:
                 target = session.get_redirect_target(response) or ""
                 current = urljoin(current, target)
                 _validate(current)  # scheme and credentials; the address is checked on connect
                 continue
+            if response.status_code == HTTPStatus.NOT_MODIFIED and conditional:
+                return current, response.headers, response.status_code, b""
             if not 200 <= response.status_code < 300:
                 raise _http_failure(response)
             data = _read_body(response, host, policy, limit)
-            return current, response.status_code, response.headers.get("Content-Type"), data
+            return current, response.headers, response.status_code, data
         finally:
             response.close()  # unread error and redirect bodies are dropped with the connection
     raise ImageFailure("too_many_redirects", f"the image URL redirected more than {policy.max_redirects} times")
 
 
 def _request(
-    session: requests.Session, url: str, host: str, policy: FetchPolicy, limit: deadlines.Limit
+    session: requests.Session,
+    url: str,
+    host: str,
+    policy: FetchPolicy,
+    limit: deadlines.Limit,
+    conditional: Mapping[str, str],
 ) -> requests.Response:
     remaining = limit.remaining()
     if remaining <= 0:
@@ -185,7 +235,7 @@ def _request(
     try:
         response = session.get(
             url,
-            headers={**_HEADERS, "User-Agent": policy.user_agent},
+            headers={**_HEADERS, "User-Agent": policy.user_agent, **conditional},
             stream=True,
             allow_redirects=False,
             timeout=(min(policy.connect_timeout, remaining), min(policy.read_timeout, remaining)),

@@ -182,6 +182,50 @@ class Image(Model):
     product = relationship("Product", back_populates="images")
 
 
+class UrlResult(Model):
+    """What an earlier request made of one URL, for one owner and one set of compression settings:
+    the host's validators (for a conditional GET) and the stored result (to reuse on a 304, or when
+    new bytes hash to an input already compressed). Written and read by ``pixshift.reuse`` only.
+
+    ``owner`` is the request's token hash, '' on a single-tenant install (a NULL would defeat the
+    unique key), so a tenant never reuses, or learns of, another's fetches. URLs are keyed by their
+    SHA-256: PostgreSQL cannot b-tree index text of any length.
+    """
+
+    __tablename__ = "url_results"
+    __table_args__ = (
+        UniqueConstraint("owner", "url_sha256", "settings_key", name="uq_url_results_owner_url_settings"),
+        Index("ix_url_results_owner_input_settings", "owner", "input_key", "settings_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    url_sha256: Mapped[str] = mapped_column(String(64))
+    settings_key: Mapped[str] = mapped_column(String(64))  # pixshift.reuse.settings_key
+    url: Mapped[str] = mapped_column(Text)  # for people reading the table; lookups use url_sha256
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+
+    input_key: Mapped[str] = mapped_column(String(64))  # = SHA-256 of the input bytes
+    input_bytes: Mapped[int] = mapped_column(BigInteger)
+    input_format: Mapped[str] = mapped_column(String(16))
+    input_width: Mapped[int] = mapped_column(Integer)
+    input_height: Mapped[int] = mapped_column(Integer)
+    input_thumb_key: Mapped[str] = mapped_column(String(64))
+    output_key: Mapped[str] = mapped_column(String(64))
+    output_bytes: Mapped[int] = mapped_column(BigInteger)
+    output_format: Mapped[str] = mapped_column(String(16))
+    output_width: Mapped[int] = mapped_column(Integer)
+    output_height: Mapped[int] = mapped_column(Integer)
+    output_thumb_key: Mapped[str] = mapped_column(String(64))
+    quality: Mapped[int] = mapped_column(Integer)
+    scale: Mapped[float] = mapped_column(Float)
+    encodes: Mapped[int] = mapped_column(Integer)
+    notes: Mapped[str | None] = mapped_column(Text)
+
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class WebhookEndpoint(Model):
     """A receiver registered through the API or the form; gets every event of its owner's requests."""
 

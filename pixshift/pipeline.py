@@ -33,7 +33,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, exists, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 
-from . import codec_processes, formats, logs
+from . import codec_processes, formats, logs, reuse
 from .compress import compress_to_ratio
 from .events import Event, EventBus
 from .extensions import db
@@ -123,6 +123,7 @@ class Runtime:
     host_slots: HostGate  # in memory (embedded) or in Redis (scale-out: the cap is across processes)
     image_cpu_seconds: float  # a child that spends more on one image is killed: too_costly
     request_window: int  # image tasks of one request in the queue at once (pixshift.windows)
+    reuse_results: bool = True  # revalidate and reuse results of earlier requests (pixshift.reuse)
 
 
 @dataclass(frozen=True)
@@ -283,12 +284,17 @@ def _fetch_and_compress(
     image_id: int, attempt: int, url: str, request_id: str, rt: Runtime, slot: _HostSlot
 ) -> dict[str, object]:
     claimed = time.monotonic()
+    plan = reuse.plan(image_id, url, rt)  # an earlier request's result, and validators to revalidate it
     with slot.download():
-        fetched = fetch_image(url, rt.fetch_policy)
+        fetched = fetch_image(url, rt.fetch_policy, plan.validators if plan else None)
     if _is_cancelled(request_id):  # no compression starts for a cancelled request
         raise _Cancelled
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left
         renew_lease(image_id, attempt, rt.lease_seconds)
+    reused = reuse.reused_fields(plan, fetched, rt)  # a 304, or bytes already compressed
+    if reused is not None:
+        reuse.remember(plan, fetched, reused)
+        return reused
     result = codec_processes.run(
         compress_to_ratio,
         fetched.data,
@@ -303,7 +309,7 @@ def _fetch_and_compress(
         thumbnail_size=rt.thumbnail_size,
     )
     # Every object is stored before the image is recorded done, so done always means retrievable.
-    return {
+    fields: dict[str, object] = {
         "state": ImageState.DONE.value,
         "input_key": rt.store.put(fetched.data, formats.mime_type(result.input_format)),
         "input_bytes": len(fetched.data),
@@ -324,6 +330,8 @@ def _fetch_and_compress(
         "error_code": None,
         "error_message": None,
     }
+    reuse.remember(plan, fetched, fields)
+    return fields
 
 
 def _failure_fields(failure: ImageFailure, attempt: int) -> dict[str, object]:

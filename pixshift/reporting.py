@@ -211,7 +211,7 @@ def _image_doc(url: UrlMaker, serial: int, im: ImageRow) -> dict[str, object]:
         "id": im.id,
         "position": im.position + 1,
         "state": im.state,
-        "reused": im.reused,
+        "reused": bool(im.reused),  # nothing was downloaded in full or compressed for it
         "input_url": im.input_url,
         "output_url": output if done else None,
         "input_bytes": im.input_bytes,

@@ -633,3 +633,57 @@ def test_policy_rejects_nonsense_limits():
         strict(max_bytes=0)
     with pytest.raises(ValueError):
         strict(retries=-1)
+
+
+# --- conditional GET (revalidation across requests, pixshift.reuse) ---------------------
+
+
+@pytest.fixture(scope="module")
+def validating():
+    from harness.imageserver import ImageServer
+
+    with ImageServer() as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("route", ["etag", "lastmod"])
+def test_a_conditional_get_of_an_unchanged_image_is_a_304_without_a_body(validating, route):
+    path = f"/{route}/photo1.jpg"
+    first = fetch_image(validating.url(path), local())
+    assert first.status == 200 and not first.not_modified and first.validators
+    again = fetch_image(validating.url(path), local(), first.validators)
+    assert (again.status, again.not_modified, again.data) == (304, True, b"")
+    assert again.validators == first.validators  # this server repeats them on the 304
+    assert validating.not_modified[path] >= 1
+
+
+def test_a_conditional_get_of_a_changed_image_returns_the_new_bytes_and_validators(validating):
+    first = fetch_image(validating.url("/etag/photo2.jpg"), local())
+    validating.set_file("photo2.jpg", PNG)
+    try:
+        again = fetch_image(validating.url("/etag/photo2.jpg"), local(), first.validators)
+    finally:
+        validating.forget_files()
+    assert (again.status, again.not_modified, again.data) == (200, False, PNG)
+    assert again.validators.etag != first.validators.etag
+
+
+def test_validators_are_sent_on_every_redirect_hop_and_the_304_ends_the_chain(validating):
+    url = validating.url("/redirect?to=/etag/photo3.jpg")
+    first = fetch_image(url, local())
+    again = fetch_image(url, local(), first.validators)
+    assert again.not_modified and again.url.endswith("/etag/photo3.jpg")
+
+
+def test_a_304_to_a_plain_get_is_an_error_not_an_empty_image(validating):
+    with pytest.raises(ImageFailure) as caught:
+        fetch_image(validating.url("/status/304/x.jpg"), local())
+    assert caught.value.code == "http_304" and not caught.value.retryable
+
+
+def test_validators_that_could_not_be_sent_back_are_dropped():
+    assert fetch._validator(' "abc" ') == '"abc"'
+    assert fetch._validator("x" * 513) is None
+    assert fetch._validator("a\tb") is None
+    assert fetch._validator(None) is None
+    assert not fetch.Validators() and fetch.Validators(None, None).headers() == {}

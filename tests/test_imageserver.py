@@ -90,3 +90,26 @@ def test_gen_jpeg_decodes_and_is_deterministic(srv):
     again = requests.get(srv.url("gen/320x240.jpg?q=80&seed=7"), timeout=10).content
     other = requests.get(srv.url("gen/320x240.jpg?q=80&seed=8"), timeout=10).content
     assert again == r.content != other
+
+
+def test_validated_routes_answer_conditional_gets_and_set_file_changes_the_bytes(srv):
+    srv.reset()
+    first = requests.get(srv.url("etag/gray.jpg"), timeout=5)
+    etag = first.headers["ETag"]
+    assert first.status_code == 200 and first.content == (FIXTURES / "gray.jpg").read_bytes()
+    again = requests.get(srv.url("etag/gray.jpg"), headers={"If-None-Match": etag}, timeout=5)
+    assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
+    dated = requests.get(srv.url("lastmod/gray.jpg"), timeout=5)
+    since = {"If-Modified-Since": dated.headers["Last-Modified"]}
+    assert "ETag" not in dated.headers
+    assert requests.get(srv.url("lastmod/gray.jpg"), headers=since, timeout=5).status_code == 304
+    srv.set_file("gray.jpg", b"\x89PNG\r\n\x1a\nother")
+    try:
+        changed = requests.get(srv.url("etag/gray.jpg"), headers={"If-None-Match": etag}, timeout=5)
+        assert changed.status_code == 200 and changed.content.endswith(b"other") and changed.headers["ETag"] != etag
+        assert requests.get(srv.url("lastmod/gray.jpg"), headers=since, timeout=5).status_code == 200
+        assert requests.get(srv.url("gray.jpg"), timeout=5).content.endswith(b"other")
+    finally:
+        srv.forget_files()
+    assert srv.conditional == {"/etag/gray.jpg": 2, "/lastmod/gray.jpg": 2}
+    assert srv.not_modified == {"/etag/gray.jpg": 1, "/lastmod/gray.jpg": 1}

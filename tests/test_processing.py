@@ -7,6 +7,7 @@ import dataclasses
 import io
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -305,10 +306,12 @@ def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, i
 
 def test_no_database_connection_is_held_while_downloading_compressing_or_storing(any_db_app, image_server, monkeypatch):
     """A slow host, a costly image or a slow media store must not hold one of the pool's connections:
-    the attempt commits before each and writes its result in a short transaction afterwards."""
+    the attempt commits before each and writes its result in a short transaction afterwards. The
+    same holds when the image is revalidated (a conditional GET, and the store checked for the
+    remembered result's objects) instead of compressed."""
     app = any_db_app
     rt = own_runtime(app)
-    held: dict[str, list[int]] = {"fetch": [], "compress": [], "store": []}
+    held: dict[str, list[int]] = {"fetch": [], "compress": [], "store": [], "check": []}
 
     def probing(name, real):
         def call(*args, **kwargs):
@@ -320,9 +323,18 @@ def test_no_database_connection_is_held_while_downloading_compressing_or_storing
     monkeypatch.setattr(pipeline, "fetch_image", probing("fetch", pipeline.fetch_image))
     monkeypatch.setattr(pipeline.codec_processes, "run", probing("compress", pipeline.codec_processes.run))
     monkeypatch.setattr(rt.store, "put", probing("store", rt.store.put))
-    request_id = _new_request(app, [image_server.url("photo1.jpg")])
-    with app.app_context():
-        [image_id] = _image_ids(request_id)
-        outcome = pipeline.process_image(image_id, rt)
-        assert outcome.state == "done", db.session.get(Image, image_id).error_message
-    assert held == {"fetch": [0], "compress": [0], "store": [0, 0, 0, 0]}
+    monkeypatch.setattr(rt.store, "size", probing("check", rt.store.size))
+    # Bytes no other test compressed (a seed of its own), else their remembered result is reused.
+    name, seed = f"held-{uuid.uuid4().hex}.jpg", uuid.uuid4().int % 10**9
+    image_server.set_file(name, image_server.generated(64, 48, seed=seed))
+    reused = []
+    for _ in range(2):  # compressed, then revalidated (a 304) and reused
+        request_id = _new_request(app, [image_server.url(f"etag/{name}")])
+        with app.app_context():
+            [image_id] = _image_ids(request_id)
+            outcome = pipeline.process_image(image_id, rt)
+            image = db.session.get(Image, image_id)
+            assert outcome.state == "done", image.error_message
+            reused.append(image.reused)
+    assert reused == [False, True]
+    assert held == {"fetch": [0, 0], "compress": [0], "store": [0, 0, 0, 0], "check": [0, 0, 0, 0]}
