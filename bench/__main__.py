@@ -14,6 +14,8 @@ Sections (every rate is a ratio taken in the same run, on the same machine):
 2. end to end: the corpus served by a local HTTP server, uploaded as a CSV, processed by PixShift on
    the embedded default (``python -m pixshift``) and on Redis + PostgreSQL (gunicorn + 2
    ``huey_consumer`` processes, the README's commands); images/s and the ratio to (1);
+2b. the same catalog again: every corpus image once behind a host that sends ETags, uploaded twice,
+   then under URLs without validators: wall time, full downloads and 304s of each (bench/rerun.py);
 3. slow hosts: 200 images from a server that waits 200 ms before each response, vs 200 x 200 ms;
 4. big CSV: POST /upload latency for 10,000 rows x 3 URLs, and the web process's peak memory while
    taking 1k, 10k and 50k rows (a web-only process per size: nothing is fetched);
@@ -56,10 +58,11 @@ from bench.crowd import crowd
 from bench.fairness import small_beside_huge
 from bench.load import load
 from bench.report import render
+from bench.rerun import catalog_again
 from harness.imageserver import ImageServer
 from harness.livestack import Stack, scaleout_env, wait_until
 
-ALL_SECTIONS = ("codec", "e2e", "slow", "big", "status", "crowd", "fair")
+ALL_SECTIONS = ("codec", "e2e", "rerun", "slow", "big", "status", "crowd", "fair")
 FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
 
@@ -637,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
                             r["e2e_png"] = end_to_end(dep, server, corpus, "png", sizes.png_repeats, args.profile)
                         if "slow" in sections:
                             r["slow"] = slow_hosts(dep, server, corpus, sizes)
+                if "rerun" in sections:
+                    with deployment(mode, tmp / f"{mode}-rerun", urls=urls, env={"PIXSHIFT_REUSE_RESULTS": "1"}) as dep:
+                        end_to_end(dep, server, corpus, "small", 1, None)  # warm up (imports, connections)
+                        names = [i.name for i in corpus.of("jpeg") + corpus.of("png")]
+                        r["rerun"] = catalog_again(dep, server, names, product_csv, log)
                 if "status" in sections:
                     r["status"] = status_under_load(
                         mode, tmp / f"{mode}-status", server, corpus, sizes, urls, args.profile

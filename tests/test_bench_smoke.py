@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = (
     "1. Codec limit",
     "2. End to end",
+    "2b. Unchanged catalog again",
     "3. Slow hosts",
     "4. Big CSV",
     "5. Status under load",
@@ -71,3 +72,9 @@ def test_the_benchmark_runs_and_prints_every_section(tmp_path):
     for label in ("turns", "one_queue"):
         assert fair[label]["huge_state"] == "cancelled" and fair[label]["huge_cancelled"] > 0, fair[label]
     assert fair["turns"]["small_done"] == fair["small_images"], fair["turns"]
+
+    rerun = r["embedded"]["rerun"]
+    assert rerun["first"]["full_downloads"] == rerun["images"] == rerun["first"]["done"], rerun["first"]
+    assert rerun["again"]["full_downloads"] == 0 and rerun["again"]["not_modified"] == rerun["images"], rerun["again"]
+    assert rerun["again"]["reused"] == rerun["images"] and rerun["again"]["encodes"] == 0, rerun["again"]
+    assert rerun["no_validators"]["full_downloads"] == rerun["images"] == rerun["no_validators"]["reused"]
