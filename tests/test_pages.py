@@ -89,3 +89,27 @@ def test_the_requests_list_shows_only_this_browsers_uploads(app, client):
     stranger = app.test_client()
     listed = stranger.get("/requests", headers=HTML).get_data(as_text=True)
     assert request_id not in listed and api_upload not in listed
+
+
+def test_the_request_page_cancels_and_retries_with_its_buttons(app, client):
+    """No worker runs here, so the upload stays queued: Cancel ends it at once, then Retry queues
+    its cancelled image again as a new run. Both forms need their CSRF token."""
+    token = csrf_token(client, "/")
+    page = client.post("/", data={"csrf_token": token, "file": (io.BytesIO(CSV), "p.csv")}, headers=HTML)
+    path = page.headers["Location"]
+    html = client.get(path, headers=HTML).get_data(as_text=True)
+    assert 'id="cancel"' in html and 'id="retry"' not in html
+    assert client.post(path + "/actions/cancel", headers=HTML).status_code == 404  # no CSRF token
+
+    cancelled = client.post(path + "/actions/cancel", data={"csrf_token": csrf_token(client, path)}, headers=HTML)
+    assert cancelled.status_code == 303 and cancelled.headers["Location"] == path
+    html = client.get(path, headers=HTML).get_data(as_text=True)
+    assert "state-cancelled" in html and 'id="cancel"' not in html and "Retry 1 failed or cancelled image" in html
+
+    retried = client.post(path + "/actions/retry", data={"csrf_token": csrf_token(client, path)}, headers=HTML)
+    assert retried.status_code == 303
+    doc = client.get("/status/" + path.rsplit("/", 1)[1]).get_json()
+    assert (doc["state"], doc["run"], doc["counts"]["queued"]) == ("processing", 2, 1)
+    html = client.get(path, headers=HTML).get_data(as_text=True)
+    assert "Retrying 1 image." in html and 'id="cancel"' in html
+    client.post(path + "/actions/cancel", data={"csrf_token": csrf_token(client, path)}, headers=HTML)
