@@ -11,7 +11,7 @@ import email.utils
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -120,7 +120,9 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-def fetch_image(url: str, policy: FetchPolicy, validators: Validators | None = None) -> Fetched:
+def fetch_image(
+    url: str, policy: FetchPolicy, validators: Validators | None = None, *, stop: Callable[[], bool] | None = None
+) -> Fetched:
     """Download `url` within `policy`, retrying transient failures; raises ImageFailure.
 
     With ``validators``, the GET is conditional (sent on every redirect hop: they describe the
@@ -134,7 +136,8 @@ def fetch_image(url: str, policy: FetchPolicy, validators: Validators | None = N
     Not retried here: 429 and 503 raise ``Throttled`` at once (with the server's Retry-After),
     since waiting in this call would hold the host's slot and a thread, and the whole host should
     wait, not this one image. Not retried (retryable=False): other 4xx, blocked addresses, bad
-    URLs, oversized or empty bodies, redirect loops.
+    URLs, oversized or empty bodies, redirect loops. ``stop`` is asked before each retry: when it
+    says so (the image's request was cancelled) the last failure is raised instead of trying again.
     """
     started = time.monotonic()
     _validate(url)
@@ -146,7 +149,7 @@ def fetch_image(url: str, policy: FetchPolicy, validators: Validators | None = N
             try:
                 final_url, response_headers, status, data = _attempt(session, url, policy, limit, validators)
             except _Retry as retry:
-                if attempt > policy.retries:
+                if attempt > policy.retries or (stop is not None and stop()):
                     raise retry.failure from None
                 delay = _backoff_delay(attempt, policy, retry.retry_after)
                 if delay >= limit.remaining():

@@ -286,7 +286,9 @@ def _fetch_and_compress(
     claimed = time.monotonic()
     plan = reuse.plan(image_id, url, rt)  # an earlier request's result, and validators to revalidate it
     with slot.download():
-        fetched = fetch_image(url, rt.fetch_policy, plan.validators if plan else None)
+        fetched = fetch_image(
+            url, rt.fetch_policy, plan.validators if plan else None, stop=lambda: _is_cancelled(request_id)
+        )
     if _is_cancelled(request_id):  # no compression starts for a cancelled request
         raise _Cancelled
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left

@@ -316,6 +316,16 @@ def test_persistent_500_gives_up_after_retries_as_retryable(server):
     assert server.hits[path] == 3
 
 
+def test_a_stop_asked_before_each_retry_ends_the_download_with_the_last_failure(server):
+    """A cancelled request's image makes no further attempt (the pipeline's stop asks the database)."""
+    path = f"/flaky/99/{token()}"
+    asked = []
+    with pytest.raises(ImageFailure) as caught:
+        fetch_image(server.base + path, local(retries=3), stop=lambda: asked.append(1) or True)
+    assert caught.value.code == "http_500" and caught.value.retryable
+    assert server.hits[path] == 1 and len(asked) == 1
+
+
 @pytest.mark.parametrize(
     "route, status, expected",
     [("ratelimited/7/99", 429, 7.0), ("unavailable/0", 503, 0.0), ("status/429", 429, None), ("status/503", 503, None)],
