@@ -4,7 +4,7 @@ Graphviz has no sequence-diagram layout, so this script places every box, arrow 
 (pinned positions, drawn by neato). Edit STEPS, then run docs/render.sh. Standard library only.
 
 Code behind the steps: pixshift/api/routes.py and pixshift/intake.py (upload), pixshift/tasks.py (tasks),
-pixshift/pipeline.py (claim, record, finish), pixshift/webhooks.py, pixshift/realtime.py,
+pixshift/pipeline.py (claim, record, finish), pixshift/windows.py (turns), pixshift/reuse.py, pixshift/webhooks.py, pixshift/realtime.py,
 pixshift/downloads.py (output CSV).
 """
 
@@ -32,19 +32,20 @@ STEPS = [
     ("web", "client", "202 {request_id, status_url}"),
     ("client", "web", "Socket.IO join;\nsnapshot back"),
     ("queue", "worker", "start_request"),
-    ("worker", "db", "queued image ids\n(none once enqueued_at is set)"),
-    ("worker", "queue", "process_image x\nevery image"),
+    ("worker", "db", "link repeated URLs; first window\n(none once enqueued_at is set)"),
+    ("worker", "queue", "process_image x the first\nREQUEST_WINDOW (64) images"),
     ("worker", "db", "enqueued_at = now"),
-    ("frame", "for each image, on any worker, in parallel (a task may run twice: every step is idempotent)"),
+    ("frame", "for each queued image (each URL once), on any worker, in parallel (a task may run twice: every step is idempotent)"),
     ("queue", "worker", "process_image"),
     ("worker", "db", "claim: queued -> processing,\nattempts + 1, lease"),
     ("worker", "bus", "publish: image processing"),
-    ("worker", "host", "GET (SSRF-filtered,\ncapped, retried)"),
+    ("worker", "host", "GET (SSRF-filtered, capped,\nretried; conditional if known)"),
     ("worker", "db", "renew the lease"),
-    ("worker", "worker", "compress to <= RATIO x bytes\n(holding a CPU slot)"),
+    ("worker", "worker", "compress to <= RATIO x bytes\n(holding a CPU slot; skipped\non a 304 or known bytes)"),
     ("worker", "media", "input, output,\n2 thumbnails"),
-    ("worker", "db", "record: done or failed\n(fenced by attempts)"),
+    ("worker", "db", "record: done or failed (fenced\nby attempts), copied to repeats"),
     ("worker", "bus", "publish: image done / failed"),
+    ("worker", "queue", "process_image: the\nrequest's next image (its turn)"),
     ("bus", "web", "events"),
     ("web", "client", "progress batch every 0.2 s\n(counts read once a batch)"),
     ("end",),
