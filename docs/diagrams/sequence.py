@@ -35,7 +35,10 @@ STEPS = [
     ("worker", "db", "link repeated URLs; first window\n(none once enqueued_at is set)"),
     ("worker", "queue", "process_image x the first\nREQUEST_WINDOW (64) images"),
     ("worker", "db", "enqueued_at = now"),
-    ("frame", "for each queued image (each URL once), on any worker, in parallel (a task may run twice: every step is idempotent)"),
+    (
+        "frame",
+        "for each queued image (each URL once), on any worker, in parallel (a task may run twice: every step is idempotent)",
+    ),
     ("queue", "worker", "process_image"),
     ("worker", "db", "claim: queued -> processing,\nattempts + 1, lease"),
     ("worker", "bus", "publish: image processing"),
