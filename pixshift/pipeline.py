@@ -631,15 +631,20 @@ def _cancel_leftovers(now: datetime) -> None:
     db.session.execute(
         update(Image)
         .where(Image.state == ImageState.QUEUED.value, Image.request_id.in_(cancelled))
-        .values(
-            state=ImageState.CANCELLED.value,
-            error_code="cancelled",
-            error_message="the request was cancelled before this image was processed",
-            lease_expires_at=None,
-            finished_at=now,
-        )
+        .values(**cancelled_unprocessed(now))
     )
     db.session.commit()
+
+
+def cancelled_unprocessed(now: datetime) -> dict[str, object]:
+    """What a queued image of a cancelled request becomes (``pixshift.request_actions`` and the sweep)."""
+    return {
+        "state": ImageState.CANCELLED.value,
+        "error_code": "cancelled",
+        "error_message": "the request was cancelled before this image was processed",
+        "lease_expires_at": None,
+        "finished_at": now,
+    }
 
 
 def fan_out_targets(request_id: str, window: int) -> list[int]:

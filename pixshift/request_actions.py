@@ -17,7 +17,7 @@ from .events import EventBus
 from .extensions import db
 from .failures import Conflict
 from .models import Image, ImageState, Request, RequestState, utcnow
-from .pipeline import Runtime, finish_request_if_complete, publish_event
+from .pipeline import Runtime, cancelled_unprocessed, finish_request_if_complete, publish_event
 from .reporting import is_finished
 
 _images, _requests = (cast(Table, m.__table__) for m in (Image, Request))
@@ -56,13 +56,7 @@ def cancel_request(req: Request, rt: Runtime) -> list[int]:
                 i.state == ImageState.QUEUED.value,
                 i.source_id.is_(None) | i.source_id.not_in(in_flight),
             )
-            .values(
-                state=ImageState.CANCELLED.value,
-                error_code="cancelled",
-                error_message="the request was cancelled before this image was processed",
-                lease_expires_at=None,
-                finished_at=now,
-            )
+            .values(**cancelled_unprocessed(now))
         )
     db.session.commit()
     if marked:
