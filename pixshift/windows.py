@@ -28,6 +28,7 @@ from .models import Image, ImageState, Request
 _images, _requests = (cast(Table, m.__table__) for m in (Image, Request))
 i, r = _images.c, _requests.c
 _QUEUED = ImageState.QUEUED.value
+_TRIES = 20
 _PROCESSING = ImageState.PROCESSING.value
 
 
@@ -100,16 +101,37 @@ def open_window(request_id: str, size: int) -> list[int]:
 
 def next_in_window(request_id: str) -> int | None:
     """Move the request's window on by one image: the id to enqueue, or None when none is left
-    (or the request was cancelled). One statement, so concurrent callers each get another image."""
-    nxt = select(func.min(i.id)).where(*_after_cursor(r.id)).scalar_subquery()
-    row = db.session.execute(
-        update(_requests)
-        .where(r.id == request_id, r.cancelled_at.is_(None), exists().where(*_after_cursor(r.id)))
-        .values(queued_through=nxt)
-        .returning(r.queued_through)
-    ).first()
-    db.session.commit()
-    return None if row is None else row.queued_through
+    (or the request was cancelled). Concurrent callers each get another image: the request's row is
+    locked while the cursor moves (PostgreSQL; SQLite has one writer at a time), and the UPDATE
+    only moves a cursor nobody moved meanwhile."""
+    for _ in range(_TRIES):
+        row = db.session.execute(
+            select(r.queued_through, r.cancelled_at).where(r.id == request_id).with_for_update()
+        ).first()
+        if row is None or row.cancelled_at is not None:
+            db.session.commit()
+            return None
+        nxt = db.session.scalar(
+            select(func.min(i.id)).where(
+                i.request_id == request_id,
+                i.id > (row.queued_through or 0),
+                i.state == _QUEUED,
+                i.source_id.is_(None),
+            )
+        )
+        if nxt is None:
+            db.session.commit()
+            return None
+        moved = db.session.execute(
+            update(_requests)
+            .where(r.id == request_id, r.queued_through.is_not_distinct_from(row.queued_through))
+            .values(queued_through=nxt)
+        )
+        db.session.commit()
+        assert isinstance(moved, CursorResult)
+        if moved.rowcount == 1:
+            return nxt
+    return None  # lost every race: the turn is dropped, and the sweep reopens a window left empty
 
 
 def stalled_requests() -> list[str]:
