@@ -339,7 +339,20 @@ def test_webhook_endpoints_page(browser, page, web):
         expect(page.locator("#endpoints tr.endpoint", has_text=hook_url)).to_have_count(1)
         assert secret not in page.content(), "the secret is shown again"
 
+        # Post/redirect/get: a reload registers nothing new.
+        page.reload()
+        api = [e for e in web.session.get(web.url("/api/webhooks")).json()["endpoints"] if e["url"] == hook_url]
+        assert len(api) == 1, api
+
+        # Delete asks first (a <dialog>); "Keep it" keeps it, "Delete endpoint" deletes.
         page.locator("#endpoints tr.endpoint", has_text=hook_url).locator("button.delete").click()
+        expect(page.locator("dialog#confirm-delete")).to_be_visible()
+        expect(page.locator("#confirm-delete-url")).to_have_text(hook_url)
+        page.keyboard.press("Enter")  # the focused button: "Keep it"
+        expect(page.locator("dialog#confirm-delete")).to_be_hidden()
+        expect(page.locator("#endpoints tr.endpoint", has_text=hook_url)).to_have_count(1)
+        page.locator("#endpoints tr.endpoint", has_text=hook_url).locator("button.delete").click()
+        page.locator("#confirm-delete-yes").click()
         expect(page.locator("#endpoints tr.endpoint", has_text=hook_url)).to_have_count(0)
         page.wait_for_load_state()
         api = [e for e in web.session.get(web.url("/api/webhooks")).json()["endpoints"] if e["url"] == hook_url]

@@ -51,20 +51,43 @@ def test_forms_without_their_csrf_token_are_refused(app, client):
 
 
 def test_the_webhook_form_shows_the_secret_once(app, client):
+    """Post/redirect/get: the POST answers 303, the page it leads to shows the secret once, and
+    neither a reload nor a second registration of the same URL adds an endpoint."""
     token = csrf_token(client, "/webhooks")
-    response = client.post(
-        "/webhooks",
-        data={"csrf_token": token, "url": "http://127.0.0.1:9/hook", "description": "<i>shop</i>"},
-        headers=HTML,
-    )
-    html = response.get_data(as_text=True)
+    before = _endpoints(app)
+    data = {"csrf_token": token, "url": "http://127.0.0.1:9/hook", "description": "<i>shop</i>"}
+    response = client.post("/webhooks", data=data, headers=HTML)
+    assert response.status_code == 303 and response.headers["Location"] == "/webhooks"
+    html = client.get("/webhooks", headers=HTML).get_data(as_text=True)
     secret = re.search(r'id="endpoint-secret">(whsec_[^<]+)<', html).group(1)
     assert "&lt;i&gt;shop&lt;/i&gt;" in html
     assert secret not in client.get("/webhooks", headers=HTML).get_data(as_text=True)
+    assert _endpoints(app) == before + 1
+
+    again = client.post("/webhooks", data={**data, "csrf_token": csrf_token(client, "/webhooks")}, headers=HTML)
+    assert again.status_code == 400 and "That URL is already registered." in again.get_data(as_text=True)
+    assert _endpoints(app) == before + 1
+    assert client.post("/api/webhooks", json={"url": "http://127.0.0.1:9/hook"}).get_json()["error"] == (
+        "duplicate_webhook_url"
+    )
+
+    wrong = client.post(
+        "/webhooks", data={"csrf_token": csrf_token(client, "/webhooks"), "url": "not a url"}, headers=HTML
+    )
+    assert wrong.status_code == 400
+    assert "Enter a full web address starting with https://" in wrong.get_data(as_text=True)
     with app.app_context():
         endpoint = db.session.scalar(db.select(WebhookEndpoint).where(WebhookEndpoint.secret == secret))
         endpoint_id = endpoint.id
-    client.delete(f"/api/webhooks/{endpoint_id}")
+
+    # Delete asks first: without confirm=yes the answer is a confirmation page and nothing is deleted.
+    path = f"/webhooks/{endpoint_id}/delete"
+    asked = client.post(path, data={"csrf_token": csrf_token(client, "/webhooks")}, headers=HTML)
+    assert asked.status_code == 200 and 'name="confirm" value="yes"' in asked.get_data(as_text=True)
+    assert endpoint_id in {e["id"] for e in client.get("/api/webhooks").get_json()["endpoints"]}
+    done = client.post(path, data={"csrf_token": csrf_token(client, "/webhooks"), "confirm": "yes"}, headers=HTML)
+    assert done.status_code == 303
+    assert endpoint_id not in {e["id"] for e in client.get("/api/webhooks").get_json()["endpoints"]}
 
 
 def test_pages_carry_a_content_security_policy_and_errors_are_html_for_browsers(client):
