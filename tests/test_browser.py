@@ -163,7 +163,16 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
 
         # 2b. A CSV the server rejects: one li.error per problem, naming row and column.
         invalid = csv_text([(1, "", [image_server.url("photo1.jpg")]), (2, "Lamp", ["ftp://example.com/a.jpg"])])
+        before = len(watch.requests)
         drop_file(page, "#drop-zone", "products.csv", invalid, "text/csv")
+        # Dropping only shows the file for review (name once, size, the webhook field); Upload sends it.
+        expect(page.locator("#chosen")).to_be_visible()
+        expect(page.locator("#file-name")).to_have_text("products.csv")
+        expect(page.locator("#file-size")).to_contain_text("KB")
+        assert page.locator("#webhook_url").is_visible()
+        page.wait_for_timeout(300)
+        assert no_upload_sent(watch, before) == [], "dropping the file uploaded it at once"
+        page.locator("button#submit").click()
         page.wait_for_function(
             "() => [...document.querySelectorAll('ul#errors li.error')].some(e => e.dataset.row === '3')"
         )
@@ -189,6 +198,7 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         ]
         n_images = sum(len(urls) for _, _, urls in rows)
         drop_file(page, "#drop-zone", "products.csv", csv_text(rows), "text/csv")
+        page.locator("button#submit").click()
         page.wait_for_url(re.compile(r"/requests/[0-9a-f-]{36}$"))
         page.evaluate("window.__noReload = 1")
         request_id = page.url.rsplit("/", 1)[1]

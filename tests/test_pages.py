@@ -136,3 +136,12 @@ def test_the_request_page_cancels_and_retries_with_its_buttons(app, client):
     html = client.get(path, headers=HTML).get_data(as_text=True)
     assert "Retrying 1 image." in html and 'id="cancel"' in html
     client.post(path + "/actions/cancel", data={"csrf_token": csrf_token(client, path)}, headers=HTML)
+
+
+def test_the_upload_page_states_its_limits(app, client):
+    html = client.get("/", headers=HTML).get_data(as_text=True)
+    limits = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", re.search(r'id="limits".*?</p>', html, re.S).group(0)))
+    config = app.config
+    for number in (config["MAX_ROWS"], config["MAX_IMAGES_PER_REQUEST"], config["MAX_URLS_PER_ROW"]):
+        assert f"{number:,}" in limits, limits
+    assert "MB" in limits or "KB" in limits, limits

@@ -118,9 +118,23 @@ def index():
             ]
         if _wants_json():
             return jsonify(error="invalid_upload", details=errors), status
+    config = current_app.config
+    limits = {
+        "bytes": _size(config["MAX_CONTENT_LENGTH"]),
+        "rows": f"{config['MAX_ROWS']:,}",
+        "images": f"{config['MAX_IMAGES_PER_REQUEST']:,}",
+        "urls_per_row": f"{config['MAX_URLS_PER_ROW']:,}",
+    }
     return render_template(
-        "upload.html", form=form, errors=errors, max_bytes=current_app.config["MAX_CONTENT_LENGTH"]
+        "upload.html", form=form, errors=errors, max_bytes=config["MAX_CONTENT_LENGTH"], limits=limits
     ), status
+
+
+def _size(n: int) -> str:
+    """Bytes as people read them, in the same units as static/upload.js: 32 MB, 256 KB."""
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+    return f"{-(-n // 1024)} KB"
 
 
 RECENT = 50
