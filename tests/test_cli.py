@@ -110,8 +110,15 @@ def test_upload_wait_live_then_status_and_download(server, image_server, tmp_pat
     doc = json.loads(status.stdout)
     assert (doc["request_id"], doc["state"], doc["counts"]["done"]) == (request_id, "completed", 3)
 
+    assert "websocket-client" not in upload.stderr, upload.stderr
+    # The savings total, from every status page: the same with one product per page.
+    saved = re.search(r"^saved\s+(\d+(\.\d)? [KMG]?B) -> (\d+(\.\d)? [KMG]?B), saved \d+\.\d% .*$", upload.stdout, re.M)
+    assert saved, upload.stdout
     human = run("status", request_id, server=server)
     assert human.returncode == 0 and "3 done, 0 failed" in human.stdout
+    assert saved.group(0) in human.stdout.splitlines(), human.stdout
+    paged = run("status", request_id, "--per-page", "1", server=server)
+    assert paged.returncode == 0 and saved.group(0) in paged.stdout.splitlines(), paged.stdout
     assert f"pixshift download {request_id}" in human.stdout
 
     out = tmp_path / "out.csv"
