@@ -6,7 +6,7 @@
   var root = document.getElementById("swagger-ui");
   var options = {
     domNode: root,
-    deepLinking: true,
+    deepLinking: false,          // its links sit inside each operation's button (nested controls, axe)
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
     validatorUrl: null,          // no calls to validator.swagger.io: the page stays on this server
