@@ -31,6 +31,7 @@ HEADER = ["Serial Number", "Product Name", "Input Image URLs"]
 
 PAGES = [
     pytest.param("upload", id="upload"),
+    pytest.param("upload-review", id="upload-review"),
     pytest.param("requests", id="requests"),
     pytest.param("request-running", id="request-running"),
     pytest.param("request-finished", id="request-finished"),
@@ -65,8 +66,9 @@ def stacks(tmp_path_factory, image_server):
     env = {"PIXSHIFT_READ_TIMEOUT": "300", "PIXSHIFT_DOWNLOAD_TIMEOUT": "300"}
     with (
         Stack(tmp_path_factory.mktemp("a11y"), env, separate_consumer=False, workers=2) as open_stack,
-        Stack(tmp_path_factory.mktemp("a11y-tokens"), {"PIXSHIFT_API_TOKENS": TOKEN}, separate_consumer=False) as
-        token_stack,
+        Stack(
+            tmp_path_factory.mktemp("a11y-tokens"), {"PIXSHIFT_API_TOKENS": TOKEN}, separate_consumer=False
+        ) as token_stack,
     ):
         yield open_stack, token_stack
 
@@ -140,7 +142,9 @@ def site(browser, stacks, image_server, tmp_path_factory):
 def test_page_has_no_serious_violations_and_no_sideways_scroll(browser, site, name, size):
     urls, state, web = site
     width, height = SIZES[size]
-    context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True, storage_state=str(state))
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, bypass_csp=True, storage_state=str(state)
+    )
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     try:
@@ -149,6 +153,16 @@ def test_page_has_no_serious_violations_and_no_sideways_scroll(browser, site, na
             page.locator("input[name=url]").fill(f"http://127.0.0.1:9/hooks/{uuid.uuid4().hex[:8]}")
             page.locator("#webhook-form [type=submit]").click()
             page.locator("#endpoint-secret").wait_for()
+        elif name == "upload-review":  # a file dropped, waiting for its Upload button
+            page.goto(web.url("/"))
+            drop = page.evaluate_handle(
+                "() => { const dt = new DataTransfer(); dt.items.add(new File(['Serial Number,Product Name,"
+                "Input Image URLs\\n1,Mug,https://example.com/mug.jpg\\n'], 'autumn-catalogue-2026.csv',"
+                " {type: 'text/csv'})); return dt; }"
+            )
+            for event in ("dragenter", "dragover", "drop"):
+                page.dispatch_event("#drop-zone", event, {"dataTransfer": drop})
+            page.locator("#chosen").wait_for()
         else:
             page.goto(urls[name])
         if name == "docs":

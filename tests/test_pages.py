@@ -107,7 +107,10 @@ def test_the_requests_list_shows_only_this_browsers_uploads(app, client):
     token = csrf_token(client, "/")
     response = client.post("/", data={"csrf_token": token, "file": (io.BytesIO(CSV), "mine.csv")}, headers=HTML)
     request_id = response.headers["Location"].rsplit("/", 1)[1]
-    assert request_id in client.get("/requests", headers=HTML).get_data(as_text=True)
+    mine = client.get("/requests", headers=HTML).get_data(as_text=True)
+    assert request_id in mine
+    assert 'data-label="Images">1</td>' in mine and ">Queued</span>" in mine, mine  # words, not codes
+    assert re.search(r'<time class="local" datetime="[^"]+">\d{1,2} \w{3} \d{4}, \d\d:\d\d UTC</time>', mine), mine
     api_upload = client.post("/upload", data={"file": (io.BytesIO(CSV), "api.csv")}).get_json()["request_id"]
     stranger = app.test_client()
     listed = stranger.get("/requests", headers=HTML).get_data(as_text=True)

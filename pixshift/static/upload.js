@@ -92,6 +92,8 @@
     chosen.hidden = false;
     review.hidden = false;
     zone.classList.add("has-file");
+    zone.querySelector(".drop-title").textContent = "Not this file? Drop another";
+    zone.querySelector(".file-button").textContent = "Choose a different file";
     button.focus();
   }
 

@@ -30,4 +30,4 @@ class ActionForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
-    token = PasswordField("API token", validators=[DataRequired()])
+    token = PasswordField("API token", validators=[DataRequired("Enter your API token.")])
