@@ -352,3 +352,18 @@ def test_serve_and_worker_run_the_pieces(image_server, tmp_path):
                 p.wait()
         for f in logs.values():
             f.close()
+
+
+def test_wait_without_websocket_client_says_nothing_about_it(server, image_server, tmp_path):
+    """websocket-client is not a runtime dependency: without it the client follows the request over
+    Socket.IO long-polling and prints no 'websocket-client package not installed' error."""
+    hide = tmp_path / "no-websocket"
+    hide.mkdir()
+    (hide / "websocket.py").write_text("raise ImportError('websocket-client is not installed here')\n")
+    path = write_csv(tmp_path, [(1, "Mug", [image_server.url("photo2.jpg")])])
+    pythonpath = os.pathsep.join(p for p in (str(hide), os.environ.get("PYTHONPATH", "")) if p)
+    proc = run("upload", str(path), "--wait", server=server, env={"PYTHONPATH": pythonpath})
+    assert proc.returncode == 0, proc.stdout + proc.stderr + server.logs()
+    assert "live (Socket.IO)" in proc.stderr, proc.stderr
+    assert "websocket" not in proc.stderr.lower(), proc.stderr
+    assert re.search(r"^saved\s+\S+ \S*B -> ", proc.stdout, re.M), proc.stdout
