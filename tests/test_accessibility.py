@@ -37,6 +37,7 @@ PAGES = [
     pytest.param("request-finished", id="request-finished"),
     pytest.param("webhooks", id="webhooks"),
     pytest.param("webhooks-created", id="webhooks-created"),
+    pytest.param("webhooks-confirm", id="webhooks-confirm"),
     pytest.param("login", id="login"),
     pytest.param("error", id="error"),
     pytest.param("docs", id="docs"),
@@ -97,6 +98,12 @@ def site(browser, stacks, image_server, tmp_path_factory):
         page.wait_for_url(re.compile(r"/requests/[0-9a-f-]{36}$"))
         return page.url
 
+    # The endpoint first, so the finished request's page lists a webhook delivery.
+    page.goto(web.url("/webhooks"))
+    page.locator("input[name=url]").fill(f"http://127.0.0.1:9/hooks/{tag}")
+    page.locator("input[name=description]").fill("Shop backend")
+    page.locator("#webhook-form [type=submit]").click()
+    page.locator("#endpoint-secret").wait_for()
     finished = upload(
         [
             (1, "Desk lamp", [image_server.url(f"photo1.jpg?n={tag}"), image_server.url(f"alpha.png?n={tag}")]),
@@ -116,11 +123,6 @@ def site(browser, stacks, image_server, tmp_path_factory):
             (3, "Mug", [image_server.url(f"slow/photo3.jpg?delay=600&n=r{tag}")]),
         ]
     )
-    page.goto(web.url("/webhooks"))
-    page.locator("input[name=url]").fill(f"http://127.0.0.1:9/hooks/{tag}")
-    page.locator("input[name=description]").fill("Shop backend")
-    page.locator("#webhook-form [type=submit]").click()
-    page.locator("#endpoint-secret").wait_for()
     state = tmp_path_factory.mktemp("a11y-state") / "state.json"
     context.storage_state(path=str(state))
     context.close()
@@ -153,6 +155,11 @@ def test_page_has_no_serious_violations_and_no_sideways_scroll(browser, site, na
             page.locator("input[name=url]").fill(f"http://127.0.0.1:9/hooks/{uuid.uuid4().hex[:8]}")
             page.locator("#webhook-form [type=submit]").click()
             page.locator("#endpoint-secret").wait_for()
+        elif name == "webhooks-confirm":  # the <dialog> before a delete, opened by keyboard
+            page.goto(web.url("/webhooks"))
+            page.locator("#endpoints button.delete").first.focus()
+            page.keyboard.press("Enter")
+            page.locator("dialog#confirm-delete[open]").wait_for()
         elif name == "upload-review":  # a file dropped, waiting for its Upload button
             page.goto(web.url("/"))
             drop = page.evaluate_handle(
