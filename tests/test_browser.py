@@ -338,6 +338,11 @@ def test_webhook_endpoints_page(browser, page, web):
         expect(page.locator("#endpoint-secret")).to_contain_text("whsec_")
         secret = page.locator("#endpoint-secret").text_content().strip()
         assert re.fullmatch(r"whsec_[A-Za-z0-9+/=_-]{16,}", secret), secret
+        # The copy button puts the secret on the clipboard (navigator.clipboard, from webhooks.js).
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web.base_url)
+        page.locator("button.copy[data-copy='#endpoint-secret']").click()
+        expect(page.locator("button.copy[data-copy='#endpoint-secret']")).to_have_text("Copied")
+        assert page.evaluate("navigator.clipboard.readText()") == secret
         row = page.locator("#endpoints tr.endpoint", has_text=hook_url)
         expect(row).to_have_count(1)
         api = [e for e in web.session.get(web.url("/api/webhooks")).json()["endpoints"] if e["url"] == hook_url]
