@@ -163,7 +163,16 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
 
         # 2b. A CSV the server rejects: one li.error per problem, naming row and column.
         invalid = csv_text([(1, "", [image_server.url("photo1.jpg")]), (2, "Lamp", ["ftp://example.com/a.jpg"])])
+        before = len(watch.requests)
         drop_file(page, "#drop-zone", "products.csv", invalid, "text/csv")
+        # Dropping only shows the file for review (name once, size, the webhook field); Upload sends it.
+        expect(page.locator("#chosen")).to_be_visible()
+        expect(page.locator("#file-name")).to_have_text("products.csv")
+        expect(page.locator("#file-size")).to_contain_text("KB")
+        assert page.locator("#webhook_url").is_visible()
+        page.wait_for_timeout(300)
+        assert no_upload_sent(watch, before) == [], "dropping the file uploaded it at once"
+        page.locator("button#submit").click()
         page.wait_for_function(
             "() => [...document.querySelectorAll('ul#errors li.error')].some(e => e.dataset.row === '3')"
         )
@@ -189,6 +198,7 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         ]
         n_images = sum(len(urls) for _, _, urls in rows)
         drop_file(page, "#drop-zone", "products.csv", csv_text(rows), "text/csv")
+        page.locator("button#submit").click()
         page.wait_for_url(re.compile(r"/requests/[0-9a-f-]{36}$"))
         page.evaluate("window.__noReload = 1")
         request_id = page.url.rsplit("/", 1)[1]
@@ -328,6 +338,11 @@ def test_webhook_endpoints_page(browser, page, web):
         expect(page.locator("#endpoint-secret")).to_contain_text("whsec_")
         secret = page.locator("#endpoint-secret").text_content().strip()
         assert re.fullmatch(r"whsec_[A-Za-z0-9+/=_-]{16,}", secret), secret
+        # The copy button puts the secret on the clipboard (navigator.clipboard, from webhooks.js).
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web.base_url)
+        page.locator("button.copy[data-copy='#endpoint-secret']").click()
+        expect(page.locator("button.copy[data-copy='#endpoint-secret']")).to_have_text("Copied")
+        assert page.evaluate("navigator.clipboard.readText()") == secret
         row = page.locator("#endpoints tr.endpoint", has_text=hook_url)
         expect(row).to_have_count(1)
         api = [e for e in web.session.get(web.url("/api/webhooks")).json()["endpoints"] if e["url"] == hook_url]
@@ -339,7 +354,20 @@ def test_webhook_endpoints_page(browser, page, web):
         expect(page.locator("#endpoints tr.endpoint", has_text=hook_url)).to_have_count(1)
         assert secret not in page.content(), "the secret is shown again"
 
+        # Post/redirect/get: a reload registers nothing new.
+        page.reload()
+        api = [e for e in web.session.get(web.url("/api/webhooks")).json()["endpoints"] if e["url"] == hook_url]
+        assert len(api) == 1, api
+
+        # Delete asks first (a <dialog>); "Keep it" keeps it, "Delete endpoint" deletes.
         page.locator("#endpoints tr.endpoint", has_text=hook_url).locator("button.delete").click()
+        expect(page.locator("dialog#confirm-delete")).to_be_visible()
+        expect(page.locator("#confirm-delete-url")).to_have_text(hook_url)
+        page.keyboard.press("Enter")  # the focused button: "Keep it"
+        expect(page.locator("dialog#confirm-delete")).to_be_hidden()
+        expect(page.locator("#endpoints tr.endpoint", has_text=hook_url)).to_have_count(1)
+        page.locator("#endpoints tr.endpoint", has_text=hook_url).locator("button.delete").click()
+        page.locator("#confirm-delete-yes").click()
         expect(page.locator("#endpoints tr.endpoint", has_text=hook_url)).to_have_count(0)
         page.wait_for_load_state()
         api = [e for e in web.session.get(web.url("/api/webhooks")).json()["endpoints"] if e["url"] == hook_url]

@@ -110,8 +110,15 @@ def test_upload_wait_live_then_status_and_download(server, image_server, tmp_pat
     doc = json.loads(status.stdout)
     assert (doc["request_id"], doc["state"], doc["counts"]["done"]) == (request_id, "completed", 3)
 
+    assert "websocket-client" not in upload.stderr, upload.stderr
+    # The savings total, from every status page: the same with one product per page.
+    saved = re.search(r"^saved\s+(\d+(\.\d)? [KMG]?B) -> (\d+(\.\d)? [KMG]?B), saved \d+\.\d% .*$", upload.stdout, re.M)
+    assert saved, upload.stdout
     human = run("status", request_id, server=server)
     assert human.returncode == 0 and "3 done, 0 failed" in human.stdout
+    assert saved.group(0) in human.stdout.splitlines(), human.stdout
+    paged = run("status", request_id, "--per-page", "1", server=server)
+    assert paged.returncode == 0 and saved.group(0) in paged.stdout.splitlines(), paged.stdout
     assert f"pixshift download {request_id}" in human.stdout
 
     out = tmp_path / "out.csv"
@@ -345,3 +352,18 @@ def test_serve_and_worker_run_the_pieces(image_server, tmp_path):
                 p.wait()
         for f in logs.values():
             f.close()
+
+
+def test_wait_without_websocket_client_says_nothing_about_it(server, image_server, tmp_path):
+    """websocket-client is not a runtime dependency: without it the client follows the request over
+    Socket.IO long-polling and prints no 'websocket-client package not installed' error."""
+    hide = tmp_path / "no-websocket"
+    hide.mkdir()
+    (hide / "websocket.py").write_text("raise ImportError('websocket-client is not installed here')\n")
+    path = write_csv(tmp_path, [(1, "Mug", [image_server.url("photo2.jpg")])])
+    pythonpath = os.pathsep.join(p for p in (str(hide), os.environ.get("PYTHONPATH", "")) if p)
+    proc = run("upload", str(path), "--wait", server=server, env={"PYTHONPATH": pythonpath})
+    assert proc.returncode == 0, proc.stdout + proc.stderr + server.logs()
+    assert "live (Socket.IO)" in proc.stderr, proc.stderr
+    assert "websocket" not in proc.stderr.lower(), proc.stderr
+    assert re.search(r"^saved\s+\S+ \S*B -> ", proc.stdout, re.M), proc.stdout

@@ -483,6 +483,14 @@ def test_docs_page_renders_every_operation_in_a_browser(tmp_path):
         page.click("#operations-requests-getStatus .opblock-summary-control")
         page.wait_for_selector("#operations-requests-getStatus .responses-table", timeout=10_000)
         screenshot(page, tmp_path, "api-docs.png", full_page=False)
+        # No tokens on this server: nothing to authorize, so no padlocks and no Authorize button.
+        assert page.locator(".authorization__btn, .btn.authorize").count() == 0
+        # "Try it out" on POST /upload sends what it shows: webhook_url is not pre-filled with "string".
+        page.click("#operations-requests-uploadCsv .opblock-summary-control")
+        page.click("#operations-requests-uploadCsv .try-out__btn")
+        field = page.locator("#operations-requests-uploadCsv tr[data-property-name=webhook_url] input[type=text]")
+        field.wait_for(timeout=10_000)
+        assert field.input_value() == "", field.input_value()
         errors = [e for e in watch.console_errors if "favicon" not in e and "404" not in e]
         assert not errors and not watch.page_errors, (errors, watch.page_errors)
         foreign = [url for _, url in watch.requests if not url.startswith(stack.base_url)]

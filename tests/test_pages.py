@@ -51,20 +51,43 @@ def test_forms_without_their_csrf_token_are_refused(app, client):
 
 
 def test_the_webhook_form_shows_the_secret_once(app, client):
+    """Post/redirect/get: the POST answers 303, the page it leads to shows the secret once, and
+    neither a reload nor a second registration of the same URL adds an endpoint."""
     token = csrf_token(client, "/webhooks")
-    response = client.post(
-        "/webhooks",
-        data={"csrf_token": token, "url": "http://127.0.0.1:9/hook", "description": "<i>shop</i>"},
-        headers=HTML,
-    )
-    html = response.get_data(as_text=True)
+    before = _endpoints(app)
+    data = {"csrf_token": token, "url": "http://127.0.0.1:9/hook", "description": "<i>shop</i>"}
+    response = client.post("/webhooks", data=data, headers=HTML)
+    assert response.status_code == 303 and response.headers["Location"] == "/webhooks"
+    html = client.get("/webhooks", headers=HTML).get_data(as_text=True)
     secret = re.search(r'id="endpoint-secret">(whsec_[^<]+)<', html).group(1)
     assert "&lt;i&gt;shop&lt;/i&gt;" in html
     assert secret not in client.get("/webhooks", headers=HTML).get_data(as_text=True)
+    assert _endpoints(app) == before + 1
+
+    again = client.post("/webhooks", data={**data, "csrf_token": csrf_token(client, "/webhooks")}, headers=HTML)
+    assert again.status_code == 400 and "That URL is already registered." in again.get_data(as_text=True)
+    assert _endpoints(app) == before + 1
+    assert client.post("/api/webhooks", json={"url": "http://127.0.0.1:9/hook"}).get_json()["error"] == (
+        "duplicate_webhook_url"
+    )
+
+    wrong = client.post(
+        "/webhooks", data={"csrf_token": csrf_token(client, "/webhooks"), "url": "not a url"}, headers=HTML
+    )
+    assert wrong.status_code == 400
+    assert "Enter a full web address starting with https://" in wrong.get_data(as_text=True)
     with app.app_context():
         endpoint = db.session.scalar(db.select(WebhookEndpoint).where(WebhookEndpoint.secret == secret))
         endpoint_id = endpoint.id
-    client.delete(f"/api/webhooks/{endpoint_id}")
+
+    # Delete asks first: without confirm=yes the answer is a confirmation page and nothing is deleted.
+    path = f"/webhooks/{endpoint_id}/delete"
+    asked = client.post(path, data={"csrf_token": csrf_token(client, "/webhooks")}, headers=HTML)
+    assert asked.status_code == 200 and 'name="confirm" value="yes"' in asked.get_data(as_text=True)
+    assert endpoint_id in {e["id"] for e in client.get("/api/webhooks").get_json()["endpoints"]}
+    done = client.post(path, data={"csrf_token": csrf_token(client, "/webhooks"), "confirm": "yes"}, headers=HTML)
+    assert done.status_code == 303
+    assert endpoint_id not in {e["id"] for e in client.get("/api/webhooks").get_json()["endpoints"]}
 
 
 def test_pages_carry_a_content_security_policy_and_errors_are_html_for_browsers(client):
@@ -84,7 +107,10 @@ def test_the_requests_list_shows_only_this_browsers_uploads(app, client):
     token = csrf_token(client, "/")
     response = client.post("/", data={"csrf_token": token, "file": (io.BytesIO(CSV), "mine.csv")}, headers=HTML)
     request_id = response.headers["Location"].rsplit("/", 1)[1]
-    assert request_id in client.get("/requests", headers=HTML).get_data(as_text=True)
+    mine = client.get("/requests", headers=HTML).get_data(as_text=True)
+    assert request_id in mine
+    assert 'data-label="Images">1</td>' in mine and ">Queued</span>" in mine, mine  # words, not codes
+    assert re.search(r'<time class="local" datetime="[^"]+">\d{1,2} \w{3} \d{4}, \d\d:\d\d UTC</time>', mine), mine
     api_upload = client.post("/upload", data={"file": (io.BytesIO(CSV), "api.csv")}).get_json()["request_id"]
     stranger = app.test_client()
     listed = stranger.get("/requests", headers=HTML).get_data(as_text=True)
@@ -113,3 +139,12 @@ def test_the_request_page_cancels_and_retries_with_its_buttons(app, client):
     html = client.get(path, headers=HTML).get_data(as_text=True)
     assert "Retrying 1 image." in html and 'id="cancel"' in html
     client.post(path + "/actions/cancel", data={"csrf_token": csrf_token(client, path)}, headers=HTML)
+
+
+def test_the_upload_page_states_its_limits(app, client):
+    html = client.get("/", headers=HTML).get_data(as_text=True)
+    limits = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", re.search(r'id="limits".*?</p>', html, re.S).group(0)))
+    config = app.config
+    for number in (config["MAX_ROWS"], config["MAX_IMAGES_PER_REQUEST"], config["MAX_URLS_PER_ROW"]):
+        assert f"{number:,}" in limits, limits
+    assert "MB" in limits or "KB" in limits, limits

@@ -107,6 +107,12 @@ class LiveFeed:
             import socketio
         except ImportError:
             return False
+        try:  # websocket-client is not a runtime dependency: without it, long-polling, and no error log about it
+            import websocket  # noqa: F401
+
+            transports = None
+        except ImportError:
+            transports = ["polling"]
         sio = socketio.Client(reconnection=False, handle_sigint=False)
         sio.on("snapshot", lambda data: self.updates.put(("snapshot", data)))
         sio.on("progress", lambda data: self.updates.put(("progress", data)))
@@ -122,6 +128,7 @@ class LiveFeed:
                 headers=headers,
                 auth={"token": self.client.token} if self.client.token else None,
                 socketio_path=parts.path.rstrip("/") + "/socket.io",
+                transports=transports,
                 wait_timeout=timeout,
             )
             sio.emit("join", {"request_id": self.request_id})

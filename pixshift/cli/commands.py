@@ -40,7 +40,7 @@ def cmd_upload(args, out) -> int:
     doc = wait_finished(
         client, request_id, _progress(args), live=args.live, interval=args.interval, timeout=args.wait_timeout
     )
-    return _report(doc, args, out)
+    return _report(doc, args, out, client)
 
 
 def cmd_status(args, out) -> int:
@@ -50,7 +50,7 @@ def cmd_status(args, out) -> int:
             client, args.request_id, _progress(args), live=args.live, interval=args.interval, timeout=args.wait_timeout
         )
     params = {k: v for k, v in (("page", args.page), ("per_page", args.per_page)) if v is not None}
-    return _report(client.status(args.request_id, **params), args, out)
+    return _report(client.status(args.request_id, **params), args, out, client)
 
 
 def cmd_retry(args, out) -> int:
@@ -120,7 +120,7 @@ def cmd_download(args, out) -> int:
     return EXIT_OK
 
 
-def _report(doc: dict, args, out) -> int:
+def _report(doc: dict, args, out, client: Client | None = None) -> int:
     """Print a status document; the exit code says whether anything failed."""
     counts = doc["counts"]
     failed = doc["state"] in ("failed", "cancelled") or counts["failed"] > 0
@@ -138,6 +138,9 @@ def _report(doc: dict, args, out) -> int:
         for label, key in (("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")):
             if doc.get(key):
                 out.write(f"{label:<9} {doc[key]}\n")
+        savings = _savings(doc, client)
+        if savings:
+            out.write(f"saved     {savings}\n")
         if doc["links"].get("output_csv"):
             out.write(
                 f"output    {doc['links']['output_csv']}\n"
@@ -157,6 +160,37 @@ def _report(doc: dict, args, out) -> int:
             if len(failures) > SHOWN_FAILURES:
                 out.write(f"  … and {len(failures) - SHOWN_FAILURES} more (--json shows them all)\n")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _savings(doc: dict, client: Client | None) -> str | None:
+    """Bytes in -> bytes out of every finished image, summed over all the status pages, and the saving:
+    "12.4 MB -> 5.1 MB, saved 58.9%"; None when no image is done yet."""
+    pages = [doc]
+    pagination = doc.get("pagination") or {}
+    if client is not None and pagination.get("pages", 1) > 1:
+        per_page = pagination.get("per_page")
+        for number in range(1, pagination["pages"] + 1):
+            if number != pagination.get("page"):
+                params = {"page": number, **({"per_page": per_page} if per_page else {})}
+                pages.append(client.status(doc["request_id"], **params))
+    bytes_in = bytes_out = 0
+    for page in pages:
+        for product in page.get("items", []):
+            for image in product["images"]:
+                if image["state"] == "done" and image.get("input_bytes") and image.get("output_bytes") is not None:
+                    bytes_in += image["input_bytes"]
+                    bytes_out += image["output_bytes"]
+    if not bytes_in:
+        return None
+    saved = 100 * (1 - bytes_out / bytes_in)
+    return f"{_bytes(bytes_in)} -> {_bytes(bytes_out)}, saved {saved:.1f}% ({_bytes(bytes_in - bytes_out)})"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def _n(count: int, word: str) -> str:

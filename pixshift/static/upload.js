@@ -1,10 +1,16 @@
-// Upload page: drag-and-drop or pick a CSV, check the obvious here, let the server check the rest.
+// Upload page: drag-and-drop or pick a CSV, check the obvious here, then a review step (the file,
+// its size, an optional webhook URL) and the Upload button; the server checks the rest.
+// Without JavaScript the same form posts and the server answers with a page.
 (function () {
   "use strict";
   var form = document.getElementById("upload-form");
   var zone = document.getElementById("drop-zone");
   var input = document.getElementById("file");
   var fileName = document.getElementById("file-name");
+  var fileSize = document.getElementById("file-size");
+  var chosen = document.getElementById("chosen");
+  var review = document.getElementById("review");
+  var webhook = document.getElementById("webhook_url");
   var errors = document.getElementById("errors");
   var button = document.getElementById("submit");
   var maxBytes = Number(form.dataset.maxBytes);
@@ -70,6 +76,28 @@
       .finally(function () { button.disabled = false; button.textContent = "Upload and process"; });
   }
 
+  // A file was dropped or picked: refuse the obvious at once, else show it for review.
+  function choose() {
+    var file = input.files[0];
+    var problem = problemWith(file);
+    if (problem) {
+      showErrors([{ row: null, column: null, message: problem }]);
+      chosen.hidden = true;
+      review.hidden = true;
+      return;
+    }
+    showErrors([]);
+    fileName.textContent = file.name;
+    fileSize.textContent = "(" + size(file.size) + ")";
+    chosen.hidden = false;
+    review.hidden = false;
+    zone.classList.add("has-file");
+    zone.querySelector(".drop-title").textContent = "Not this file? Drop another";
+    zone.querySelector(".file-button").textContent = "Choose a different file";
+    button.focus();
+  }
+
+  review.hidden = !(input.files && input.files[0]) && !webhook.value;
   ["dragenter", "dragover"].forEach(function (type) {
     zone.addEventListener(type, function (event) { event.preventDefault(); zone.classList.add("dragging"); });
   });
@@ -80,9 +108,11 @@
     var files = event.dataTransfer && event.dataTransfer.files;
     if (!files || !files.length) return;
     input.files = files;
-    fileName.textContent = files[0].name;
-    submit();
+    choose();
   });
-  input.addEventListener("change", function () { fileName.textContent = input.files[0] ? input.files[0].name : ""; });
+  input.addEventListener("change", choose);
+  zone.addEventListener("click", function (event) {
+    if (event.target === zone || event.target.parentNode === zone && event.target.tagName === "SPAN") input.click();
+  });
   form.addEventListener("submit", function (event) { event.preventDefault(); submit(); });
 })();

@@ -12,8 +12,17 @@ class UploadForm(FlaskForm):
 
 
 class WebhookForm(FlaskForm):
-    url = StringField("Endpoint URL", validators=[DataRequired(), Length(max=2048)])
-    description = StringField("Description", validators=[Optional(), Length(max=255)])
+    url = StringField(
+        "Endpoint URL",
+        validators=[
+            DataRequired("Enter the endpoint's web address, starting with https://."),
+            Length(max=2048, message="That address is too long: at most 2048 characters."),
+        ],
+    )
+    description = StringField(
+        "Description (optional)",
+        validators=[Optional(), Length(max=255, message="Keep the description to 255 characters or fewer.")],
+    )
 
 
 class ActionForm(FlaskForm):
@@ -21,4 +30,4 @@ class ActionForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
-    token = PasswordField("API token", validators=[DataRequired()])
+    token = PasswordField("API token", validators=[DataRequired("Enter your API token.")])

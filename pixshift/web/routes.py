@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from flask import (
     Blueprint,
     Response,
@@ -15,6 +17,7 @@ from flask import (
     session,
     url_for,
 )
+from markupsafe import Markup
 from sqlalchemy import func, select
 
 from ..csv_input import COLUMNS, CsvRejected
@@ -39,6 +42,39 @@ SAMPLE_CSV = (
     '1,Red sneaker,"https://images.example.com/sneaker-front.jpg, https://images.example.com/sneaker-side.jpg"\r\n'
     "2,Canvas tote,https://images.example.com/tote.png\r\n"
 )
+
+
+# Words for people; the API keeps the stable codes.
+STATE_WORDS = {
+    "queued": "Queued",
+    "processing": "Processing",
+    "completed": "Completed",
+    "completed_with_errors": "Completed with errors",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+    "done": "Done",
+    "enabled": "Enabled",
+    "disabled": "Disabled",
+    "pending": "Pending",
+    "delivered": "Delivered",
+}
+
+
+@bp.app_template_filter("state_words")
+def state_words(state: object) -> str:
+    text = str(state or "")
+    return STATE_WORDS.get(text, text.replace("_", " ").capitalize())
+
+
+@bp.app_template_filter("when")
+def when(value: datetime | str | None) -> Markup:
+    """A <time> a person can read ("2 Dec 2026, 17:43 UTC"); static/app.js shows it in their time zone."""
+    if value is None:
+        return Markup("")
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    text = f"{moment.day} {moment:%b %Y, %H:%M} UTC"
+    return Markup('<time class="local" datetime="{}">{}</time>').format(moment.isoformat(), text)
 
 
 def _wants_json() -> bool:
@@ -82,9 +118,23 @@ def index():
             ]
         if _wants_json():
             return jsonify(error="invalid_upload", details=errors), status
+    config = current_app.config
+    limits = {
+        "bytes": _size(config["MAX_CONTENT_LENGTH"]),
+        "rows": f"{config['MAX_ROWS']:,}",
+        "images": f"{config['MAX_IMAGES_PER_REQUEST']:,}",
+        "urls_per_row": f"{config['MAX_URLS_PER_ROW']:,}",
+    }
     return render_template(
-        "upload.html", form=form, errors=errors, max_bytes=current_app.config["MAX_CONTENT_LENGTH"]
+        "upload.html", form=form, errors=errors, max_bytes=config["MAX_CONTENT_LENGTH"], limits=limits
     ), status
+
+
+def _size(n: int) -> str:
+    """Bytes as people read them, in the same units as static/upload.js: 32 MB, 256 KB."""
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+    return f"{-(-n // 1024)} KB"
 
 
 RECENT = 50
@@ -174,8 +224,10 @@ def requests_list():
 
 @bp.route("/webhooks", methods=["GET", "POST"])
 def webhooks():
+    """Post/redirect/get: a registration redirects (303) to this page, which shows the new
+    endpoint's secret once (kept in the signed session cookie until then), so a reload registers
+    nothing."""
     form = WebhookForm()
-    created = None
     status = 200
     if form.validate_on_submit():
         try:
@@ -183,13 +235,14 @@ def webhooks():
                 form.url.data, form.description.data, owner=current_owner(), allow_private=allow_private_urls()
             )
         except Failure as failure:
-            form.url.errors.append(failure.message)
+            form.url.errors.append(getattr(failure, "for_people", failure.message))
             status = 400
         else:
-            created = endpoint_doc(endpoint, with_secret=True)
-            form = WebhookForm(formdata=None)
+            session["new_endpoint"] = {"id": endpoint.id, "url": endpoint.url, "secret": endpoint.secret}
+            return redirect(url_for("web.webhooks"), code=303)
     elif request.method == "POST":
         status = 400
+    created = session.pop("new_endpoint", None) if request.method == "GET" else None
     return render_template(
         "webhooks.html",
         form=form,
@@ -201,9 +254,14 @@ def webhooks():
 
 @bp.post("/webhooks/<endpoint_id>/delete")
 def webhook_delete(endpoint_id: str):
-    if not ActionForm().validate_on_submit():
+    """Deleting takes a confirmation: the page's <dialog> (static/webhooks.js) sends ``confirm=yes``;
+    without it (no JavaScript) this answers with a page asking to confirm."""
+    form = ActionForm()
+    if not form.validate_on_submit():
         abort(404)
     endpoint = find_endpoint(endpoint_id, can_see)
+    if request.form.get("confirm") != "yes":
+        return render_template("webhook_delete.html", endpoint=endpoint, action_form=form)
     delete_endpoint(endpoint)
     flash(f"Deleted the endpoint {endpoint.url}.")
     return redirect(url_for("web.webhooks"), code=303)
