@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -193,6 +195,8 @@ def test_request_page_while_running_and_when_done(browser, web, image_server, ho
                 "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
             )
             assert page.locator("#count-done").text_content().strip() == str(total - 2)
+            expect(page.locator("#total-images")).to_have_text(str(total - 2))
+            live_totals = [page.locator(f"#total-{k}").text_content().strip() for k in ("in", "out", "saved")]
             assert page.locator("#count-failed").text_content().strip() == "2"
             assert page.locator("#announce").text_content().strip() != ""
             assert_no_sideways_scroll(page, "phone, finished")
@@ -255,8 +259,39 @@ def test_request_page_while_running_and_when_done(browser, web, image_server, ho
             assert page.locator("#results .tile").count() == total
             assert page.locator("#results .tile .failure").count() == 2
             assert page.title() == "Completed with errors · spring-catalog.csv · PixShift"
+            reloaded_totals = [page.locator(f"#total-{k}").text_content().strip() for k in ("in", "out", "saved")]
+            assert reloaded_totals == live_totals, "the live page's byte totals differ from the server's"
             assert watch.page_errors == [], watch.summary()
             assert watch.csp_violations() == [], watch.summary()
+        if AXE.exists():
+            axe_violations(browser, web.url(f"/requests/{request_id}"), tmp_path)
     finally:
         host.release()
         context.close()
+
+
+# axe-core, when it is installed (the pages branch installs it from npm for its own browser tests).
+AXE = Path(os.environ.get("PIXSHIFT_AXE", Path(__file__).parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"))
+
+
+def axe_violations(browser, url: str, tmp_path) -> None:
+    """0 serious or critical axe-core violations (WCAG 2 A/AA) on the finished page at both sizes.
+    Its own context bypasses the CSP, which would refuse the injected script."""
+    for viewport in (DESKTOP, PHONE):
+        context = browser.new_context(viewport=viewport, bypass_csp=True)
+        try:
+            page = context.new_page()
+            page.goto(url)
+            page.locator("#download-csv").wait_for()
+            page.add_script_tag(path=str(AXE))
+            result = page.evaluate(
+                "() => axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa']}})"
+            )
+            bad = [
+                (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:5])
+                for v in result["violations"]
+                if v["impact"] in ("serious", "critical")
+            ]
+            assert bad == [], f"axe at {viewport['width']} px: {bad}"
+        finally:
+            context.close()

@@ -93,6 +93,7 @@
     $("total-out").textContent = bytes(t.output_bytes);
     $("total-saved").textContent = t.saved_percent === null ? "–" : t.saved_percent + "%";
     $("total-images").textContent = t.images;
+    $("total-images").nextSibling.textContent = t.images === 1 ? " finished image of the whole request." : " finished images of the whole request.";
   }
 
   // --- Tiles: states move forward only; an ended image's tile is fetched once, in batches.
@@ -228,6 +229,7 @@
         }
         $("results").replaceWith(section);
         wanted = {};
+        try { setTotals(JSON.parse(section.dataset.totals)); } catch (err) { /* the server's numbers stay */ }
         var search = $("search");
         if (search) search.value = query;
         applyFilter();
