@@ -201,6 +201,9 @@ def test_request_page_while_running_and_when_done(browser, web, image_server, ho
             assert page.locator("#announce").text_content().strip() != ""
             assert_no_sideways_scroll(page, "phone, finished")
             screenshot(page, tmp_path, "request-finished-phone.png")
+            page.set_viewport_size({"width": 360, "height": 740})
+            page.wait_for_timeout(200)
+            assert_no_sideways_scroll(page, "360 px, finished")
             page.set_viewport_size(DESKTOP)
             page.wait_for_timeout(200)
             assert_no_sideways_scroll(page, "desktop, finished")
