@@ -298,3 +298,22 @@ def axe_violations(browser, url: str, tmp_path) -> None:
             assert bad == [], f"axe at {viewport['width']} px: {bad}"
         finally:
             context.close()
+
+
+def test_tiles_endpoint_renders_the_asked_images_of_the_page(client):
+    """What the live page fetches as images end: the page's tiles by id (junk ids ignored), with
+    the request's byte totals and counts; no worker runs here, so the images stay queued."""
+    csv_bytes = b"Serial Number,Product Name,Input Image URLs\r\n1,Lamp,http://127.0.0.1:9/a.jpg\r\n2,Chair,http://127.0.0.1:9/b.jpg\r\n"
+    accepted = client.post("/upload", data={"file": (io.BytesIO(csv_bytes), "p.csv")})
+    assert accepted.status_code == 202, accepted.get_data(as_text=True)
+    request_id = accepted.get_json()["request_id"]
+    ids = [im["id"] for p in client.get(f"/status/{request_id}").get_json()["items"] for im in p["images"]]
+    doc = client.get(f"/requests/{request_id}/tiles?ids={ids[0]},x,-1,{10**12}").get_json()
+    assert list(doc["tiles"]) == [str(ids[0])]
+    assert f'id="image-{ids[0]}"' in doc["tiles"][str(ids[0])] and 'data-state="queued"' in doc["tiles"][str(ids[0])]
+    assert doc["totals"] == {"images": 0, "input_bytes": 0, "output_bytes": 0, "saved_percent": None}
+    assert doc["counts"]["total"] == 2
+    html = client.get(f"/requests/{request_id}", headers={"Accept": "text/html"}).get_data(as_text=True)
+    summary = html.split('<section id="results"')[0]
+    assert "/status/" not in summary, "the status JSON link belongs in the section's footer, not the summary"
+    assert 'class="api-link"' in html and "Queued" in html and "<title>0% · p.csv · PixShift</title>" in html
