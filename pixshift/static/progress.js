@@ -68,6 +68,22 @@
     $("live").classList.toggle("on", on);
   }
 
+  // A rough time left, from the pace seen since this page opened (nothing until it means something).
+  var pace = null;
+  function setEta(c) {
+    var ended = c.done + c.failed + (c.cancelled || 0);
+    var now = Date.now();
+    if (!pace) pace = { at: now, ended: ended };
+    var rate = (ended - pace.ended) / ((now - pace.at) / 1000);
+    var left = c.total - ended;
+    var text = "";
+    if (left > 0 && ended - pace.ended >= 3 && now - pace.at > 5000 && rate > 0) {
+      var s = left / rate;
+      text = s < 60 ? "under a minute left" : "about " + Math.round(s / 60) + " min left";
+    }
+    $("eta").textContent = text;
+  }
+
   function setCounts(c) {
     if (!c) return;
     var shown = Number($("count-done").textContent) + Number($("count-failed").textContent);
@@ -83,6 +99,7 @@
     $("progress").value = c.percent;
     $("progress").textContent = c.percent + "%";
     $("percent").textContent = Math.round(c.percent) + "%";
+    setEta(c);
     setTitle();
     if (changed) announce(false);
   }

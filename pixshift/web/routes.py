@@ -136,7 +136,9 @@ def _byte_totals(request_id: str) -> dict[str, object]:
 
 @bp.get("/requests/<request_id>")
 def request_page(request_id: str):
-    return render_template("request.html", doc=_page_doc(request_id), action_form=ActionForm())
+    return render_template(
+        "request.html", doc=_page_doc(request_id), action_form=ActionForm(), readable_utc=_readable_utc
+    )
 
 
 @bp.get("/requests/<request_id>/results")
@@ -149,6 +151,7 @@ def request_results(request_id: str):
         doc=_page_doc(request_id),
         action_form=ActionForm(),
         fresh_actions=request.args.get("actions") == "1",
+        readable_utc=_readable_utc,
     )
 
 
