@@ -300,7 +300,7 @@ def axe_violations(browser, url: str, tmp_path) -> None:
             context.close()
 
 
-def test_tiles_endpoint_renders_the_asked_images_of_the_page(client):
+def test_tiles_endpoint_renders_the_asked_images_of_the_page(app, client, monkeypatch):
     """What the live page fetches as images end: the page's tiles by id (junk ids ignored), with
     the request's byte totals and counts; no worker runs here, so the images stay queued."""
     csv_bytes = b"Serial Number,Product Name,Input Image URLs\r\n1,Lamp,http://127.0.0.1:9/a.jpg\r\n2,Chair,http://127.0.0.1:9/b.jpg\r\n"
@@ -317,3 +317,11 @@ def test_tiles_endpoint_renders_the_asked_images_of_the_page(client):
     summary = html.split('<section id="results"')[0]
     assert "/status/" not in summary, "the status JSON link belongs in the section's footer, not the summary"
     assert 'class="api-link"' in html and "Queued" in html and "<title>0% · p.csv · PixShift</title>" in html
+
+    # Paged by product: with one product a page, page 2 holds (and renders tiles of) the second only.
+    monkeypatch.setitem(app.config, "STATUS_PAGE_SIZE", 1)
+    doc = client.get(f"/requests/{request_id}/tiles?page=2&ids={ids[0]},{ids[1]}").get_json()
+    assert list(doc["tiles"]) == [str(ids[1])]
+    html = client.get(f"/requests/{request_id}?page=2", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert 'data-page="2"' in html and "Page 2 of 2" in html and 'href="?page=1"' in html
+    assert f'id="image-{ids[1]}"' in html and f'id="image-{ids[0]}"' not in html
