@@ -57,14 +57,17 @@ def host():
         yield h
 
 
-def upload(web, rows) -> str:
+def upload(web, rows, webhook_url: str | None = None) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(HEADER)
     for serial, name, urls in rows:
         writer.writerow([serial, name, ", ".join(urls)])
     response = requests.post(
-        web.url("/upload"), files={"file": ("spring-catalog.csv", out.getvalue(), "text/csv")}, timeout=30
+        web.url("/upload"),
+        files={"file": ("spring-catalog.csv", out.getvalue(), "text/csv")},
+        data={"webhook_url": webhook_url} if webhook_url else {},
+        timeout=30,
     )
     assert response.status_code == 202, response.text
     return response.json()["request_id"]
@@ -111,7 +114,8 @@ def test_request_page_while_running_and_when_done(browser, web, image_server, ho
         (106, "Oak table", [img(f"missing/table-{tag}.jpg"), img("photo3.jpg")]),
     ]
     total = sum(len(urls) for _, _, urls in rows)
-    request_id = upload(web, rows)
+    # A webhook to a closed port: its failed delivery shows in the finished page's table.
+    request_id = upload(web, rows, webhook_url=f"http://127.0.0.1:9/hook-{tag}")
 
     context = browser.new_context(viewport=DESKTOP)
     context.set_default_timeout(TIMEOUT_MS)
@@ -201,6 +205,7 @@ def test_request_page_while_running_and_when_done(browser, web, image_server, ho
             assert page.locator("#announce").text_content().strip() != ""
             assert_no_sideways_scroll(page, "phone, finished")
             screenshot(page, tmp_path, "request-finished-phone.png")
+            page.locator("#webhooks").wait_for()
             page.set_viewport_size({"width": 360, "height": 740})
             page.wait_for_timeout(200)
             assert_no_sideways_scroll(page, "360 px, finished")
