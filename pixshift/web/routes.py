@@ -10,6 +10,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    get_template_attribute,
     jsonify,
     redirect,
     render_template,
@@ -25,7 +26,7 @@ from ..extensions import db
 from ..failures import Failure
 from ..intake import accept_upload
 from ..lookup import find_delivery, find_endpoint, find_request, visible_endpoints
-from ..models import Image, Request
+from ..models import Image, ImageState, Request
 from ..reporting import is_finished, page_count, request_status
 from ..request_actions import cancel_request, retry_request
 from ..request_context import allow_private_urls, public_base, upload_limits
@@ -157,18 +158,63 @@ def _page_doc(request_id: str) -> dict:
     per_page = current_app.config["STATUS_PAGE_SIZE"]
     raw = request.args.get("page", "1")
     page = min(int(raw), page_count(req, per_page)) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 1
-    return request_status(req, public_base(), max(1, page), per_page)
+    doc = request_status(req, public_base(), max(1, page), per_page)
+    doc["totals"] = _byte_totals(req.id)
+    doc["readable"] = {k: _readable_utc(doc[k]) for k in ("created_at", "started_at", "finished_at")}
+    return doc
+
+
+def _readable_utc(value: object) -> str | None:
+    """ "2 Dec 2026, 17:43 UTC": what the page shows until its script puts the reader's local time."""
+    if not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%-d %b %Y, %H:%M UTC")
+
+
+def _byte_totals(request_id: str) -> dict[str, object]:
+    """Bytes in and out of the request's finished images (the whole request, not one page)."""
+    n, bytes_in, bytes_out = db.session.execute(
+        select(
+            func.count(), func.coalesce(func.sum(Image.input_bytes), 0), func.coalesce(func.sum(Image.output_bytes), 0)
+        ).where(Image.request_id == request_id, Image.state == ImageState.DONE.value)
+    ).one()
+    saved = round(100 * (1 - bytes_out / bytes_in), 1) if bytes_in else None
+    return {"images": n, "input_bytes": bytes_in, "output_bytes": bytes_out, "saved_percent": saved}
 
 
 @bp.get("/requests/<request_id>")
 def request_page(request_id: str):
-    return render_template("request.html", doc=_page_doc(request_id), action_form=ActionForm())
+    return render_template(
+        "request.html", doc=_page_doc(request_id), action_form=ActionForm(), readable_utc=_readable_utc
+    )
 
 
 @bp.get("/requests/<request_id>/results")
 def request_results(request_id: str):
-    """The finished-request section alone, fetched by the live page when the request ends."""
-    return render_template("_results.html", doc=_page_doc(request_id), action_form=ActionForm())
+    """The results section alone (every tile of the page, the CSV link and webhook deliveries),
+    fetched by the live page when the request ends; with ``actions=1`` it also carries the
+    summary's buttons as they are now (Retry, once there is something to retry)."""
+    return render_template(
+        "_results.html",
+        doc=_page_doc(request_id),
+        action_form=ActionForm(),
+        fresh_actions=request.args.get("actions") == "1",
+        readable_utc=_readable_utc,
+    )
+
+
+TILES_AT_ONCE = 200
+
+
+@bp.get("/requests/<request_id>/tiles")
+def request_tiles(request_id: str):
+    """Fresh tiles for some images of the page (``ids=1,2,3``), as HTML rendered by the same macro
+    as the page, plus the request's byte totals: what the live page fetches as images finish."""
+    wanted = {int(i) for i in request.args.get("ids", "").split(",")[:TILES_AT_ONCE] if i.isascii() and i.isdigit()}
+    doc = _page_doc(request_id)
+    tile = get_template_attribute("_results.html", "tile")
+    tiles = {str(im["id"]): str(tile(p, im)) for p in doc["items"] for im in p["images"] if im["id"] in wanted}
+    return jsonify(tiles=tiles, totals=doc["totals"], counts=doc["counts"], state=doc["state"])
 
 
 @bp.post("/requests/<request_id>/actions/cancel")
