@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from . import formats
 from .csv_input import COLUMNS
@@ -125,6 +125,18 @@ def _webhook_deliveries(request_id: str) -> list[dict[str, object]]:
         select(WebhookEvent).where(WebhookEvent.request_id == request_id).order_by(WebhookEvent.run)
     ).all()
     return [delivery_doc(d) for event in events for d in event.deliveries]
+
+
+def byte_totals(request_id: str) -> dict[str, object]:
+    """Bytes in and out of the request's done images (the whole request, not one page)."""
+    row = db.session.execute(
+        select(
+            func.count(), func.coalesce(func.sum(Image.input_bytes), 0), func.coalesce(func.sum(Image.output_bytes), 0)
+        ).where(Image.request_id == request_id, Image.state == ImageState.DONE.value)
+    ).one()
+    n, bytes_in, bytes_out = row[0], row[1] or 0, row[2] or 0
+    saved = round(100 * (1 - bytes_out / bytes_in), 1) if bytes_in else None
+    return {"images": n, "input_bytes": bytes_in, "output_bytes": bytes_out, "saved_percent": saved}
 
 
 def page_count(req: Request, per_page: int) -> int:

@@ -48,7 +48,7 @@ RECORDER = """
       if (!Number.isNaN(n) && window.__seen[window.__seen.length - 1] !== n) window.__seen.push(n);
     }
     const state = document.querySelector('#request-state');
-    const s = state && state.textContent.trim();
+    const s = state && state.dataset.state;
     if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
     // The state shown while some but not all images are finished (should be "processing").
     const total = parseInt(document.querySelector('#count-total')?.textContent, 10);
@@ -210,7 +210,7 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         page.wait_for_function("() => parseInt(document.querySelector('#count-done').textContent, 10) > 0")
         page.wait_for_function(
             "() => ['completed', 'completed_with_errors'].includes("
-            "document.querySelector('#request-state').textContent.trim())",
+            "document.querySelector('#request-state').dataset.state)",
             timeout=FINISH_TIMEOUT_MS,
         )
         seen = page.evaluate("window.__seen")
@@ -233,7 +233,7 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         assert len(went_processing) >= 5, (
             f"only {len(went_processing)} of {n_images} chips were ever shown as processing: {chip_states}"
         )
-        assert page.locator("#request-state").text_content().strip() == "completed_with_errors", states
+        assert page.locator("#request-state").get_attribute("data-state") == "completed_with_errors", states
         assert page.locator("#count-done").text_content().strip() == str(n_images - 1)
         assert page.locator("#count-failed").text_content().strip() == "1"
         assert page.locator("#count-total").text_content().strip() == str(n_images)
@@ -319,7 +319,7 @@ def test_drop_csv_watch_live_progress_and_download(browser, page, web, image_ser
         assert row_link.count() >= 1, page.locator("#requests").inner_html()[:2000]
         row_link.first.click()
         page.wait_for_url(re.compile(rf"/requests/{request_id}$"))
-        assert page.locator("#request-state").text_content().strip() == "completed_with_errors"
+        assert page.locator("#request-state").get_attribute("data-state") == "completed_with_errors"
         assert page.locator("#results .result").count() == n_images
         assert watch.page_errors == [], watch.summary()
 

@@ -26,8 +26,8 @@ from ..extensions import db
 from ..failures import Failure
 from ..intake import accept_upload
 from ..lookup import find_delivery, find_endpoint, find_request, visible_endpoints
-from ..models import Image, ImageState, Request
-from ..reporting import is_finished, page_count, request_status
+from ..models import Image, Request
+from ..reporting import byte_totals, is_finished, page_count, request_status
 from ..request_actions import cancel_request, retry_request
 from ..request_context import allow_private_urls, public_base, upload_limits
 from ..security import can_see, current_owner, safe_next
@@ -159,7 +159,7 @@ def _page_doc(request_id: str) -> dict:
     raw = request.args.get("page", "1")
     page = min(int(raw), page_count(req, per_page)) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 1
     doc = request_status(req, public_base(), max(1, page), per_page)
-    doc["totals"] = _byte_totals(req.id)
+    doc["totals"] = byte_totals(req.id)
     doc["readable"] = {k: _readable_utc(doc[k]) for k in ("created_at", "started_at", "finished_at")}
     return doc
 
@@ -169,17 +169,6 @@ def _readable_utc(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%-d %b %Y, %H:%M UTC")
-
-
-def _byte_totals(request_id: str) -> dict[str, object]:
-    """Bytes in and out of the request's finished images (the whole request, not one page)."""
-    n, bytes_in, bytes_out = db.session.execute(
-        select(
-            func.count(), func.coalesce(func.sum(Image.input_bytes), 0), func.coalesce(func.sum(Image.output_bytes), 0)
-        ).where(Image.request_id == request_id, Image.state == ImageState.DONE.value)
-    ).one()
-    saved = round(100 * (1 - bytes_out / bytes_in), 1) if bytes_in else None
-    return {"images": n, "input_bytes": bytes_in, "output_bytes": bytes_out, "saved_percent": saved}
 
 
 @bp.get("/requests/<request_id>")
