@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, redirect, request, stream_wi
 
 from .failures import Unavailable
 from .lookup import find_media, finished_request
-from .reporting import output_csv_lines
+from .reporting import output_csv_disposition, output_csv_lines
 from .request_context import public_base
 from .security import can_see
 
@@ -20,7 +20,7 @@ def output_csv(request_id: str):
     return Response(
         stream_with_context(lines),
         mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="pixshift-{req.id}.csv"'},
+        headers={"Content-Disposition": output_csv_disposition(req)},
     )
 
 

@@ -11,6 +11,7 @@ import io
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -292,6 +293,18 @@ def output_csv_lines(req: Request, base: str, batch: int = 500) -> Iterator[str]
         last_position = products[-1].position
         db.session.commit()
         yield flush()
+
+
+def output_csv_disposition(req: Request) -> str:
+    """``attachment`` named after the uploaded file (``spring catalog.csv`` ->
+    ``spring catalog-output.csv``): an ASCII name for old clients and the real one in ``filename*``
+    (RFC 6266); ``pixshift-<id>.csv`` when the upload had no usable name."""
+    name = re.split(r"[/\\]", (req.filename or "").strip())[-1]
+    stem = re.sub(r"\.csv$", "", name, flags=re.I).strip(" .")[:120]
+    if not stem:
+        return f'attachment; filename="pixshift-{req.id}.csv"'
+    ascii_stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", stem).strip(" ._") or f"pixshift-{req.id}"
+    return f"attachment; filename=\"{ascii_stem}-output.csv\"; filename*=UTF-8''{quote(stem + '-output.csv', safe='')}"
 
 
 def _not_done(image: ImageRow) -> str:

@@ -148,3 +148,30 @@ def test_the_upload_page_states_its_limits(app, client):
     for number in (config["MAX_ROWS"], config["MAX_IMAGES_PER_REQUEST"], config["MAX_URLS_PER_ROW"]):
         assert f"{number:,}" in limits, limits
     assert "MB" in limits or "KB" in limits, limits
+
+
+def test_the_output_csv_is_named_after_the_uploaded_file(client):
+    request_id = client.post("/upload", data={"file": (io.BytesIO(CSV), "Frühjahr catalog.csv")}).get_json()[
+        "request_id"
+    ]
+    assert client.post(f"/requests/{request_id}/cancel").status_code == 202  # no worker here: it ends at once
+    response = client.get(f"/requests/{request_id}/output.csv")
+    assert response.status_code == 200
+    disposition = response.headers["Content-Disposition"]
+    assert 'filename="Fr_hjahr catalog-output.csv"' in disposition  # an ASCII name for old clients
+    assert "filename*=UTF-8''Fr%C3%BChjahr%20catalog-output.csv" in disposition
+    response.close()
+
+
+def test_an_output_name_never_carries_a_path_and_falls_back_to_the_id():
+    from types import SimpleNamespace
+
+    from pixshift.reporting import output_csv_disposition
+
+    def name(filename):
+        return output_csv_disposition(SimpleNamespace(filename=filename, id="abc"))
+
+    assert name("../../etc/passwd") == "attachment; filename=\"passwd-output.csv\"; filename*=UTF-8''passwd-output.csv"
+    assert name("C:\\shop\\feed.CSV").startswith('attachment; filename="feed-output.csv"')
+    assert name(None) == name("") == name(".csv") == 'attachment; filename="pixshift-abc.csv"'
+    assert name("日本.csv").startswith("attachment; filename=\"pixshift-abc-output.csv\"; filename*=UTF-8''%E6%97%A5")
