@@ -131,7 +131,7 @@ SMOKE = Sizes(
     crowd_uploaders=4,
     crowd_rows=50,
     crowd_seconds=2,
-    fair_huge_images=400,
+    fair_huge_images=240,
     fair_small_images=4,
     fair_wait_s=20,
 )

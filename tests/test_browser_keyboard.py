@@ -13,6 +13,12 @@ TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
 def web(tmp_path_factory):
     with Stack(tmp_path_factory.mktemp("keyboard-stack"), {}, separate_consumer=False, workers=2) as stack:
         yield stack
@@ -28,22 +34,30 @@ def tab_to(page, matches: str, limit: int = 60) -> str:
 
 
 @pytest.mark.parametrize("size", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
-def test_upload_to_download_with_the_keyboard_alone(web, image_server, tmp_path, size):
+def test_upload_to_download_with_the_keyboard_alone(browser, web, image_server, tmp_path, size):
     csv_file = tmp_path / "keyboard.csv"
     csv_file.write_text(
         "Serial Number,Product Name,Input Image URLs\n"
         f'1,Keyboard lamp,"{image_server.url("photo1.jpg")}, {image_server.url("photo2.jpg")}"\n'
     )
-    with chromium() as browser:
-        context = browser.new_context(viewport={"width": size[0], "height": size[1]}, accept_downloads=True)
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    # Listening from the start makes Chromium hand file choosers to Playwright before any key is
+    # pressed (an expect_file_chooser armed just before the key press can miss the first one).
+    choosers: list = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
+    try:
         with evidence_on_failure(page, tmp_path, f"keyboard-{size[0]}", web.logs):
             page.goto(web.url("/"))
             tab_to(page, "input[type=file]")
-            with page.expect_file_chooser() as chooser:
-                page.keyboard.press("Space")
-            chooser.value.set_files(str(csv_file))
+            page.keyboard.press("Space")
+            for _ in range(100):  # a poll with a deadline: 10 s
+                if choosers:
+                    break
+                page.wait_for_timeout(100)
+            assert choosers, "Space on the focused file button opened no file chooser"
+            choosers[0].set_files(str(csv_file))
             page.wait_for_selector("#chosen:not([hidden])")
             tab_to(page, "button[type=submit]")
             with page.expect_navigation(url="**/requests/*"):
@@ -58,4 +72,5 @@ def test_upload_to_download_with_the_keyboard_alone(web, image_server, tmp_path,
             text = saved.read_text()
             assert text.startswith("Serial Number,Product Name,Input Image URLs,Output Image URLs")
             assert text.count(web.base_url + "/media/") == 2
+    finally:
         context.close()

@@ -23,8 +23,11 @@ SECRET = os.environ["PIXSHIFT_WEBHOOK_SECRET"]
 PATIENT = {"PIXSHIFT_READ_TIMEOUT": "30", "PIXSHIFT_DOWNLOAD_TIMEOUT": "60"}
 
 
-@pytest.fixture(params=["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)])
-def stack(request, tmp_path):
+@pytest.fixture(scope="module", params=["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)])
+def stack(request, tmp_path_factory):
+    """One live stack per deployment for the module: every test makes requests of its own, from an
+    image host of its own."""
+    tmp_path = tmp_path_factory.mktemp(f"catalog-{request.param}")
     if request.param == "embedded":
         with Stack(tmp_path, PATIENT, separate_consumer=False, workers=8) as s:
             yield s
