@@ -107,7 +107,7 @@ class LiveFeed:
             import socketio
         except ImportError:
             return False
-        try:  # websocket-client is not a runtime dependency: without it, long-polling, and no error log about it
+        try:  # a runtime dependency, but an install without it (--no-deps) long-polls, with no error log
             import websocket  # noqa: F401
 
             transports = None
