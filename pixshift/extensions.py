@@ -6,7 +6,7 @@ from flask_migrate import Migrate
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -17,6 +17,13 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 socketio = SocketIO()
 migrate = Migrate()
+
+
+def rowcount(result: object) -> int:
+    """Rows an UPDATE matched: how a conditional UPDATE says whether it won (``Session.execute`` is
+    typed as returning a Result; for DML it is a CursorResult)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 @event.listens_for(Engine, "connect")

@@ -31,12 +31,11 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Table, bindparam, exists, func, or_, select, update
-from sqlalchemy.engine import CursorResult
 
 from . import codec_processes, formats, logs, reuse
 from .compress import compress_to_ratio
 from .events import Event, EventBus
-from .extensions import db
+from .extensions import db, rowcount
 from .failures import ImageFailure, Throttled
 from .fetch import FetchPolicy, fetch_image
 from .host_slots import HostGate, host_of
@@ -53,12 +52,6 @@ _CLOCK_TOLERANCE = timedelta(seconds=1)  # a delayed task may fire a little befo
 # WHERE clause against the session's objects, which cost more CPU than the database did.
 # (Each class maps one Table; SQLAlchemy types __table__ as any FromClause.)
 _images, _products, _requests = (cast(Table, m.__table__) for m in (Image, Product, Request))
-
-
-def _rowcount(result: object) -> int:
-    """Rows an UPDATE matched (its result is a CursorResult; Session.execute is typed as Result)."""
-    assert isinstance(result, CursorResult)
-    return result.rowcount
 
 
 _NOT_CANCELLED = ~exists().where(_requests.c.id == _images.c.request_id, _requests.c.cancelled_at.is_not(None))
@@ -361,7 +354,7 @@ def _release(image_id: int, attempt: int, failure: ImageFailure, retry_in: float
         {"b_id": image_id, "b_attempt": attempt},
     )
     db.session.commit()
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 def renew_lease(image_id: int, attempt: int, lease_seconds: int) -> None:
@@ -511,7 +504,7 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
         .where(Request.id == request_id, Request.finished_at.is_(None))
         .values(state=state.value, finished_at=now)
     )
-    if _rowcount(result) != 1:
+    if rowcount(result) != 1:
         db.session.rollback()
         return []
     req = db.session.get(Request, request_id)
@@ -576,7 +569,7 @@ def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = No
                 finished_at=now,
                 error_message=f"the worker processing this image stopped {attempts} times; giving up",
             )
-        changed = _rowcount(
+        changed = rowcount(
             db.session.execute(
                 update(Image)
                 .where(Image.id == image_id, Image.attempts == attempts, Image.state == ImageState.PROCESSING.value)

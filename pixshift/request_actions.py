@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import cast
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.engine import CursorResult
 
 from .events import EventBus
-from .extensions import db
+from .extensions import db, rowcount
 from .failures import Conflict
 from .models import Image, ImageState, Request, RequestState, utcnow
 from .pipeline import Runtime, cancelled_unprocessed, finish_request_if_complete, publish_event
@@ -23,11 +22,6 @@ from .reporting import is_finished
 _images, _requests = (cast(Table, m.__table__) for m in (Image, Request))
 i, r = _images.c, _requests.c
 RETRYABLE = (ImageState.FAILED.value, ImageState.CANCELLED.value)
-
-
-def _rowcount(result: object) -> int:
-    assert isinstance(result, CursorResult)
-    return result.rowcount
 
 
 def cancel_request(req: Request, rt: Runtime) -> list[int]:
@@ -39,7 +33,7 @@ def cancel_request(req: Request, rt: Runtime) -> list[int]:
     if is_finished(req):
         raise Conflict("already_finished", f"request {req.id} has already finished ({req.state}); nothing to cancel")
     now = utcnow()
-    marked = _rowcount(
+    marked = rowcount(
         db.session.execute(
             update(_requests)
             .where(r.id == req.id, r.finished_at.is_(None), r.cancelled_at.is_(None))
@@ -71,7 +65,7 @@ def retry_request(req: Request, bus: EventBus) -> int:
     if not is_finished(req):
         raise Conflict("not_finished", f"request {req.id} is {req.state}; retry once it has finished")
     run = req.run
-    images = _rowcount(
+    images = rowcount(
         db.session.execute(
             update(_images)
             .where(i.request_id == req.id, i.state.in_(RETRYABLE))
@@ -90,7 +84,7 @@ def retry_request(req: Request, bus: EventBus) -> int:
     if images == 0:
         db.session.rollback()
         raise Conflict("nothing_to_retry", f"request {req.id} has no failed or cancelled image to retry")
-    moved = _rowcount(
+    moved = rowcount(
         db.session.execute(
             update(_requests)
             .where(r.id == req.id, r.run == run, r.finished_at.is_not(None))

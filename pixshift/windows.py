@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Table, and_, exists, func, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import Table, exists, func, select, update
 
-from .extensions import db
+from .extensions import db, rowcount
 from .models import Image, ImageState, Request
 
 _images, _requests = (cast(Table, m.__table__) for m in (Image, Request))
@@ -53,35 +52,20 @@ def link_shared_urls(request_id: str) -> int:
         .values(source_id=first.c.first_id)
     )
     db.session.commit()
-    assert isinstance(result, CursorResult)
-    return result.rowcount
+    return rowcount(result)
 
 
-def _after_cursor(request_id: object) -> list:
-    """The conditions of a queued image of the request that the window has not reached yet."""
-    return [
-        i.request_id == request_id,
-        i.id > func.coalesce(r.queued_through, 0),
-        i.state == _QUEUED,
-        i.source_id.is_(None),
-    ]
+def _waiting(request_id: object, after: object) -> list:
+    """A queued image of the request, past ``after`` (the cursor: an id, or the column), that no
+    earlier image shares its URL with: the images the window has yet to reach."""
+    return [i.request_id == request_id, i.id > after, i.state == _QUEUED, i.source_id.is_(None)]
 
 
 def open_window(request_id: str, size: int) -> list[int]:
     """Hand up to ``size`` more of the request's queued images to the queue: their ids, to enqueue."""
     cursor = db.session.scalar(select(r.queued_through).where(r.id == request_id))
     ids = list(
-        db.session.scalars(
-            select(i.id)
-            .where(
-                i.request_id == request_id,
-                i.id > (cursor or 0),
-                i.state == _QUEUED,
-                i.source_id.is_(None),
-            )
-            .order_by(i.id)
-            .limit(size)
-        ).all()
+        db.session.scalars(select(i.id).where(*_waiting(request_id, cursor or 0)).order_by(i.id).limit(size)).all()
     )
     if not ids:
         db.session.commit()
@@ -91,8 +75,7 @@ def open_window(request_id: str, size: int) -> list[int]:
         .where(r.id == request_id, r.queued_through.is_not_distinct_from(cursor))
         .values(queued_through=ids[-1])
     )
-    assert isinstance(moved, CursorResult)
-    if moved.rowcount != 1:  # another caller opened it meanwhile: its ids are in the queue
+    if rowcount(moved) != 1:  # another caller opened it meanwhile: its ids are in the queue
         db.session.rollback()
         return []
     db.session.commit()
@@ -111,14 +94,7 @@ def next_in_window(request_id: str) -> int | None:
         if row is None or row.cancelled_at is not None:
             db.session.commit()
             return None
-        nxt = db.session.scalar(
-            select(func.min(i.id)).where(
-                i.request_id == request_id,
-                i.id > (row.queued_through or 0),
-                i.state == _QUEUED,
-                i.source_id.is_(None),
-            )
-        )
+        nxt = db.session.scalar(select(func.min(i.id)).where(*_waiting(request_id, row.queued_through or 0)))
         if nxt is None:
             db.session.commit()
             return None
@@ -128,8 +104,7 @@ def next_in_window(request_id: str) -> int | None:
             .values(queued_through=nxt)
         )
         db.session.commit()
-        assert isinstance(moved, CursorResult)
-        if moved.rowcount == 1:
+        if rowcount(moved) == 1:
             return nxt
     return None  # lost every race: the turn is dropped, and the sweep reopens a window left empty
 
@@ -150,7 +125,7 @@ def stalled_requests() -> list[str]:
             r.cancelled_at.is_(None),
             r.queued_through.is_not(None),
             ~in_window,
-            exists().where(and_(*_after_cursor(r.id))),
+            exists().where(*_waiting(r.id, func.coalesce(r.queued_through, 0))),
         )
     ).all()
     db.session.commit()

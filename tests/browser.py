@@ -12,6 +12,8 @@ there but does not start always fails.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import shutil
 import time
@@ -165,3 +167,16 @@ def evidence_on_failure(page, tmp_path: Path, name: str, *extra):
             for note in notes:
                 exc.add_note(note)
         raise
+
+
+CSV_HEADER = ["Serial Number", "Product Name", "Input Image URLs"]
+
+
+def csv_text(rows) -> str:
+    """A product CSV of (serial, name, urls) rows, as a person's spreadsheet writes it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for serial, name, urls in rows:
+        writer.writerow([serial, name, ", ".join(urls)])
+    return out.getvalue()

@@ -9,8 +9,6 @@ in test-output/pages/ for people to look at.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import shutil
@@ -18,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from browser import chromium, unavailable
+from browser import chromium, csv_text, unavailable
 
 from harness.livestack import Stack
 
@@ -27,7 +25,6 @@ SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "pages"
 SIZES = {"desktop": (1440, 900), "phone": (390, 844)}
 TOKEN = "tok-accessibility"
 TIMEOUT_MS = 20_000
-HEADER = ["Serial Number", "Product Name", "Input Image URLs"]
 
 PAGES = [
     pytest.param("upload", id="upload"),
@@ -42,15 +39,6 @@ PAGES = [
     pytest.param("error", id="error"),
     pytest.param("docs", id="docs"),
 ]
-
-
-def csv_text(rows) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(HEADER)
-    for serial, name, urls in rows:
-        writer.writerow([serial, name, ", ".join(urls)])
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ try:
 except ImportError:  # the browser fixture skips (or fails in CI) with the reason
     expect = None
 
-from browser import PageWatch, chromium, drop_file, evidence_on_failure, screenshot
+from browser import PageWatch, chromium, csv_text, drop_file, evidence_on_failure, screenshot
 
 from harness.livestack import Stack
 
@@ -98,15 +98,6 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
-
-
-def csv_text(rows) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(HEADER)
-    for serial, name, urls in rows:
-        writer.writerow([serial, name, ", ".join(urls)])
-    return out.getvalue()
 
 
 def shown_errors(page) -> list[dict]:
