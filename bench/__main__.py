@@ -26,7 +26,9 @@ Sections (every rate is a ratio taken in the same run, on the same machine):
    minute, while 20 clients upload a 1,000-row CSV each at the same moment (bench/crowd.py);
 7. compression: encodes per image and quality reached, as PixShift reported them in (2);
 8. small beside huge: a 10-image request uploaded while a 200,000-image one runs, with requests
-   taking turns in the queue (the default) and with one first-in-first-out queue (bench/fairness.py).
+   taking turns in the queue (the default) and with one first-in-first-out queue (bench/fairness.py);
+9. look at half the bytes: SSIMULACRA2 and SSIM against the input, bytes and CPU, per source-quality
+   band, for each JPEG encoder (the engine before 2026-12, the default, MozJPEG) (bench/look.py).
 """
 
 from __future__ import annotations
@@ -57,12 +59,13 @@ from bench import corpus as corpus_mod
 from bench.crowd import crowd
 from bench.fairness import small_beside_huge
 from bench.load import load
+from bench.look import look
 from bench.report import render
 from bench.rerun import catalog_again
 from harness.imageserver import ImageServer
 from harness.livestack import Stack, scaleout_env, wait_until
 
-ALL_SECTIONS = ("codec", "e2e", "rerun", "slow", "big", "status", "crowd", "fair")
+ALL_SECTIONS = ("codec", "e2e", "rerun", "slow", "big", "status", "crowd", "fair", "look")
 FINISHED = ("completed", "completed_with_errors", "failed", "cancelled")
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
 
@@ -307,7 +310,10 @@ def codec_section(corpus: corpus_mod.Corpus, direct: dict, sizes: Sizes) -> dict
     out = {}
     for kind in ("jpeg", "png"):
         jobs = [
-            codec.Job(str(corpus.path(i)), direct[i.name]["format"], direct[i.name]["quality"]) for i in corpus.of(kind)
+            codec.Job(
+                str(corpus.path(i)), direct[i.name]["format"], direct[i.name]["quality"], direct[i.name]["lossless"]
+            )
+            for i in corpus.of(kind)
         ]
         rate = codec.codec_limit(jobs, sizes.codec_seconds)
         log(
@@ -628,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         results["direct"] = direct
         if "codec" in sections:
             results["codec"] = codec_section(corpus, direct, sizes)
+        if "look" in sections:
+            results["look"] = look([corpus.path(i) for i in corpus.of("png")], args.smoke, log)
         with ImageServer(root=corpus.root) as server:
             for mode in modes:
                 r = results[mode] = {}
@@ -671,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         table = (
             render(results)
             if sections == set(ALL_SECTIONS)
-            else json.dumps({m: results.get(m) for m in modes}, indent=1, default=str)
+            else json.dumps({m: results.get(m) for m in (*modes, "look")}, indent=1, default=str)
         )
         print(table)
         if args.out:

@@ -3,7 +3,8 @@
 One process per core, each looping over the whole set (starting at a different image) until the
 time is up; no threads, no GIL, no I/O, no size search, no thumbnails. Each image is decoded from
 its file bytes, brought to the mode PixShift encodes (RGB, or RGBA when it has transparency) and
-encoded once, in the format and at the quality PixShift's search ends on for it. That is the most
+encoded once, in the format, at the quality and with the encoder settings PixShift's search ends on
+for it. That is the most
 any pipeline built on Pillow could do with these images; every other rate is compared with it.
 """
 
@@ -23,7 +24,8 @@ from PIL import Image
 class Job:
     path: str
     format: str  # "JPEG" or "WEBP": what PixShift outputs for this image
-    quality: int  # the quality PixShift's search ends on
+    quality: int  # the quality PixShift's search ends on (for lossless WebP: the effort)
+    lossless: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,22 +38,22 @@ class CodecRate:
     cpu_ms_per_image: float  # CPU time: what the work itself costs
 
 
-def decode_encode(data: bytes, fmt: str, quality: int) -> int:
+def decode_encode(data: bytes, fmt: str, quality: int, lossless: bool = False) -> int:
+    """One decode and one encode with the encoder settings PixShift's output is made with
+    (pixshift.compress.encode: for JPEG, MozJPEG's table with optimized Huffman tables)."""
+    from pixshift.compress import encode
+
     im = Image.open(io.BytesIO(data))
     im.load()
     if fmt == "WEBP":
         im = im.convert("RGBA")
-        params = {"quality": quality, "alpha_quality": 100}
     else:
         im = im if im.mode in ("RGB", "L") else im.convert("RGB")
-        params = {"quality": quality}
-    out = io.BytesIO()  # in a process of its own the GIL is no matter
-    im.save(out, fmt, **params)
-    return out.tell()
+    return len(encode(im, quality, fmt=fmt, icc=None, lossless=lossless))
 
 
 def _worker(jobs: list[Job], offset: int, seconds: float, start_at: float, results) -> None:
-    loaded = [(Path(j.path).read_bytes(), j.format, j.quality) for j in jobs]
+    loaded = [(Path(j.path).read_bytes(), j.format, j.quality, j.lossless) for j in jobs]
     loaded = loaded[offset % len(loaded) :] + loaded[: offset % len(loaded)]
     decode_encode(*loaded[0])  # warm up outside the clock
     while time.time() < start_at:
@@ -59,8 +61,8 @@ def _worker(jobs: list[Job], offset: int, seconds: float, start_at: float, resul
     begin, cpu = time.perf_counter(), time.process_time()
     done = 0
     while True:
-        for data, fmt, quality in loaded:
-            decode_encode(data, fmt, quality)
+        for data, fmt, quality, lossless in loaded:
+            decode_encode(data, fmt, quality, lossless)
             done += 1
             if time.perf_counter() - begin >= seconds:
                 results.put((done, time.perf_counter() - begin, time.process_time() - cpu))
@@ -90,17 +92,15 @@ def codec_limit(jobs: list[Job], seconds: float, processes: int | None = None) -
 
 def search_one(path: str) -> dict:
     """PixShift's compress_to_ratio on one file, and whether quality + 1 would have overflowed (best)."""
-    from pixshift.compress import compress_to_ratio
+    from pixshift.compress import compress_to_ratio, encode
 
     data = Path(path).read_bytes()
     r = compress_to_ratio(data)
     best = True
-    if r.quality < 95 and r.scale == 1.0:
+    if r.quality < 95 and r.scale == 1.0 and "lossless" not in r.notes:
         im = Image.open(io.BytesIO(data))
         im = im.convert("RGBA") if r.format == "WEBP" else im.convert("RGB")
-        buf = io.BytesIO()
-        im.save(buf, r.format, quality=r.quality + 1, **({"alpha_quality": 100} if r.format == "WEBP" else {}))
-        best = buf.tell() > len(data) // 2
+        best = len(encode(im, r.quality + 1, fmt=r.format, icc=None)) > len(data) // 2
     return {
         "format": r.format,
         "quality": r.quality,
@@ -108,4 +108,5 @@ def search_one(path: str) -> dict:
         "probe_encodes": r.probe_encodes,
         "ratio": len(r.data) / len(data),
         "best": best,
+        "lossless": "lossless" in r.notes,
     }

@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.photos import photo
-from pixshift.compress import _encode, compress_to_ratio
+from pixshift.compress import compress_to_ratio, encode
 
 
 def corpus(dirs: list[str]) -> dict[str, Image.Image]:
@@ -117,7 +117,7 @@ def thread_scaling() -> None:
 
     for label, work in (
         ("encode q80 into BytesIO", bytesio_encode),
-        ("encode q80 into memfd (_encode)", lambda: _encode(im, 80, fmt="JPEG", icc=None)),
+        ("encode q80 into memfd (encode)", lambda: encode(im, 80, fmt="JPEG", icc=None)),
         ("compress_to_ratio, 3 MP q90 JPEG", lambda: compress_to_ratio(data)),
     ):
         one, two = rate(work, 1), rate(work, 2)
@@ -132,7 +132,7 @@ def trace_bench_corpus() -> None:
     from bench.corpus import build
 
     corpus = build(Path(tempfile.mkdtemp(prefix="pixshift-search-")))
-    real_encode = compress._encode
+    real_encode = compress.encode
     counts, probes, bests = [], [], 0
     for item in corpus.of("jpeg"):
         data = corpus.path(item).read_bytes()
@@ -145,11 +145,11 @@ def trace_bench_corpus() -> None:
                 steps.append((quality, len(out), image.height))
             return out
 
-        compress._encode = encode
+        compress.encode = encode
         try:
             r = compress_to_ratio(data)
         finally:
-            compress._encode = real_encode
+            compress.encode = real_encode
         steps = steps[1:-1]  # the input thumbnail is encoded first, the output's last
         counts.append(r.encodes)
         probes.append(r.probe_encodes)

@@ -17,6 +17,7 @@ SECTIONS = (
     "6. Status beside uploads",
     "7. Compression",
     "8. Small beside huge",
+    "9. Look at half the bytes",
 )
 
 
@@ -309,7 +310,42 @@ def render(r: dict) -> str:
     )
 
     _fairness_rows(r, modes, row, per_mode)
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *(["", *look_table(r["look"])] if "look" in r else [])]) + "\n"
+
+
+def look_table(look: dict) -> list[str]:
+    """Section 9: one row per JPEG encoder; the targets are against ``ijg`` (the engine before
+    2026-12) in the same run: SSIMULACRA2 mean +5 and no image below its minimum on the photos,
+    every output <= 0.5 of its input, alpha exact, compression CPU no higher."""
+    s = look["summary"]
+    bands = [b for b in s["ijg"] if b.startswith("q") or b == "png"]
+    today = s["ijg"]["photos"]
+    cpu_today = s["ijg"]["all"]["cpu_s"]
+    lines = [
+        f"### {SECTIONS[9]} ({look['images']} images; SSIMULACRA2 mean / min, SSIM mean, per band)",
+        "",
+        "| JPEG encoder | " + " | ".join(bands) + " | photos: SSIMULACRA2 mean / min | bytes ≤ | alpha exact "
+        "| CPU vs ijg | downscaled | targets |",
+        "|---|" + "---|" * len(bands) + "---|---|---|---|---|---|",
+    ]
+    for engine, x in s.items():
+        p = x["photos"]
+        cpu = x["all"]["cpu_s"] / cpu_today
+        checks = {
+            "mean +5": p["s2_mean"] >= today["s2_mean"] + 5,
+            "min": p["s2_min"] >= today["s2_min"],
+            "≤ 0.5": x["all"]["ratio_max"] <= 0.5,
+            "alpha": x["alpha_exact"],
+            "CPU": cpu <= 1.0,
+        }
+        verdict = "—" if engine == "ijg" else ", ".join(f"{k} {_mark(v)}" for k, v in checks.items())
+        cells = [f"{x[b]['s2_mean']:.1f} / {x[b]['s2_min']:.1f}, {x[b]['ssim_mean']:.4f}" for b in bands]
+        lines.append(
+            f"| {engine} | " + " | ".join(cells) + f" | **{p['s2_mean']:.1f}** / {p['s2_min']:.1f} "
+            f"({p['s2_mean'] - today['s2_mean']:+.1f}) | {x['all']['ratio_max']:.3f} | {x['alpha_exact']} "
+            f"| {cpu:.2f} | {x['all']['downscaled']} | {verdict} |"
+        )
+    return lines
 
 
 def _fairness_rows(r: dict, modes: list[str], row, per_mode) -> None:

@@ -39,6 +39,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         raise ValueError("PIXSHIFT_MEDIA_DELIVERY must be proxy, presigned or public")
     if app.config["MEDIA_DELIVERY"] == "public" and not app.config["MEDIA_PUBLIC_BASE_URL"]:
         raise ValueError("PIXSHIFT_MEDIA_DELIVERY=public needs PIXSHIFT_MEDIA_PUBLIC_BASE_URL")
+    _check_jpeg_encoder(app.config["JPEG_ENCODER"])
     from flask.json.provider import DefaultJSONProvider
 
     assert isinstance(app.json, DefaultJSONProvider)
@@ -103,6 +104,7 @@ def _runtime(app: Flask):
         max_quality=c["MAX_QUALITY"],
         max_pixels=c["MAX_IMAGE_PIXELS"],
         thumbnail_size=c["THUMBNAIL_SIZE"],
+        jpeg_encoder=c["JPEG_ENCODER"],
         lease_seconds=c["LEASE_SECONDS"],
         max_attempts=c["MAX_ATTEMPTS"],
         retry_delay=c["RETRY_DELAY"],
@@ -130,3 +132,15 @@ def _instance_secret(app: Flask) -> str:
     if not path.exists():
         path.write_text(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+def _check_jpeg_encoder(name: str) -> None:
+    if name not in ("libjpeg-turbo", "mozjpeg"):
+        raise ValueError("PIXSHIFT_JPEG_ENCODER must be libjpeg-turbo or mozjpeg")
+    if name == "mozjpeg":
+        try:
+            import pyvips  # noqa: F401
+        except (ImportError, OSError) as e:  # not installed, or its libvips is missing
+            raise ValueError(
+                f"PIXSHIFT_JPEG_ENCODER=mozjpeg needs pyvips: pip install 'pixshift[mozjpeg]' ({e})"
+            ) from e

@@ -20,10 +20,14 @@ Sizes are assumed to grow with quality; libjpeg has rare one-step wiggles (e.g. 
 next to the source's own quality) where a higher quality beyond the first overflow would fit
 again; those are not chased.
 
-Encodes use optimize=False throughout. optimize=True never changes pixels and saves ~3% of the
-bytes, but doubles encode time; under a fixed byte budget it would have to be used on every probe
-to buy a higher quality, and applying it to the final output alone costs one more encode and only
-makes an already-fitting file smaller. Off keeps the search cheap and "q + 1 does not fit" exact.
+JPEG encodes use MozJPEG's default quantization tables (its table 3, by N. Robidoux, for luma and
+chroma alike, through Pillow's ``qtables``) and optimized Huffman tables, on every probe and full
+encode: against libjpeg's standard tables without optimize it buys 2.8 SSIMULACRA2 points on the
+benchmark's look set, no low-quality source has to be downscaled any more, and the search needs
+fewer full encodes, so CPU per image does not rise (bench/look.py: the figures). ``jpeg_encoder=
+"mozjpeg"`` encodes through libvips' MozJPEG instead (trellis quantization, overshoot deringing;
+the optional ``pyvips`` extra): a higher look for several times the CPU. ``"ijg"`` is the engine
+before 2026-12, kept for the benchmark's comparison.
 """
 
 from __future__ import annotations
@@ -57,6 +61,22 @@ _STD_CHROMA = (
     24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
 ) + (99,) * 32  # fmt: skip
 
+# MozJPEG's default table (jcparam.c, table 3: N. Robidoux's, tuned for perceived quality), used for
+# luma and chroma alike; libjpeg's quality scaling applies to it as to the standard tables.
+_ROBIDOUX = (
+    16, 16, 16, 18, 25, 37, 56, 85, 16, 17, 20, 27, 34, 40, 53, 75,
+    16, 20, 24, 31, 43, 62, 91, 135, 18, 27, 31, 40, 53, 74, 106, 156,
+    25, 34, 43, 53, 69, 94, 131, 189, 37, 40, 62, 74, 94, 124, 169, 238,
+    56, 53, 91, 106, 131, 169, 226, 311, 85, 75, 135, 156, 189, 238, 311, 418,
+)  # fmt: skip
+JPEG_ENCODERS = ("libjpeg-turbo", "mozjpeg", "ijg")  # see the module docstring; "ijg" is for the benchmark
+_ROBIDOUX_TABLES = [list(_ROBIDOUX), list(_ROBIDOUX)]
+_PILLOW_JPEG_PARAMS: dict[str, dict[str, object]] = {
+    "libjpeg-turbo": {"qtables": _ROBIDOUX_TABLES, "optimize": True},
+    "ijg": {},
+}
+_BASE_LUMA = {"libjpeg-turbo": _ROBIDOUX, "mozjpeg": _ROBIDOUX, "ijg": _STD_LUMA}
+
 # Slope of log(bytes) against log(table scale) used until two measured points give a real one.
 # Re-encoding a JPEG: 0.5-0.54 for q85-95 photo sources, steeper for lower source qualities
 # (measured on the scikit-image photos and synthetic photos, see bench/compress_search.py).
@@ -67,10 +87,14 @@ _MAX_DOWNSCALES = 4
 _DOWNSCALE_MARGIN = 0.9  # aim min_quality at 90% of the budget when shrinking
 _BYTES_PER_PIXELS_EXPONENT = 0.8  # bytes ~ pixels**0.8: a smaller image has more detail per pixel
 _THUMBNAIL_QUALITY = 80
+_LOSSLESS_EFFORT = 50  # libwebp's default: as fast as a lossy encode; 100 is ~10x slower for ~5% fewer bytes
 _BAND = 16  # rows per probe band: one MCU row of 4:2:0 JPEG (two of grayscale)
 _PROBE_EVERY = (8, 4)  # sample every 8th band, or every 4th of a shorter image
 _MIN_PROBE_BANDS = 12  # fewer sampled bands than this and the estimate is too rough: search at full size
 _MAX_CONFIRMING_ENCODES = 4
+# When the last full encode fit and the calibrated probe puts the overflow only one step higher,
+# stop there rather than pay a full encode to confirm that step (bench/look.py: no loss in look).
+_SETTLE_ONE_BELOW = True
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 # libjpeg decodes every scan of a progressive JPEG into the whole image's coefficients, so a scan of
 # a few bytes costs a pass over all of them (~17 ms at 49 MP here), and a crafted file of a few MB
@@ -94,7 +118,7 @@ _scratch = _Scratch()
 # whenever a change here makes different output bytes from the same input and settings (search,
 # encoder options, thumbnails, limits such as _MAX_JPEG_SCANS), so results of the old engine are
 # made again instead of reused.
-ENGINE_VERSION = "2026-12-02.1"
+ENGINE_VERSION = "2026-12-03.1"
 
 Encoder = Callable[[Image.Image, int], bytes]  # (image, quality) -> file bytes
 
@@ -130,6 +154,7 @@ def compress_to_ratio(
     max_quality: int = 95,
     thumbnail_size: int = 256,
     max_scans: int = _MAX_JPEG_SCANS,
+    jpeg_encoder: str = "libjpeg-turbo",
 ) -> CompressedImage:
     """Re-encode `data` to at most floor(len(data) * ratio) bytes at the highest quality that fits.
 
@@ -137,20 +162,35 @@ def compress_to_ratio(
     lossless alpha), the rest becomes JPEG. Only if min_quality does not fit is the image downscaled.
     Raises ImageFailure ("not_an_image", "corrupt_image", "too_many_pixels", "too_costly",
     "unsupported_image", "cannot_compress").
-    A JPEG of more than ``max_scans`` scans is refused before decoding.
+    A JPEG of more than ``max_scans`` scans is refused before decoding. A lossless source with
+    transparency becomes lossless WebP when that fits: exact pixels are the best look there is.
     """
     _check_arguments(ratio, max_pixels, min_quality, max_quality, thumbnail_size, max_scans)
+    if jpeg_encoder not in JPEG_ENCODERS:
+        raise ValueError(f"jpeg_encoder must be one of {', '.join(JPEG_ENCODERS)}, got {jpeg_encoder!r}")
     budget = math.floor(len(data) * ratio)
     notes: list[str] = []
     source = _open(data, max_pixels, max_scans)
     image, icc = _pixels(_decode_upright(source, notes), notes)
     # WebP stays WebP (a WebP re-encoded as JPEG needs far more bytes for the same look).
     fmt = "WEBP" if image.mode == "RGBA" or source.format == "WEBP" else "JPEG"
-    encode = functools.partial(_encode, fmt=fmt, icc=icc)
-    prior = _free_point(source, len(data), icc) if fmt == "JPEG" and "cmyk_to_rgb" not in notes else None
+    encoder = functools.partial(encode, fmt=fmt, icc=icc, jpeg_encoder=jpeg_encoder)
+    # Thumbnails are small previews: libjpeg's plain encode (a fifth of the cost of optimized
+    # Huffman tables or trellis at this size) is all they need.
+    cheap = functools.partial(encode, fmt=fmt, icc=icc, jpeg_encoder="ijg")
+    prior = (
+        _free_point(source, len(data), icc, _BASE_LUMA[jpeg_encoder])
+        if fmt == "JPEG" and "cmyk_to_rgb" not in notes
+        else None
+    )
 
-    input_thumbnail, box = _input_thumbnail(image, encode, thumbnail_size)
-    output, quality, size, encodes, probes = _fit(image, encode, fmt, budget, min_quality, max_quality, prior)
+    input_thumbnail, box = _input_thumbnail(image, cheap, thumbnail_size)
+    lossless = _lossless_webp(image, icc, budget) if fmt == "WEBP" and _is_lossless(source, data) else None
+    if lossless is not None:
+        output, quality, size, encodes, probes = lossless, 100, image.size, 1, 0
+        notes.append("lossless")
+    else:
+        output, quality, size, encodes, probes = _fit(image, encoder, fmt, budget, min_quality, max_quality, prior)
     if size != image.size:
         notes.append("downscaled")
     return CompressedImage(
@@ -169,7 +209,7 @@ def compress_to_ratio(
         probe_encodes=probes,
         notes=tuple(notes),
         input_thumbnail=input_thumbnail,
-        output_thumbnail=_output_thumbnail(output, encode, box),
+        output_thumbnail=_output_thumbnail(output, cheap, box),
     )
 
 
@@ -325,12 +365,18 @@ def _quality_for_scale(scale: float) -> float:
     return (200 - scale) / 2 if scale <= 100 else 5000 / scale
 
 
-def _free_point(source: Image.Image, nbytes: int, icc: bytes | None) -> tuple[float, int] | None:
-    """The free first point (quality, bytes) of a JPEG source: re-encoded at its own quality it
-    comes out at about its own size, less the metadata we drop. From the header: no encode."""
+def _free_point(
+    source: Image.Image, nbytes: int, icc: bytes | None, base: tuple[int, ...] = _STD_LUMA
+) -> tuple[float, int] | None:
+    """The free first point (quality, bytes) of a JPEG source: re-encoded with tables as coarse as
+    its own (for the standard tables: at its own quality) it comes out at about its own size, less
+    the metadata we drop. From the header: no encode."""
     quality = jpeg_quality(source)
     if quality is None:
         return None
+    if base is not _STD_LUMA:  # the quality whose scaled ``base`` table is as coarse as the source's
+        luma = getattr(source, "quantization", {})[0]
+        quality = min(max(_quality_for_scale(100 * sum(luma) / sum(base)), 1.0), 100.0)
     metadata = sum(len(segment) + 4 for _, segment in getattr(source, "applist", []))
     return quality, max(nbytes - metadata + len(icc or b""), 1)
 
@@ -390,13 +436,33 @@ def _scratch_file() -> IO[bytes]:
     return scratch.file
 
 
-def _encode(image: Image.Image, quality: int, *, fmt: str, icc: bytes | None) -> bytes:
-    """Encode into the scratch memfd, so Pillow releases the GIL, and read the bytes back."""
+def encode(
+    image: Image.Image,
+    quality: int,
+    *,
+    fmt: str,
+    icc: bytes | None,
+    jpeg_encoder: str = "libjpeg-turbo",
+    lossless: bool = False,
+) -> bytes:
+    """Encode into the scratch memfd, so Pillow releases the GIL, and read the bytes back.
+    ``lossless`` (WebP only): exact pixels; ``quality`` is not used."""
     params: dict[str, object] = {"quality": quality}
-    if fmt == "WEBP":
+    if lossless:
+        # exact=False: the colour under a fully transparent pixel may change (it cannot be seen)
+        params.update(lossless=True, quality=_LOSSLESS_EFFORT, exact=False)
+    elif fmt == "WEBP":
         params["alpha_quality"] = 100  # lossless alpha: transparency must survive exactly
+    elif jpeg_encoder == "mozjpeg":
+        return _encode_mozjpeg(image, quality, icc)
+    else:
+        params.update(_PILLOW_JPEG_PARAMS[jpeg_encoder])
     if icc:
         params["icc_profile"] = icc
+    return _save(image, fmt, params)
+
+
+def _save(image: Image.Image, fmt: str, params: dict[str, object]) -> bytes:
     file = _scratch_file()
     file.seek(0)
     file.truncate()
@@ -408,6 +474,50 @@ def _encode(image: Image.Image, quality: int, *, fmt: str, icc: bytes | None) ->
     finally:
         file.seek(0)
         file.truncate()  # give the memory back between images
+
+
+def _encode_mozjpeg(image: Image.Image, quality: int, icc: bytes | None) -> bytes:
+    """libvips' MozJPEG encoder on our pixels: its default table, trellis quantization and
+    deringing, baseline, optimized Huffman tables, 4:2:0 as Pillow writes. libvips runs outside
+    the GIL."""
+    import pyvips  # the optional extra; pixshift.config refuses the setting without it
+
+    bands = len(image.getbands())
+    vips = pyvips.Image.new_from_memory(image.tobytes(), image.width, image.height, bands, "uchar")
+    vips = vips.copy(interpretation="b-w" if bands == 1 else "srgb")
+    if icc:
+        vips.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
+    data: bytes = vips.jpegsave_buffer(
+        Q=quality,
+        optimize_coding=True,
+        trellis_quant=True,
+        overshoot_deringing=True,
+        quant_table=3,
+        subsample_mode="on",
+        keep="icc" if icc else "none",
+    )
+    return data
+
+
+def _is_lossless(source: ImageFile.ImageFile, data: bytes) -> bool:
+    """Whether the source's pixels are exact (PNG, GIF, lossless WebP...): re-encoding a lossy
+    source losslessly would only copy its artefacts at great cost."""
+    if source.format != "WEBP":
+        return source.format in ("PNG", "GIF", "BMP", "TIFF", "PPM", "TGA")
+    pos = 12  # RIFF chunks after "RIFF", size, "WEBP": the image data is in VP8 (lossy) or VP8L
+    while pos + 8 <= len(data):
+        tag, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if tag in (b"VP8 ", b"VP8L"):
+            return tag == b"VP8L"
+        pos += 8 + size + (size & 1)
+    return False
+
+
+def _lossless_webp(image: Image.Image, icc: bytes | None, budget: int) -> bytes | None:
+    """Lossless WebP when it fits the budget (it does for typical product cut-outs, whose
+    transparent surroundings cost nothing), else None and the lossy search runs."""
+    data = encode(image, 100, fmt="WEBP", icc=icc, lossless=True)
+    return data if len(data) <= budget else None
 
 
 # --- the search ------------------------------------------------------------------------------
@@ -511,8 +621,8 @@ def _search_with_probe(
             _, quality, _ = _search_quality(
                 probe, encode_probe, probe_budget, lo + 1, hi - 1, probe_prior, slope, sizes
             )
-            if quality <= lo:
-                break  # nothing above the last fit is predicted to fit
+            if quality <= lo or (best is not None and quality == lo + 1 and _SETTLE_ONE_BELOW):
+                break  # nothing above the last fit is predicted to fit, or only the next step
         data = encode(image, quality)
         encodes += 1
         if len(data) <= budget:

@@ -86,6 +86,10 @@ class Config:
         self.MIN_QUALITY = _int("PIXSHIFT_MIN_QUALITY", 30)
         self.MAX_QUALITY = _int("PIXSHIFT_MAX_QUALITY", 95)
         self.THUMBNAIL_SIZE = _int("PIXSHIFT_THUMBNAIL_SIZE", 256)
+        # "libjpeg-turbo" (Pillow's, with MozJPEG's quantization table and optimized Huffman tables) or
+        # "mozjpeg" (libvips' MozJPEG with trellis quantization: a higher look for ~4.5x the CPU per
+        # JPEG; needs the pyvips extra). bench/look.py measures both.
+        self.JPEG_ENCODER = _env("PIXSHIFT_JPEG_ENCODER", "libjpeg-turbo")
         # CPU time one image may cost its compression child (decode, search, encodes) before the child
         # is killed and the image fails too_costly; 0: no limit. compress_to_ratio's CPU time on the
         # worst legitimate images at the 50 MP cap, on the 2-core test machine: WebP with alpha 79-93 s

@@ -117,6 +117,7 @@ class Runtime:
     image_cpu_seconds: float  # a child that spends more on one image is killed: too_costly
     request_window: int  # image tasks of one request in the queue at once (pixshift.windows)
     reuse_results: bool = True  # revalidate and reuse results of earlier requests (pixshift.reuse)
+    jpeg_encoder: str = "libjpeg-turbo"  # pixshift.compress.JPEG_ENCODERS
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,7 @@ def _fetch_and_compress(
         min_quality=rt.min_quality,
         max_quality=rt.max_quality,
         thumbnail_size=rt.thumbnail_size,
+        jpeg_encoder=rt.jpeg_encoder,
     )
     # Every object is stored before the image is recorded done, so done always means retrievable.
     fields: dict[str, object] = {

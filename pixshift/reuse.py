@@ -56,6 +56,8 @@ class Settings(Protocol):
     def max_pixels(self) -> int: ...
     @property
     def thumbnail_size(self) -> int: ...
+    @property
+    def jpeg_encoder(self) -> str: ...
 
 
 logger = logging.getLogger(__name__)
@@ -85,8 +87,11 @@ _COLUMNS = [_results.c[name] for name in (*RESULT_FIELDS, "etag", "last_modified
 
 
 @functools.cache
-def _settings_key(ratio: float, min_quality: int, max_quality: int, max_pixels: int, thumbnail_size: int) -> str:
+def _settings_key(
+    ratio: float, min_quality: int, max_quality: int, max_pixels: int, thumbnail_size: int, jpeg_encoder: str
+) -> str:
     settings = {
+        "jpeg_encoder": jpeg_encoder,
         "engine": ENGINE_VERSION,
         "pillow": PIL.__version__,  # a new Pillow (and its codecs) may encode other bytes
         "ratio": ratio,
@@ -100,7 +105,7 @@ def _settings_key(ratio: float, min_quality: int, max_quality: int, max_pixels: 
 
 def settings_key(rt: Settings) -> str:
     """SHA-256 of everything that decides the output bytes: a result is reused only under the same key."""
-    return _settings_key(rt.ratio, rt.min_quality, rt.max_quality, rt.max_pixels, rt.thumbnail_size)
+    return _settings_key(rt.ratio, rt.min_quality, rt.max_quality, rt.max_pixels, rt.thumbnail_size, rt.jpeg_encoder)
 
 
 def url_key(url: str) -> str:
