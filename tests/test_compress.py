@@ -432,3 +432,11 @@ def test_tiny_image_cannot_be_compressed():
     data = save(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG")
     error = failure(data)
     assert error.code == "cannot_compress" and "bytes" in error.message
+
+
+def test_the_app_refuses_an_unknown_jpeg_encoder(tmp_path):
+    """A typo in PIXSHIFT_JPEG_ENCODER stops the service at start, not every image later."""
+    from pixshift import create_app
+
+    with pytest.raises(ValueError, match="PIXSHIFT_JPEG_ENCODER"):
+        create_app({"TESTING": True, "JPEG_ENCODER": "mozjepg", "INSTANCE_PATH": tmp_path})
