@@ -1,9 +1,10 @@
 """Section 9: how the outputs look at the 50 % cap, per JPEG encoder, measured against the input.
 
-Each image of the look set is compressed by ``compress_to_ratio`` once per engine, in the same run:
-``ijg`` (libjpeg's standard tables without Huffman optimisation: PixShift before 2026-12),
-``libjpeg-turbo`` (the default: MozJPEG's quantization table and optimized Huffman tables) and
-``mozjpeg`` (PIXSHIFT_JPEG_ENCODER=mozjpeg, libvips' MozJPEG). For every output: its bytes over the
+Each image of the look set is compressed once per engine, in the same run: ``before`` (PixShift's
+``pixshift/compress.py`` as it was at commit BASELINE, read from git: libjpeg's standard tables
+without Huffman optimisation, lossy WebP for every transparent image), ``libjpeg-turbo`` (today's
+default: MozJPEG's quantization table and optimized Huffman tables, lossless WebP where it fits)
+and ``mozjpeg`` (PIXSHIFT_JPEG_ENCODER=mozjpeg, libvips' MozJPEG). For every output: its bytes over the
 input's, the CPU seconds compress_to_ratio took (this process, one thread), SSIMULACRA2 (the
 ``ssimulacra2`` port; ~50 medium, ~70 high, ~90 very high) and SSIM (luma, Gaussian window
 sigma 1.5, Wang et al.'s constants) against the decoded input, a downscaled output brought back to
@@ -22,7 +23,10 @@ import io
 import multiprocessing
 import os
 import statistics
+import subprocess
+import sys
 import time
+import types
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +35,10 @@ from PIL import Image
 
 from bench.corpus import photo
 
-ENGINES = ("ijg", "libjpeg-turbo", "mozjpeg")
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = "3dd1386"  # main before the compression engine issue: the engine "before" is measured
+ENGINES = ("before", "libjpeg-turbo", "mozjpeg")
+_compressors: dict[str, Callable] = {}  # per pool process, set by _start
 BANDS = (75, 85, 92, 95)
 _SIZES = ((1200, 900), (1500, 1000), (1200, 1500), (1800, 1350))
 _SMOKE_SIZES = ((320, 240),)
@@ -52,9 +59,12 @@ def look(pngs: list[Path], smoke: bool, log: Callable[[str], None]) -> dict:
     """Every engine on every image of the look set; per-image rows and per-band summaries."""
     images = look_set(smoke) + [(f"png-{p.stem}", "png", p.read_bytes()) for p in pngs]
     jobs = [(name, band, data, engine) for name, band, data in images for engine in ENGINES]
+    before = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{BASELINE}:pixshift/compress.py"], capture_output=True, text=True, check=True
+    ).stdout
     started = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=ctx, initializer=_warm_up) as pool:
+    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=ctx, initializer=_start, initargs=(before,)) as pool:
         rows = list(pool.map(_measure, jobs))
     log(f"look: {len(images)} images x {len(ENGINES)} engines scored in {time.perf_counter() - started:.0f} s")
     summary = {engine: _summarise([r for r in rows if r["engine"] == engine]) for engine in ENGINES}
@@ -82,23 +92,28 @@ def _summarise(rows: list[dict]) -> dict:
     return out
 
 
-def _warm_up() -> None:
-    """Imports and codec set-up outside the CPU clock of the first image."""
+def _start(before_source: str) -> None:
+    """Load the engine of BASELINE beside today's, then warm every engine up (imports, codec
+    set-up) outside the CPU clock of the first image."""
     from pixshift.compress import compress_to_ratio
 
+    module = types.ModuleType("pixshift_compress_before")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(before_source, f"{BASELINE}:pixshift/compress.py", "exec"), module.__dict__)
+    _compressors["before"] = module.compress_to_ratio
+    for engine in ENGINES[1:]:
+        _compressors[engine] = lambda data, engine=engine: compress_to_ratio(data, jpeg_encoder=engine)
     buf = io.BytesIO()
     photo((64, 64), 1).save(buf, "JPEG", quality=90)
-    for engine in ENGINES:
-        compress_to_ratio(buf.getvalue(), jpeg_encoder=engine)
+    for compress in _compressors.values():
+        compress(buf.getvalue())
     _ssimulacra2(Image.open(buf).convert("RGB"), Image.open(buf).convert("RGB"))
 
 
 def _measure(job: tuple[str, str, bytes, str]) -> dict:
-    from pixshift.compress import compress_to_ratio
-
     name, band, data, engine = job
     cpu = time.process_time()
-    result = compress_to_ratio(data, jpeg_encoder=engine)
+    result = _compressors[engine](data)
     cpu = time.process_time() - cpu
     source = Image.open(io.BytesIO(data))
     source.load()

@@ -314,18 +314,18 @@ def render(r: dict) -> str:
 
 
 def look_table(look: dict) -> list[str]:
-    """Section 9: one row per JPEG encoder; the targets are against ``ijg`` (the engine before
-    2026-12) in the same run: SSIMULACRA2 mean +5 and no image below its minimum on the photos,
+    """Section 9: one row per engine; the targets are against ``before`` (the engine before the
+    compression engine issue, from git) in the same run: SSIMULACRA2 mean +5 and no image below its minimum on the photos,
     every output <= 0.5 of its input, alpha exact, compression CPU no higher."""
     s = look["summary"]
-    bands = [b for b in s["ijg"] if b.startswith("q") or b == "png"]
-    today = s["ijg"]["photos"]
-    cpu_today = s["ijg"]["all"]["cpu_s"]
+    bands = [b for b in s["before"] if b.startswith("q") or b == "png"]
+    today = s["before"]["photos"]
+    cpu_today = s["before"]["all"]["cpu_s"]
     lines = [
         f"### {SECTIONS[9]} ({look['images']} images; SSIMULACRA2 mean / min, SSIM mean, per band)",
         "",
         "| JPEG encoder | " + " | ".join(bands) + " | photos: SSIMULACRA2 mean / min | bytes ≤ | alpha exact "
-        "| CPU vs ijg | downscaled | targets |",
+        "| CPU vs before | downscaled | targets |",
         "|---|" + "---|" * len(bands) + "---|---|---|---|---|---|",
     ]
     for engine, x in s.items():
@@ -338,7 +338,7 @@ def look_table(look: dict) -> list[str]:
             "alpha": x["alpha_exact"],
             "CPU": cpu <= 1.0,
         }
-        verdict = "—" if engine == "ijg" else ", ".join(f"{k} {_mark(v)}" for k, v in checks.items())
+        verdict = "—" if engine == "before" else ", ".join(f"{k} {_mark(v)}" for k, v in checks.items())
         cells = [f"{x[b]['s2_mean']:.1f} / {x[b]['s2_min']:.1f}, {x[b]['ssim_mean']:.4f}" for b in bands]
         lines.append(
             f"| {engine} | " + " | ".join(cells) + f" | **{p['s2_mean']:.1f}** / {p['s2_min']:.1f} "

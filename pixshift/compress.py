@@ -26,8 +26,7 @@ encode: against libjpeg's standard tables without optimize it buys 2.8 SSIMULACR
 benchmark's look set, no low-quality source has to be downscaled any more, and the search needs
 fewer full encodes, so CPU per image does not rise (bench/look.py: the figures). ``jpeg_encoder=
 "mozjpeg"`` encodes through libvips' MozJPEG instead (trellis quantization, overshoot deringing;
-the optional ``pyvips`` extra): a higher look for several times the CPU. ``"ijg"`` is the engine
-before 2026-12, kept for the benchmark's comparison.
+the optional ``pyvips`` extra): a higher look for several times the CPU.
 """
 
 from __future__ import annotations
@@ -69,13 +68,12 @@ _ROBIDOUX = (
     25, 34, 43, 53, 69, 94, 131, 189, 37, 40, 62, 74, 94, 124, 169, 238,
     56, 53, 91, 106, 131, 169, 226, 311, 85, 75, 135, 156, 189, 238, 311, 418,
 )  # fmt: skip
-JPEG_ENCODERS = ("libjpeg-turbo", "mozjpeg", "ijg")  # see the module docstring; "ijg" is for the benchmark
+JPEG_ENCODERS = ("libjpeg-turbo", "mozjpeg")  # see the module docstring
 _ROBIDOUX_TABLES = [list(_ROBIDOUX), list(_ROBIDOUX)]
 _PILLOW_JPEG_PARAMS: dict[str, dict[str, object]] = {
     "libjpeg-turbo": {"qtables": _ROBIDOUX_TABLES, "optimize": True},
-    "ijg": {},
+    "thumbnail": {},  # libjpeg's own tables, no Huffman optimisation
 }
-_BASE_LUMA = {"libjpeg-turbo": _ROBIDOUX, "mozjpeg": _ROBIDOUX, "ijg": _STD_LUMA}
 
 # Slope of log(bytes) against log(table scale) used until two measured points give a real one.
 # Re-encoding a JPEG: 0.5-0.54 for q85-95 photo sources, steeper for lower source qualities
@@ -177,12 +175,8 @@ def compress_to_ratio(
     encoder = functools.partial(encode, fmt=fmt, icc=icc, jpeg_encoder=jpeg_encoder)
     # Thumbnails are small previews: libjpeg's plain encode (a fifth of the cost of optimized
     # Huffman tables or trellis at this size) is all they need.
-    cheap = functools.partial(encode, fmt=fmt, icc=icc, jpeg_encoder="ijg")
-    prior = (
-        _free_point(source, len(data), icc, _BASE_LUMA[jpeg_encoder])
-        if fmt == "JPEG" and "cmyk_to_rgb" not in notes
-        else None
-    )
+    cheap = functools.partial(encode, fmt=fmt, icc=icc, jpeg_encoder="thumbnail")
+    prior = _free_point(source, len(data), icc) if fmt == "JPEG" and "cmyk_to_rgb" not in notes else None
 
     input_thumbnail, box = _input_thumbnail(image, cheap, thumbnail_size)
     lossless = _lossless_webp(image, icc, budget) if fmt == "WEBP" and _is_lossless(source, data) else None
@@ -365,18 +359,15 @@ def _quality_for_scale(scale: float) -> float:
     return (200 - scale) / 2 if scale <= 100 else 5000 / scale
 
 
-def _free_point(
-    source: Image.Image, nbytes: int, icc: bytes | None, base: tuple[int, ...] = _STD_LUMA
-) -> tuple[float, int] | None:
+def _free_point(source: Image.Image, nbytes: int, icc: bytes | None) -> tuple[float, int] | None:
     """The free first point (quality, bytes) of a JPEG source: re-encoded with tables as coarse as
-    its own (for the standard tables: at its own quality) it comes out at about its own size, less
-    the metadata we drop. From the header: no encode."""
-    quality = jpeg_quality(source)
-    if quality is None:
+    its own it comes out at about its own size, less the metadata we drop. Our table is MozJPEG's,
+    so the point's quality is the one whose scaled table sums to the source's luma table. From the
+    header: no encode."""
+    if jpeg_quality(source) is None:
         return None
-    if base is not _STD_LUMA:  # the quality whose scaled ``base`` table is as coarse as the source's
-        luma = getattr(source, "quantization", {})[0]
-        quality = min(max(_quality_for_scale(100 * sum(luma) / sum(base)), 1.0), 100.0)
+    luma = getattr(source, "quantization", {})[0]
+    quality = min(max(_quality_for_scale(100 * sum(luma) / sum(_ROBIDOUX)), 1.0), 100.0)
     metadata = sum(len(segment) + 4 for _, segment in getattr(source, "applist", []))
     return quality, max(nbytes - metadata + len(icc or b""), 1)
 

@@ -317,7 +317,8 @@
     facts.appendChild(fact(d.inSize === d.outSize ? "Pixel size: " + d.inSize + " px (unchanged)"
       : "Pixel size: " + d.inSize + " px → " + d.outSize + " px (scaled down to fit the size target)"));
     facts.appendChild(fact("File size: " + d.bytesIn + " → " + d.bytesOut + " (" + d.saving + "% smaller)"));
-    facts.appendChild(fact("Quality " + d.quality + " of 100: the encoder's quality setting. PixShift picks " +
+    facts.appendChild(fact(d.lossless ? "Lossless: every visible pixel exactly as in the original, and still " +
+      "within the size target." : "Quality " + d.quality + " of 100: the encoder's quality setting. PixShift picks " +
       "the highest quality whose file still fits the size target; lower numbers mean smaller files and " +
       "more visible compression."));
     if (d.reused) facts.appendChild(fact("Reused: the same image was already compressed earlier, so that result was used."));
