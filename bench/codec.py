@@ -96,11 +96,12 @@ def search_one(path: str) -> dict:
 
     data = Path(path).read_bytes()
     r = compress_to_ratio(data)
-    best = True
-    if r.quality < 95 and r.scale == 1.0 and "lossless" not in r.notes:
+    best = near = True  # quality + 1 overflows; quality + 2 does (the search may settle one below)
+    if r.quality < 100 and r.scale == 1.0 and "lossless" not in r.notes:
         im = Image.open(io.BytesIO(data))
         im = im.convert("RGBA") if r.format == "WEBP" else im.convert("RGB")
         best = len(encode(im, r.quality + 1, fmt=r.format, icc=None)) > len(data) // 2
+        near = best or r.quality + 2 > 100 or len(encode(im, r.quality + 2, fmt=r.format, icc=None)) > len(data) // 2
     return {
         "format": r.format,
         "quality": r.quality,
@@ -108,5 +109,6 @@ def search_one(path: str) -> dict:
         "probe_encodes": r.probe_encodes,
         "ratio": len(r.data) / len(data),
         "best": best,
+        "near": near,
         "lossless": "lossless" in r.notes,
     }

@@ -294,10 +294,12 @@ def render(r: dict) -> str:
     jpeg_direct = [d for name, d in r["direct"].items() if name.startswith("jpeg/")]
     row(
         "",
-        "same images compressed in the bench process: best quality (q+1 overflows); full-size + probe "
+        "same images compressed in the bench process: best quality (q+1 overflows) or one below (q+2 "
+        "does); full-size + probe "
         "encodes (a probe is 1/8 or 1/4 of the rows) by source quality",
         [
-            f"{best}/{len(r['direct'])} best; "
+            f"{best}/{len(r['direct'])} best, {sum(d.get('near', d['best']) for d in r['direct'].values())}"
+            f"/{len(r['direct'])} best or one step below; "
             + "; ".join(
                 f"q{q}: {statistics.fmean(d['encodes'] for d in ds):.1f} + {statistics.fmean(d.get('probe_encodes', 0) for d in ds):.1f}"
                 f" encodes → q{min(d['quality'] for d in ds)}–{max(d['quality'] for d in ds)}"

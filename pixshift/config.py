@@ -84,7 +84,7 @@ class Config:
         # Compression.
         self.COMPRESSION_RATIO = _float("PIXSHIFT_COMPRESSION_RATIO", 0.5)
         self.MIN_QUALITY = _int("PIXSHIFT_MIN_QUALITY", 30)
-        self.MAX_QUALITY = _int("PIXSHIFT_MAX_QUALITY", 95)
+        self.MAX_QUALITY = _int("PIXSHIFT_MAX_QUALITY", 100)  # spend the budget: q95 left PNGs at 0.2 of it
         self.THUMBNAIL_SIZE = _int("PIXSHIFT_THUMBNAIL_SIZE", 256)
         # "libjpeg-turbo" (Pillow's, with MozJPEG's quantization table and optimized Huffman tables) or
         # "mozjpeg" (libvips' MozJPEG with trellis quantization: a higher look for ~4.5x the CPU per
