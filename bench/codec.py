@@ -24,8 +24,8 @@ from PIL import Image
 class Job:
     path: str
     format: str  # "JPEG" or "WEBP": what PixShift outputs for this image
-    quality: int  # the quality PixShift's search ends on (for lossless WebP: the effort)
-    lossless: bool = False
+    quality: int  # the quality PixShift's search ends on
+    lossless: bool = False  # PixShift made lossless WebP
 
 
 @dataclass(frozen=True)
@@ -40,16 +40,18 @@ class CodecRate:
 
 def decode_encode(data: bytes, fmt: str, quality: int, lossless: bool = False) -> int:
     """One decode and one encode with the encoder settings PixShift's output is made with
-    (pixshift.compress.encode: for JPEG, MozJPEG's table with optimized Huffman tables)."""
-    from pixshift.compress import encode
+    (pixshift.compress.encode and encoder_for: for JPEG, MozJPEG's table, with optimized Huffman
+    tables below source quality 90)."""
+    from pixshift.compress import encode, encoder_for
 
     im = Image.open(io.BytesIO(data))
+    settings = encoder_for(im, "libjpeg-turbo")
     im.load()
     if fmt == "WEBP":
         im = im.convert("RGBA")
     else:
         im = im if im.mode in ("RGB", "L") else im.convert("RGB")
-    return len(encode(im, quality, fmt=fmt, icc=None, lossless=lossless))
+    return len(encode(im, quality, fmt=fmt, icc=None, jpeg_encoder=settings, lossless=lossless))
 
 
 def _worker(jobs: list[Job], offset: int, seconds: float, start_at: float, results) -> None:
@@ -92,16 +94,21 @@ def codec_limit(jobs: list[Job], seconds: float, processes: int | None = None) -
 
 def search_one(path: str) -> dict:
     """PixShift's compress_to_ratio on one file, and whether quality + 1 would have overflowed (best)."""
-    from pixshift.compress import compress_to_ratio, encode
+    from pixshift.compress import compress_to_ratio, encode, encoder_for
 
     data = Path(path).read_bytes()
     r = compress_to_ratio(data)
     best = near = True  # quality + 1 overflows; quality + 2 does (the search may settle one below)
     if r.quality < 100 and r.scale == 1.0 and "lossless" not in r.notes:
         im = Image.open(io.BytesIO(data))
+        settings = encoder_for(im, "libjpeg-turbo")
         im = im.convert("RGBA") if r.format == "WEBP" else im.convert("RGB")
-        best = len(encode(im, r.quality + 1, fmt=r.format, icc=None)) > len(data) // 2
-        near = best or r.quality + 2 > 100 or len(encode(im, r.quality + 2, fmt=r.format, icc=None)) > len(data) // 2
+
+        def size(quality: int) -> int:
+            return len(encode(im, quality, fmt=r.format, icc=None, jpeg_encoder=settings))
+
+        best = size(r.quality + 1) > len(data) // 2
+        near = best or r.quality + 2 > 100 or size(r.quality + 2) > len(data) // 2
     return {
         "format": r.format,
         "quality": r.quality,

@@ -20,11 +20,12 @@ Sizes are assumed to grow with quality; libjpeg has rare one-step wiggles (e.g. 
 next to the source's own quality) where a higher quality beyond the first overflow would fit
 again; those are not chased.
 
-JPEG encodes use MozJPEG's default quantization tables (its table 3, by N. Robidoux, for luma and
-chroma alike, through Pillow's ``qtables``) and optimized Huffman tables, on every probe and full
-encode: against libjpeg's standard tables without optimize it buys 2.8 SSIMULACRA2 points on the
-benchmark's look set, no low-quality source has to be downscaled any more, and the search needs
-fewer full encodes, so CPU per image does not rise (bench/look.py: the figures). ``jpeg_encoder=
+JPEG encodes use MozJPEG's default quantization table (its table 3, by N. Robidoux, for luma and
+chroma alike, through Pillow's ``qtables``) and, for sources below quality 90, optimized Huffman
+tables, on every probe and full encode alike: against libjpeg's standard tables without optimize
+it buys 3.7 SSIMULACRA2 points on the benchmark's look set, no low-quality source has to be
+downscaled any more, and the search needs fewer full encodes, so CPU per image does not rise
+(bench/look.py: the figures, per source band). ``jpeg_encoder=
 "mozjpeg"`` encodes through libvips' MozJPEG instead (trellis quantization, overshoot deringing;
 the optional ``pyvips`` extra): a higher look for several times the CPU.
 """
@@ -72,8 +73,14 @@ JPEG_ENCODERS = ("libjpeg-turbo", "mozjpeg")  # see the module docstring
 _ROBIDOUX_TABLES = [list(_ROBIDOUX), list(_ROBIDOUX)]
 _PILLOW_JPEG_PARAMS: dict[str, dict[str, object]] = {
     "libjpeg-turbo": {"qtables": _ROBIDOUX_TABLES, "optimize": True},
+    "libjpeg-turbo-plain": {"qtables": _ROBIDOUX_TABLES},
     "thumbnail": {},  # libjpeg's own tables, no Huffman optimisation
 }
+# Optimized Huffman tables double an encode's cost; they buy the most look at low output qualities
+# (q75 sources: no downscaling) and little from q90 sources up, whose outputs land at q76-88
+# (bench/look.py: +0.0-0.8 SSIMULACRA2 there for 1.4x the CPU), nor for lossless sources (no
+# free point; PNG photos land near q100). Those keep libjpeg's standard Huffman tables.
+_PLAIN_FROM_SOURCE_QUALITY = 90
 
 # Slope of log(bytes) against log(table scale) used until two measured points give a real one.
 # Re-encoding a JPEG: 0.5-0.54 for q85-95 photo sources, steeper for lower source qualities
@@ -174,6 +181,7 @@ def compress_to_ratio(
     image, icc = _pixels(_decode_upright(source, notes), notes)
     # WebP stays WebP (a WebP re-encoded as JPEG needs far more bytes for the same look).
     fmt = "WEBP" if image.mode == "RGBA" or source.format == "WEBP" else "JPEG"
+    jpeg_encoder = encoder_for(source, jpeg_encoder)
     encoder = functools.partial(encode, fmt=fmt, icc=icc, jpeg_encoder=jpeg_encoder)
     # Thumbnails are small previews: libjpeg's plain encode (a fifth of the cost of optimized
     # Huffman tables or trellis at this size) is all they need.
@@ -372,6 +380,14 @@ def _free_point(source: Image.Image, nbytes: int, icc: bytes | None) -> tuple[fl
     quality = min(max(_quality_for_scale(100 * sum(luma) / sum(_ROBIDOUX)), 1.0), 100.0)
     metadata = sum(len(segment) + 4 for _, segment in getattr(source, "applist", []))
     return quality, max(nbytes - metadata + len(icc or b""), 1)
+
+
+def encoder_for(source: Image.Image, jpeg_encoder: str) -> str:
+    """The encoder settings a source's JPEG output is made with (``encode``'s ``jpeg_encoder``):
+    libjpeg-turbo keeps its standard Huffman tables for sources of _PLAIN_FROM_SOURCE_QUALITY up."""
+    if jpeg_encoder == "libjpeg-turbo" and (jpeg_quality(source) or 100) >= _PLAIN_FROM_SOURCE_QUALITY:
+        return "libjpeg-turbo-plain"
+    return jpeg_encoder
 
 
 def jpeg_quality(image: Image.Image) -> int | None:
