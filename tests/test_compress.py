@@ -97,6 +97,7 @@ def check(result: CompressedImage, data: bytes, ratio: float = 0.5) -> Image.Ima
         thumb = decode(thumbnail)
         assert thumb.format == result.format
         assert max(thumb.size) <= 256
+    assert decode(result.output_thumbnail).size == decode(result.input_thumbnail).size  # side by side
     return out
 
 
