@@ -794,7 +794,8 @@ def _output_thumbnail(data: bytes, encode: Encoder, box: tuple[int, int]) -> byt
     (it chose 1/4 for a 2000x1500 image, 8 ms). Lanczos covers any rest."""
     output: Image.Image = Image.open(io.BytesIO(data))
     width, height = output.size
-    factor = next(f for f in (8, 4, 2, 1) if -(-width // f) >= box[0] and -(-height // f) >= box[1])
+    # 1 also when a downscaled output is smaller than the box: Lanczos enlarges it to the box
+    factor = next((f for f in (8, 4, 2) if -(-width // f) >= box[0] and -(-height // f) >= box[1]), 1)
     output.draft(output.mode, (max(width // factor, 1), max(height // factor, 1)))  # no-op for WebP
     if output.size != box:
         output = output.resize(box, Image.Resampling.LANCZOS, reducing_gap=1.0)

@@ -448,3 +448,12 @@ def test_the_app_refuses_an_unknown_jpeg_encoder(tmp_path):
 
     with pytest.raises(ValueError, match="PIXSHIFT_JPEG_ENCODER"):
         create_app({"TESTING": True, "JPEG_ENCODER": "mozjepg", "INSTANCE_PATH": tmp_path})
+
+
+def test_a_small_image_downscaled_below_the_thumbnail_size_still_gets_both_thumbnails(picture):
+    """The output is smaller than the input's thumbnail box: its thumbnail is enlarged to that box
+    (this once crashed the compression child)."""
+    data = save(picture.resize((300, 200)), "JPEG", quality=75)
+    result = compress_to_ratio(data, min_quality=90)
+    check(result, data)
+    assert "downscaled" in result.notes and max(result.width, result.height) < 256
