@@ -1,9 +1,9 @@
 """Compress an image to a fraction of its bytes ("compress by 50%") at the highest quality that fits.
 
-Pure Pillow, in memory, bytes in and bytes out; the pipeline runs it in a compression child process
-(``codec_processes``). Pixels are decoded once; every encode goes to a memfd, since Pillow holds the
-GIL while encoding into io.BytesIO but releases it for a real file descriptor (and writes straight
-into it).
+Pillow (and, as an option, libvips' MozJPEG), in memory, bytes in and bytes out; the pipeline runs
+it in a compression child process (``codec_processes``). Pixels are decoded once; every encode goes
+to a memfd, since Pillow holds the GIL while encoding into io.BytesIO but releases it for a real
+file descriptor (and writes straight into it).
 
 The quality search is model-guided, not a blind binary search (measured Pillow facts in the team's
 PERFORMANCE-NOTES):
@@ -13,9 +13,10 @@ measured sizes closes in on the answer. For JPEG output of 768 rows or more the 
 every 8th (or 4th) band of 16 rows: a JPEG's size beyond its headers is the sum of its blocks', so
 the probe's size estimates the full image's at an eighth of the cost, within 1-3%. Full-size
 encodes only confirm: each one calibrates the probe's estimate, and the search ends at a quality q
-whose full encode fits while q + 1 was measured, or predicted by the calibrated probe, to overflow
-(bench/compress_search.py --bench-corpus: 1.5 full encodes and 4.5 probe encodes per image, the
-best quality on 24/24). Smaller images are searched at full size, where q + 1 is always measured.
+whose full encode fits while q + 1 was measured, or predicted by the calibrated probe, to overflow,
+or when the calibrated probe puts the overflow at q + 2 (settling one step below the best rather
+than paying a full encode for it; bench section 7: 1.17 full encodes per JPEG, 26/32 at the best
+quality, 32/32 at the best or one below). Smaller images are searched at full size, where q + 1 is always measured.
 Sizes are assumed to grow with quality; libjpeg has rare one-step wiggles (e.g. around q50 and
 next to the source's own quality) where a higher quality beyond the first overflow would fit
 again; those are not chased.
@@ -25,9 +26,9 @@ chroma alike, through Pillow's ``qtables``) and, for sources below quality 90, o
 tables, on every probe and full encode alike: against libjpeg's standard tables without optimize
 it buys 3.7 SSIMULACRA2 points on the benchmark's look set, no low-quality source has to be
 downscaled any more, and the search needs fewer full encodes, so CPU per image does not rise
-(bench/look.py: the figures, per source band). ``jpeg_encoder=
-"mozjpeg"`` encodes through libvips' MozJPEG instead (trellis quantization, overshoot deringing;
-the optional ``pyvips`` extra): a higher look for several times the CPU.
+(bench/look.py: the figures, per source band). ``jpeg_encoder="mozjpeg"`` encodes through libvips'
+MozJPEG instead (trellis quantization, overshoot deringing; the optional ``pyvips`` extra): a higher
+look for about 5x the CPU.
 """
 
 from __future__ import annotations
