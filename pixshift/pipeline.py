@@ -40,7 +40,7 @@ from .failures import ImageFailure, Throttled
 from .fetch import FetchPolicy, fetch_image
 from .host_slots import HostGate, host_of
 from .models import FINISHED_IMAGE_STATES, Image, ImageCounts, ImageState, Product, Request, RequestState, utcnow
-from .storage import MediaStore
+from .storage import MediaStore, content_key
 from .webhooks import WebhookSettings, create_event, overdue_deliveries
 from .windows import link_shared_urls, open_window, stalled_requests
 
@@ -287,7 +287,8 @@ def _fetch_and_compress(
         raise _Cancelled
     if time.monotonic() - claimed > rt.lease_seconds / 4:  # else most of the claim's lease is left
         renew_lease(image_id, attempt, rt.lease_seconds)
-    reused = reuse.reused_fields(plan, fetched, rt)  # a 304, or bytes already compressed
+    input_key = "" if fetched.not_modified else content_key(fetched.data)  # hashed once: reuse and store
+    reused = reuse.reused_fields(plan, fetched, rt, input_key)  # a 304, or bytes already compressed
     if reused is not None:
         reuse.remember(plan, fetched, reused)
         return reused
@@ -308,7 +309,7 @@ def _fetch_and_compress(
     # Every object is stored before the image is recorded done, so done always means retrievable.
     fields: dict[str, object] = {
         "state": ImageState.DONE.value,
-        "input_key": rt.store.put(fetched.data, formats.mime_type(result.input_format)),
+        "input_key": rt.store.put(fetched.data, formats.mime_type(result.input_format), key=input_key),
         "input_bytes": len(fetched.data),
         "input_format": result.input_format,
         "input_width": result.input_width,

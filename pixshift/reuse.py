@@ -36,7 +36,7 @@ from .compress import ENGINE_VERSION
 from .extensions import db
 from .fetch import Fetched, Validators
 from .models import Image, ImageState, Request, UrlResult, utcnow
-from .storage import MediaStore, content_key
+from .storage import MediaStore
 
 
 class Settings(Protocol):
@@ -155,11 +155,12 @@ def plan(image_id: int, url: str, rt: Settings) -> Plan | None:
     return Plan(p.owner, p.url, p.url_sha256, p.settings_key, cached)
 
 
-def reused_fields(p: Plan | None, fetched: Fetched, rt: Settings) -> dict[str, object] | None:
+def reused_fields(p: Plan | None, fetched: Fetched, rt: Settings, sha256: str) -> dict[str, object] | None:
     """The image's fields when an earlier result can stand for this answer, else None (compress it).
 
     A 304 reuses the planned row; a 200 whose bytes hash to an input this owner already compressed
     under these settings reuses that result (its objects are in the store, so nothing is put again).
+    ``sha256``: of ``fetched.data``, which the caller hashes once for this and for the store.
     """
     if p is None:
         return None
@@ -167,7 +168,6 @@ def reused_fields(p: Plan | None, fetched: Fetched, rt: Settings) -> dict[str, o
         assert p.cached is not None  # the GET was conditional only because there was a result
         logger.info("not modified (304): reusing the result of an earlier request")
         return _image_fields(p.cached)
-    sha256 = content_key(fetched.data)
     if p.cached is not None and p.cached["input_key"] == sha256:
         logger.info("same bytes as before: reusing the result of an earlier request")
         return _image_fields(p.cached)

@@ -48,7 +48,7 @@ class Blob:
 
 
 class MediaStore(Protocol):
-    def put(self, data: bytes, content_type: str) -> str: ...
+    def put(self, data: bytes, content_type: str, key: str | None = None) -> str: ...
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> Blob: ...
 
@@ -76,9 +76,10 @@ class DirectoryStore:
     def public_path(self, key: str) -> str:
         return f"{key[:2]}/{key[2:4]}/{_check_key(key)}"
 
-    def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
-        """Store ``data`` and return its key; atomic, so readers never see half a file."""
-        key = content_key(data)
+    def put(self, data: bytes, content_type: str = "application/octet-stream", key: str | None = None) -> str:
+        """Store ``data`` and return its key; atomic, so readers never see half a file. ``key``: the
+        bytes' SHA-256 when the caller has it already (an image's input is hashed once)."""
+        key = key or content_key(data)
         target = self.path(key)
         if target.exists():
             return key
@@ -152,11 +153,12 @@ class S3Store:
     def public_path(self, key: str) -> str:
         return f"{self.prefix}{_check_key(key)[:2]}/{key}"
 
-    def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def put(self, data: bytes, content_type: str = "application/octet-stream", key: str | None = None) -> str:
         """One PUT from the bytes in memory (no temporary copies); the same bytes make the same
         object, so a repeated PUT is harmless. Multipart is not needed: images are capped far
-        below S3's 5 GB single-PUT limit (``PIXSHIFT_MAX_IMAGE_BYTES``)."""
-        key = content_key(data)
+        below S3's 5 GB single-PUT limit (``PIXSHIFT_MAX_IMAGE_BYTES``). ``key``: as for
+        DirectoryStore.put."""
+        key = key or content_key(data)
         try:
             if not self._bucket_ready:
                 self.check()  # once per process: create the bucket if it is not there yet

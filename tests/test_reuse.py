@@ -144,6 +144,22 @@ def test_a_host_without_validators_is_fetched_again_but_identical_bytes_skip_com
     assert counts == {"compress": 1, "put": 0} and elsewhere.reused and elsewhere.output_key == first.output_key
 
 
+def test_an_images_input_is_hashed_once_for_reuse_and_the_store(any_db_app, server, picture, monkeypatch):
+    """The SHA-256 that looks for an earlier result of the same bytes is the store's key too."""
+    from pixshift import storage
+
+    app, hashed = any_db_app, []
+
+    def counting(data: bytes) -> str:
+        hashed.append(len(data))
+        return hashlib.sha256(data).hexdigest()
+
+    monkeypatch.setattr(pipeline, "content_key", counting)
+    monkeypatch.setattr(storage, "content_key", counting)
+    _, [image] = process(app, runtime(app), [server.url(f"/etag/{picture[0]}")])
+    assert hashed.count(image.input_bytes) == 1
+
+
 def test_with_reuse_turned_off_every_image_is_fetched_and_compressed_in_full(any_db_app, server, picture, counted):
     app, (counts, _) = any_db_app, counted
     path = f"/etag/{picture[0]}"
