@@ -36,6 +36,17 @@ def test_python_m_pixshift_serves_on_gunicorn_without_a_development_server_warni
     assert "Werkzeug" not in log and "Traceback" not in log, log
 
 
+def test_a_keep_alive_connection_survives_an_answer_given_before_the_body_was_read(tmp_path):
+    """A 400 (a body that is not JSON) or a 405 is answered before the app reads the body; the same
+    keep-alive connection must then carry the client's next request (it was lost at times)."""
+    with Stack(tmp_path, {}, separate_consumer=False, workers=2) as stack, requests.Session() as s:
+        for _ in range(40):
+            assert s.post(stack.url("/api/webhooks"), data="nope", timeout=10).status_code == 400
+            assert s.get(stack.url("/healthz"), timeout=10).ok
+            assert s.post(stack.url("/healthz"), data="abc", timeout=10).status_code == 405
+            assert s.get(stack.url("/healthz"), timeout=10).ok
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_ends_the_service_promptly_with_clients_connected(tmp_path, sig):
     """Socket.IO clients (WebSocket and long-polling) and an idle keep-alive connection do not make
