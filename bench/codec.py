@@ -4,8 +4,8 @@ One process per core, each looping over the whole set (starting at a different i
 time is up; no threads, no GIL, no I/O, no size search, no thumbnails. Each image is decoded from
 its file bytes, brought to the mode PixShift encodes (RGB, or RGBA when it has transparency) and
 encoded once, in the format, at the quality and with the encoder settings PixShift's search ends on
-for it. That is the most
-any pipeline built on Pillow could do with these images; every other rate is compared with it.
+for it. That is the most any pipeline built on Pillow could do with these images; every other rate
+is compared with it.
 """
 
 from __future__ import annotations

@@ -135,8 +135,10 @@ def _instance_secret(app: Flask) -> str:
 
 
 def _check_jpeg_encoder(name: str) -> None:
-    if name not in ("libjpeg-turbo", "mozjpeg"):
-        raise ValueError("PIXSHIFT_JPEG_ENCODER must be libjpeg-turbo or mozjpeg")
+    from .compress import JPEG_ENCODERS
+
+    if name not in JPEG_ENCODERS:
+        raise ValueError(f"PIXSHIFT_JPEG_ENCODER must be one of {', '.join(JPEG_ENCODERS)}")
     if name == "mozjpeg":
         try:
             import pyvips  # noqa: F401

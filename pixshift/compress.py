@@ -16,7 +16,8 @@ encodes only confirm: each one calibrates the probe's estimate, and the search e
 whose full encode fits while q + 1 was measured, or predicted by the calibrated probe, to overflow,
 or when the calibrated probe puts the overflow at q + 2 (settling one step below the best rather
 than paying a full encode for it; bench section 7: 1.17 full encodes per JPEG, 26/32 at the best
-quality, 32/32 at the best or one below). Smaller images are searched at full size, where q + 1 is always measured.
+quality, 32/32 at the best or one below). Smaller images are searched at full size, where q + 1 is
+always measured.
 Sizes are assumed to grow with quality; libjpeg has rare one-step wiggles (e.g. around q50 and
 next to the source's own quality) where a higher quality beyond the first overflow would fit
 again; those are not chased.
@@ -93,16 +94,13 @@ _MAX_DOWNSCALES = 4
 _DOWNSCALE_MARGIN = 0.9  # aim min_quality at 90% of the budget when shrinking
 _BYTES_PER_PIXELS_EXPONENT = 0.8  # bytes ~ pixels**0.8: a smaller image has more detail per pixel
 _THUMBNAIL_QUALITY = 80
-_LOSSLESS_EFFORT = (
-    10  # as small as the default 50 on photo cut-outs (within 1%) at 0.6 of its CPU, less than one lossy encode
-)
+# libwebp's lossless effort: on photo cut-outs 10 is as small as the default 50 (within 1%) at 0.6
+# of its CPU, less than one lossy encode.
+_LOSSLESS_EFFORT = 10
 _BAND = 16  # rows per probe band: one MCU row of 4:2:0 JPEG (two of grayscale)
 _PROBE_EVERY = (8, 4)  # sample every 8th band, or every 4th of a shorter image
 _MIN_PROBE_BANDS = 12  # fewer sampled bands than this and the estimate is too rough: search at full size
 _MAX_CONFIRMING_ENCODES = 4
-# When the last full encode fit and the calibrated probe puts the overflow only one step higher,
-# stop there rather than pay a full encode to confirm that step (bench/look.py: no loss in look).
-_SETTLE_ONE_BELOW = True
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 # libjpeg decodes every scan of a progressive JPEG into the whole image's coefficients, so a scan of
 # a few bytes costs a pass over all of them (~17 ms at 49 MP here), and a crafted file of a few MB
@@ -631,8 +629,10 @@ def _search_with_probe(
             _, quality, _ = _search_quality(
                 probe, encode_probe, probe_budget, lo + 1, hi - 1, probe_prior, slope, sizes
             )
-            if quality <= lo or (best is not None and quality == lo + 1 and _SETTLE_ONE_BELOW):
-                break  # nothing above the last fit is predicted to fit, or only the next step
+            # Nothing above the last fit is predicted to fit, or only the next step: settle there
+            # rather than pay a full encode to confirm that step (bench section 9: no loss in look).
+            if quality <= lo or (best is not None and quality == lo + 1):
+                break
         data = encode(image, quality)
         encodes += 1
         if len(data) <= budget:

@@ -87,7 +87,7 @@ class Config:
         self.MAX_QUALITY = _int("PIXSHIFT_MAX_QUALITY", 100)  # spend the budget: q95 left PNGs at 0.2 of it
         self.THUMBNAIL_SIZE = _int("PIXSHIFT_THUMBNAIL_SIZE", 256)
         # "libjpeg-turbo" (Pillow's, with MozJPEG's quantization table and optimized Huffman tables) or
-        # "mozjpeg" (libvips' MozJPEG with trellis quantization: a higher look for ~4.5x the CPU per
+        # "mozjpeg" (libvips' MozJPEG with trellis quantization: a higher look for about 5x the CPU per
         # JPEG; needs the pyvips extra). bench/look.py measures both.
         self.JPEG_ENCODER = _env("PIXSHIFT_JPEG_ENCODER", "libjpeg-turbo")
         # CPU time one image may cost its compression child (decode, search, encodes) before the child
