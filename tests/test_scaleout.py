@@ -148,8 +148,12 @@ def test_a_killed_consumer_loses_nothing(scaleout, image_server):
 
     # gunicorn's web process logs as configured: one JSON object a line, tagged with the ids in context.
     assert stack.session.delete(stack.url(f"/requests/{request_id}")).status_code == 204
-    logged = [
-        json.loads(line) for line in (stack.tmp_path / "web.log").read_text().splitlines() if line.startswith("{")
-    ]
-    deleted = [r for r in logged if r.get("message", "").startswith(f"deleted request {request_id}")]
-    assert deleted and deleted[0]["http_request_id"], logged[-5:]
+
+    def logged() -> list[dict]:
+        lines = (stack.tmp_path / "web.log").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def deleted() -> list[dict]:  # the worker's stderr reaches the file a moment after the answer at times
+        return [r for r in logged() if r.get("message", "").startswith(f"deleted request {request_id}")]
+
+    assert wait_until(deleted, 5, message="the deletion's log line")[0]["http_request_id"], logged()[-5:]
