@@ -14,3 +14,6 @@ worker_connections = 1000
 timeout = 60
 graceful_timeout = 20
 accesslog = "-"
+# gunicorn 25's control socket lives in one per-user path, shared by every gunicorn of the user:
+# a second web process on the machine would take it over. Nothing here uses it.
+control_socket_disable = True

@@ -5,7 +5,7 @@ and Socket.IO, and relays progress events from Redis to its own browsers.
 """
 
 from pixshift import create_app, logs
-from pixshift.realtime import start_relay
+from pixshift.web.realtime import start_relay
 
 app = create_app({"ASYNC_MODE": "eventlet"})
 logs.configure(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])

@@ -40,9 +40,9 @@ class CodecRate:
 
 def decode_encode(data: bytes, fmt: str, quality: int, lossless: bool = False) -> int:
     """One decode and one encode with the encoder settings PixShift's output is made with
-    (pixshift.compress.encode and encoder_for: for JPEG, MozJPEG's table, with optimized Huffman
+    (pixshift.imaging.compress.encode and encoder_for: for JPEG, MozJPEG's table, with optimized Huffman
     tables below source quality 90)."""
-    from pixshift.compress import encode, encoder_for
+    from pixshift.imaging.compress import encode, encoder_for
 
     im = Image.open(io.BytesIO(data))
     settings = encoder_for(im, "libjpeg-turbo")
@@ -94,7 +94,7 @@ def codec_limit(jobs: list[Job], seconds: float, processes: int | None = None) -
 
 def search_one(path: str) -> dict:
     """PixShift's compress_to_ratio on one file, and whether quality + 1 would have overflowed (best)."""
-    from pixshift.compress import compress_to_ratio, encode, encoder_for
+    from pixshift.imaging.compress import compress_to_ratio, encode, encoder_for
 
     data = Path(path).read_bytes()
     r = compress_to_ratio(data)

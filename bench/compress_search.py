@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.photos import photo
-from pixshift.compress import compress_to_ratio, encode
+from pixshift.imaging.compress import compress_to_ratio, encode
 
 
 def corpus(dirs: list[str]) -> dict[str, Image.Image]:
@@ -128,7 +128,7 @@ def trace_bench_corpus() -> None:
     """Each encode of the search on the benchmark corpus, to see where the encodes beyond two go."""
     import tempfile
 
-    import pixshift.compress as compress
+    import pixshift.imaging.compress as compress
     from bench.corpus import build
 
     corpus = build(Path(tempfile.mkdtemp(prefix="pixshift-search-")))

@@ -184,7 +184,7 @@ def describe(root: Path) -> Corpus:
 
 
 def _jpeg_quality(im: Image.Image) -> int | None:
-    from pixshift.compress import jpeg_quality  # exact for files Pillow wrote
+    from pixshift.imaging.compress import jpeg_quality  # exact for files Pillow wrote
 
     return jpeg_quality(im)
 
@@ -194,7 +194,7 @@ if __name__ == "__main__":  # python -m bench.corpus [DIR]: build it and show ho
     import tempfile
     import time
 
-    from pixshift.compress import compress_to_ratio
+    from pixshift.imaging.compress import compress_to_ratio
 
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="pixshift-corpus-"))
     start = time.perf_counter()

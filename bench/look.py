@@ -95,11 +95,13 @@ def _summarise(rows: list[dict]) -> dict:
 def _start(before_source: str) -> None:
     """Load the engine of BASELINE beside today's, then warm every engine up (imports, codec
     set-up) outside the CPU clock of the first image."""
-    from pixshift.compress import compress_to_ratio
+    from pixshift.imaging.compress import compress_to_ratio
 
     module = types.ModuleType("pixshift_compress_before")
     sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(before_source, f"{BASELINE}:pixshift/compress.py", "exec"), module.__dict__)
+    # The package was laid out in layers since BASELINE: its imports name today's homes.
+    source = before_source.replace("from pixshift import formats", "from pixshift.imaging import formats")
+    exec(compile(source, f"{BASELINE}:pixshift/compress.py", "exec"), module.__dict__)
     _compressors["before"] = module.compress_to_ratio
     for engine in ENGINES[1:]:
         _compressors[engine] = lambda data, engine=engine: compress_to_ratio(data, jpeg_encoder=engine)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -17,10 +19,23 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the duration of the block: bound, never listening,
+    so no other process can take it meanwhile."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
+
+
+_LISTENING = re.compile(rb"Listening at: http://[^:]+:(\d+)")
+
+
+def listening_port(log: Path) -> int | None:
+    """The port a gunicorn (``python -m pixshift``, ``pixshift serve``, the scale-out web process)
+    says it bound in its log: they run with PORT=0, so the system picks a port no one holds."""
+    found = _LISTENING.search(log.read_bytes()) if log.exists() else None
+    return int(found[1]) if found else None
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, message: str = "condition"):
@@ -74,13 +89,13 @@ class Stack:
         self, tmp_path: Path, env: dict, *, separate_consumer: bool, workers: int = 8, gunicorn: bool = False
     ) -> None:
         self.tmp_path = Path(tmp_path)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # the port gunicorn bound (PORT=0: the system picks a free one), once it says
+        self.base_url = ""
         self.env = {
             **os.environ,
             "PIXSHIFT_INSTANCE_PATH": str(self.tmp_path / "instance"),
             "HOST": "127.0.0.1",
-            "PORT": str(self.port),
+            "PORT": "0",
             "PYTHONUNBUFFERED": "1",
             **env,
         }
@@ -108,6 +123,8 @@ class Stack:
                 self.start("web", [str(BIN / WEB_COMMAND[0]), *WEB_COMMAND[1:]])
             else:
                 self.start("web", [sys.executable, "-m", "pixshift"])
+            self.port = wait_until(self._bound_port, 30, message=f"PixShift to bind a port\n{self.logs()}")
+            self.base_url = f"http://127.0.0.1:{self.port}"
             wait_until(self._healthy, 30, message=f"PixShift at {self.base_url}\n{self.logs()}")
             if self.separate_consumer:
                 self.start_consumer("worker-1")
@@ -168,6 +185,11 @@ class Stack:
             if path.exists():
                 out.append(f"--- {name} ---\n{path.read_text(errors='replace')[-tail:]}")
         return "\n".join(out)
+
+    def _bound_port(self) -> int | None:
+        if self.processes["web"].poll() is not None:
+            raise RuntimeError(f"PixShift exited with {self.processes['web'].returncode}\n{self.logs()}")
+        return listening_port(self.tmp_path / "web.log")
 
     def _healthy(self) -> bool:
         if self.processes["web"].poll() is not None:

@@ -18,9 +18,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the web app; workers build it too, for the database and the runtime."""
     from flask import Flask
 
+    from pixshift.db.extensions import db, migrate, socketio
+    from pixshift.web.request_context import UploadClosingRequest
+
     from .config import PROJECT_ROOT, Config, engine_options
-    from .extensions import db, migrate, socketio
-    from .request_context import UploadClosingRequest
 
     config = Config()
     app = Flask(__name__, instance_path=str(config.INSTANCE_PATH))
@@ -47,7 +48,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     # Socket.IO handlers must be declared before the first init_app: Flask-SocketIO copies its
     # handler list into each new server, but handlers declared later reach only the current one.
-    from . import realtime  # noqa: F401
+    from pixshift.web import realtime  # noqa: F401
 
     db.init_app(app)
     # Batch mode lets Alembic change SQLite tables (it recreates them) as well as PostgreSQL's.
@@ -60,26 +61,28 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.extensions["pixshift"] = _runtime(app)
 
-    from . import api, downloads, errors, logs, security, web
+    from pixshift import logs
+    from pixshift.web import api, downloads, errors, pages, security
 
     logs.init_app(app)
     security.init_app(app)
     app.register_blueprint(errors.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(downloads.bp)
-    app.register_blueprint(web.bp)
+    app.register_blueprint(pages.bp)
     return app
 
 
 def _runtime(app: Flask):
     import redis
 
+    from pixshift.net.fetch import FetchPolicy
+    from pixshift.net.host_slots import HostGate, HostSlots, RedisHostSlots
+    from pixshift.pipeline.processing import Runtime
+    from pixshift.webhooks.delivery import WebhookSettings
+
     from .events import make_bus
-    from .fetch import FetchPolicy
-    from .host_slots import HostGate, HostSlots, RedisHostSlots
-    from .pipeline import Runtime
     from .storage import make_store
-    from .webhooks import WebhookSettings
 
     c = app.config
     # Scale-out: the cap and the pauses live in Redis, for every consumer at once. A slot outlives
@@ -135,7 +138,7 @@ def _instance_secret(app: Flask) -> str:
 
 
 def _check_jpeg_encoder(name: str) -> None:
-    from .compress import JPEG_ENCODERS
+    from pixshift.imaging.compress import JPEG_ENCODERS
 
     if name not in JPEG_ENCODERS:
         raise ValueError(f"PIXSHIFT_JPEG_ENCODER must be one of {', '.join(JPEG_ENCODERS)}")

@@ -119,7 +119,7 @@ class Config:
         # Downloads from one host at once, across all processes; a stalled host holds no more threads.
         self.HOST_CONCURRENCY = _int("PIXSHIFT_HOST_CONCURRENCY", 8)
         # Image tasks of one request waiting in the queue at once: a new request's first images wait
-        # behind at most this many of each running request (pixshift.windows).
+        # behind at most this many of each running request (pixshift.pipeline.windows).
         self.REQUEST_WINDOW = _int("PIXSHIFT_REQUEST_WINDOW", 64)
         # The longest a host's Retry-After (on 429 or 503) pauses it; the image is retried then.
         self.MAX_RETRY_AFTER = _float("PIXSHIFT_MAX_RETRY_AFTER", 300.0)

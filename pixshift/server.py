@@ -27,9 +27,11 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
-from . import create_app, tasks
+from pixshift import create_app
+from pixshift.db.extensions import socketio
+from pixshift.pipeline import tasks
+
 from .config import Config
-from .extensions import socketio
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -88,8 +90,8 @@ class EmbeddedServer(BaseApplication):
 
     def load(self) -> Flask:
         """Build the app in the worker: schema, tasks bound to it, consumer threads, progress relay."""
-        from .realtime import start_relay
-        from .schema import upgrade_schema
+        from pixshift.db.schema import upgrade_schema
+        from pixshift.web.realtime import start_relay
 
         app = create_app()
         with app.app_context():

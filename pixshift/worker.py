@@ -6,7 +6,8 @@ the tasks to it; Huey's consumer then runs them on its threads.
 
 from __future__ import annotations
 
-from . import create_app, logs, tasks
+from pixshift import create_app, logs
+from pixshift.pipeline import tasks
 
 app = create_app()
 logs.configure(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from services import unavailable
 
 CHROMIUM = os.environ.get("PIXSHIFT_TEST_CHROMIUM", "/usr/bin/chromium")
 # We run as root (no sandbox); the rest keeps Chromium from calling Google, which is refused here.
@@ -35,13 +36,6 @@ CHROMIUM_ARGS = [
 ]
 # Screenshots for people: test-output/ at the repository root (git-ignored).
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-output" / "browser"
-
-
-def unavailable(reason: str):
-    """Skip locally; in CI (``CI`` set) fail loudly: a browser test that did not run is not a pass."""
-    if os.environ.get("CI"):
-        pytest.fail(f"the browser test cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @contextlib.contextmanager

@@ -2,18 +2,24 @@
 
 Tests never touch the internet. The database and queue a test uses are decided here, not
 by whatever the shell had set: ``DATABASE_URL`` and ``REDIS_URL`` from the environment are
-taken as the PostgreSQL and Redis to run the scale-out variants against, then removed, so the
-embedded tests really run on SQLite.
+the PostgreSQL and Redis to run the scale-out variants against. They move to ``TEST_DATABASE_URL``
+and ``TEST_REDIS_URL`` (``tests/services.py`` reads them) before anything else reads them, so the
+embedded tests really run on SQLite and xdist's workers, which start from this environment, still
+find them. Each process (each xdist worker) has an instance folder of its own, removed at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
-TEST_DATABASE_URL = os.environ.pop("DATABASE_URL", None)
-TEST_REDIS_URL = os.environ.pop("REDIS_URL", None)
+for _name in ("DATABASE_URL", "REDIS_URL"):
+    if _name in os.environ:
+        os.environ["TEST_" + _name] = os.environ.pop(_name)
 _SESSION_DIR = tempfile.mkdtemp(prefix="pixshift-tests-")
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
 os.environ.update(
     {
         "PIXSHIFT_INSTANCE_PATH": os.path.join(_SESSION_DIR, "instance"),
@@ -31,9 +37,10 @@ for _name in ("MEDIA_ROOT", "PUBLIC_BASE_URL", "PIXSHIFT_QUEUE_NAME"):
     os.environ.pop(_name, None)
 
 import pytest  # noqa: E402
+from services import scaleout_services  # noqa: E402
 
 from harness.imageserver import ImageServer  # noqa: E402
-from harness.livestack import Stack, scaleout_env  # noqa: E402
+from harness.livestack import Stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +52,9 @@ def image_server():
 @pytest.fixture(scope="session")
 def app():
     """The app of the test process (SQLite in the session's instance folder)."""
-    from pixshift import create_app, tasks
-    from pixshift.schema import upgrade_schema
+    from pixshift import create_app
+    from pixshift.db.schema import upgrade_schema
+    from pixshift.pipeline import tasks
 
     app = create_app({"TESTING": True})
     with app.app_context():
@@ -58,23 +66,21 @@ def app():
 @pytest.fixture(scope="session")
 def pg_app():
     """An app on a fresh PostgreSQL database, for the rules that must hold under real concurrency."""
-    if not TEST_DATABASE_URL:
-        pytest.skip("set DATABASE_URL to run the PostgreSQL variant")
     from pixshift import create_app
 
-    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL or "redis://127.0.0.1:6379/0") as env:
+    with scaleout_services() as env:
         app = create_app(
             {
                 "TESTING": True,
                 "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1),
             }
         )
-        from pixshift.schema import upgrade_schema
+        from pixshift.db.schema import upgrade_schema
 
         with app.app_context():
             upgrade_schema()
         yield app
-        from pixshift.extensions import db
+        from pixshift.db.extensions import db
 
         with app.app_context():
             db.engine.dispose()
@@ -94,7 +100,7 @@ def client(app):
 @pytest.fixture(scope="session")
 def inprocess_worker(app):
     """A real Huey consumer (thread workers) running in the test process, as in the embedded default."""
-    from pixshift import tasks
+    from pixshift.pipeline import tasks
     from pixshift.server import start_inprocess_consumer
 
     tasks.huey.flush()  # tasks other tests enqueued without a worker are not this worker's business
@@ -122,9 +128,7 @@ def stack(request, tmp_path):
     PostgreSQL + Redis and a separate ``huey_consumer`` (scale-out), or embedded with its media
     on a real S3 server, served through presigned redirects (s3)."""
     if request.param == "scaleout":
-        if not (TEST_DATABASE_URL and TEST_REDIS_URL):
-            pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
-        with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
+        with scaleout_services() as env:
             with Stack(tmp_path, env, separate_consumer=True) as s:
                 yield s
     elif request.param == "s3":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from pixshift.csv_input import Limits, ProductRow, read_products, validate
+from pixshift.uploads.csv_input import Limits, ProductRow, read_products, validate
 
 
 def parse_products(data: bytes, limits: Limits | None = None) -> list[ProductRow]:

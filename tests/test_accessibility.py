@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from browser import chromium, csv_text, unavailable
+from browser import chromium, csv_text
+from services import unavailable
 
 from harness.livestack import Stack
 

@@ -30,7 +30,7 @@ TABLES = ("requests", "products", "images")
 
 
 def table_counts(app) -> dict[str, int]:
-    from pixshift.extensions import db
+    from pixshift.db.extensions import db
 
     with app.app_context():
         return {t: db.session.execute(text(f"select count(*) from {t}")).scalar_one() for t in TABLES}
@@ -45,8 +45,8 @@ def upload(client, data: bytes, filename: str = "products.csv"):
 
 def stored_products(app, request_id: str) -> list[list]:
     """[serial, name, [urls]] of a stored request, in CSV order."""
-    from pixshift.extensions import db
-    from pixshift.models import Image, Product
+    from pixshift.db.extensions import db
+    from pixshift.db.models import Image, Product
 
     with app.app_context():
         products = db.session.scalars(

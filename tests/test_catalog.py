@@ -10,10 +10,10 @@ import os
 
 import pytest
 from catalog_server import CatalogHost
-from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from services import scaleout_services
 from webhook_receiver import Receiver
 
-from harness.livestack import Stack, scaleout_env, wait_until
+from harness.livestack import Stack, wait_until
 
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
 SECRET = os.environ["PIXSHIFT_WEBHOOK_SECRET"]
@@ -32,9 +32,7 @@ def stack(request, tmp_path_factory):
         with Stack(tmp_path, PATIENT, separate_consumer=False, workers=8) as s:
             yield s
         return
-    if not (TEST_DATABASE_URL and TEST_REDIS_URL):
-        pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
-    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
+    with scaleout_services() as env:
         with Stack(tmp_path, {**env, **PATIENT}, separate_consumer=True, workers=8) as s:
             yield s
 
@@ -179,7 +177,7 @@ def test_retry_and_cancel_refuse_the_wrong_moment(stack, host):
 
 
 def test_a_small_request_beside_a_big_one_starts_at_once(stack, host):
-    """Requests take turns in the queue (pixshift.windows): a 3-image request uploaded while a
+    """Requests take turns in the queue (pixshift.pipeline.windows): a 3-image request uploaded while a
     1,200-image one from the same host runs finishes in seconds, long before the big one. In one
     first-in-first-out queue it waited for the big one's every image."""
     big = [(n, [host.url(f"slow-{n}-{k}") for k in range(4)]) for n in range(1, 301)]

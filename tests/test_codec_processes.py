@@ -14,9 +14,9 @@ import pytest
 from test_compress import photo, save, scan_bomb
 
 from harness.livestack import Stack, wait_until
-from pixshift import codec_processes
-from pixshift.compress import compress_to_ratio
 from pixshift.failures import ImageFailure
+from pixshift.imaging import codec_processes
+from pixshift.imaging.compress import compress_to_ratio
 
 NO_SCAN_LIMIT = 10**9  # lets scan_bomb() reach the decoder, so that only the CPU budget stops it
 
@@ -44,7 +44,7 @@ def test_children_exit_with_a_service_killed_without_cleanup(tmp_path):
     script = tmp_path / "service.py"
     script.write_text(
         "import os, sys\n"
-        "from pixshift import codec_processes\n"
+        "from pixshift.imaging import codec_processes\n"
         "if __name__ == '__main__':\n"
         "    print(codec_processes.run(os.getpid, processes=2), flush=True)\n"
         "    sys.stdin.read()\n"
@@ -78,7 +78,8 @@ def test_a_child_whose_service_died_while_it_started_exits_at_once():
         [
             sys.executable,
             "-c",
-            f"from pixshift.codec_processes import _start_child\n_start_child({dead.pid})\nimport time; time.sleep(30)",
+            "from pixshift.imaging.codec_processes import _start_child\n"
+            f"_start_child({dead.pid})\nimport time; time.sleep(30)",
         ],
         cwd=Path(__file__).resolve().parents[1],
         timeout=20,

@@ -1,4 +1,4 @@
-"""Tests for pixshift.compress: the byte guarantee, best quality, formats, failures, thumbnails."""
+"""Tests for pixshift.imaging.compress: the byte guarantee, best quality, formats, failures, thumbnails."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFilter
 
 from harness.photos import photo
-from pixshift.compress import CompressedImage, compress_to_ratio, encode
 from pixshift.failures import ImageFailure
+from pixshift.imaging.compress import CompressedImage, compress_to_ratio, encode
 
 # --- inputs ----------------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ def assert_best_quality(pixels: Image.Image, result: CompressedImage, budget: in
     def size(quality: int, settings: str) -> int:
         return len(encode(pixels, quality, fmt=result.format, icc=None, jpeg_encoder=settings))
 
-    # With or without optimized Huffman tables (pixshift.compress.encoder_for: by source quality).
+    # With or without optimized Huffman tables (pixshift.imaging.compress.encoder_for: by source quality).
     matching = [s for s in ("libjpeg-turbo", "libjpeg-turbo-plain") if size(result.quality, s) == len(result.data)]
     assert matching, "the output is not PixShift's encode at its quality"
     settings = matching[0]

@@ -6,7 +6,7 @@ import pytest
 from csv_files import parse_products
 from sqlalchemy import func, select
 
-from pixshift.csv_input import CsvRejected, Limits
+from pixshift.uploads.csv_input import CsvRejected, Limits
 
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
 URL = "https://img.example.com/a.jpg"
@@ -102,8 +102,8 @@ def test_row_and_image_limits():
 
 
 def _count_requests(app) -> int:
-    from pixshift.extensions import db
-    from pixshift.models import Image, Request
+    from pixshift.db.extensions import db
+    from pixshift.db.models import Image, Request
 
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(Request)) + db.session.scalar(

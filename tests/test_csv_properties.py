@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from pixshift.csv_input import COLUMNS, MAX_NAME_LENGTH, MAX_SERIAL, CsvRejected, Limits, ProductRow
-from pixshift.urls import url_problem
+from pixshift.net.urls import url_problem
+from pixshift.uploads.csv_input import COLUMNS, MAX_NAME_LENGTH, MAX_SERIAL, CsvRejected, Limits, ProductRow
 
 SN, PN, IU = COLUMNS
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -311,7 +311,7 @@ def test_the_row_limit_names_the_first_row_past_it_even_after_a_bad_row(rows, ma
 
 
 def table_counts(app) -> tuple[int, int, int]:
-    from pixshift.extensions import db
+    from pixshift.db.extensions import db
 
     with app.app_context():
         return tuple(
@@ -372,6 +372,6 @@ url_like = st.builds(
 @example("http://h.example:65536/a")
 def test_the_plain_url_shortcut_agrees_with_the_full_checks(url):
     """url_problem skips its checks for plain URLs; it must answer exactly as they do."""
-    from pixshift.urls import _url_checks
+    from pixshift.net.urls import _url_checks
 
     assert url_problem(url) == _url_checks(url)

@@ -21,11 +21,11 @@ import pytest
 from requests_hardened.ip_filter import InvalidIPAddress, get_ip_address
 
 from harness.livestack import wait_until
-from pixshift import fetch, outbound
 from pixshift.failures import DeliveryFailure, ImageFailure, Throttled, UrlRefused
-from pixshift.fetch import FetchPolicy, fetch_image
-from pixshift.outbound import check_public_url, is_blocked_address
-from pixshift.webhooks import post_json
+from pixshift.net import fetch, outbound
+from pixshift.net.fetch import FetchPolicy, fetch_image
+from pixshift.net.outbound import check_public_url, is_blocked_address
+from pixshift.webhooks.delivery import post_json
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16
 KB = 1024
@@ -645,7 +645,7 @@ def test_policy_rejects_nonsense_limits():
         strict(retries=-1)
 
 
-# --- conditional GET (revalidation across requests, pixshift.reuse) ---------------------
+# --- conditional GET (revalidation across requests, pixshift.pipeline.reuse) ---------------------
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,17 @@ import secrets
 import time
 
 import pytest
-from conftest import TEST_REDIS_URL
+from services import redis_url
 
 from harness.livestack import wait_until
-from pixshift.host_slots import BACKOFF_CAP, HostSlots, RedisHostSlots, host_of
+from pixshift.net.host_slots import BACKOFF_CAP, HostSlots, RedisHostSlots, host_of
 
 
 @pytest.fixture()
 def redis_client():
-    if not TEST_REDIS_URL:
-        pytest.skip("set REDIS_URL to run the Redis variant")
     import redis
 
-    client = redis.Redis.from_url(TEST_REDIS_URL)
+    client = redis.Redis.from_url(redis_url())
     prefix = "pixshift_test_slots_" + secrets.token_hex(4)
     yield client, prefix
     for key in client.scan_iter(f"{prefix}*"):

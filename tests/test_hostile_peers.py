@@ -10,11 +10,11 @@ import contextlib
 import time
 
 import pytest
-from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from services import scaleout_services
 from trickler import Trickler
 
 from harness.imageserver import ImageServer
-from harness.livestack import Stack, scaleout_env, wait_until
+from harness.livestack import Stack, wait_until
 
 DOWNLOAD_TIMEOUT = 4.0
 
@@ -111,10 +111,8 @@ def test_the_sweep_runs_while_every_worker_is_busy(tmp_path, image_server):
 def test_the_per_host_cap_holds_across_two_consumer_processes(tmp_path):
     """Two huey_consumer processes with 8 threads each, 30 slow images on one host, a cap of 3: the
     host never sees more than 3 downloads at once (a cap per process would let 6 through)."""
-    if not (TEST_DATABASE_URL and TEST_REDIS_URL):
-        pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
     cap, images = 3, 30
-    with ImageServer() as host, scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
+    with ImageServer() as host, scaleout_services() as env:
         with Stack(tmp_path, {**env, "PIXSHIFT_HOST_CONCURRENCY": str(cap)}, separate_consumer=True) as stack:
             stack.start_consumer("worker-2")
             for name in ("worker-1", "worker-2"):
@@ -138,9 +136,7 @@ def test_a_host_answering_429_gets_nothing_during_its_retry_after_while_other_ho
     env = {"PIXSHIFT_HOST_CONCURRENCY": str(cap), "PIXSHIFT_MAX_ATTEMPTS": "3"}
     with contextlib.ExitStack() as resources:
         if deployment == "scaleout":
-            if not (TEST_DATABASE_URL and TEST_REDIS_URL):
-                pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
-            env.update(resources.enter_context(scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL)))
+            env.update(resources.enter_context(scaleout_services()))
         throttling, other = resources.enter_context(ImageServer()), resources.enter_context(ImageServer())
         stack = resources.enter_context(Stack(tmp_path, env, separate_consumer=deployment == "scaleout"))
         if deployment == "scaleout":

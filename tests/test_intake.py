@@ -3,6 +3,7 @@ SQLite and on PostgreSQL (its own insert path: one statement a batch from arrays
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
 import threading
@@ -12,10 +13,10 @@ import tracemalloc
 import pytest
 from sqlalchemy import func, select
 
-from pixshift import intake
-from pixshift.csv_input import CsvRejected, ProductRow, read_products, validate
-from pixshift.extensions import db
-from pixshift.models import Image, Product, Request
+from pixshift.db.extensions import db
+from pixshift.db.models import Image, Product, Request
+from pixshift.uploads import intake
+from pixshift.uploads.csv_input import CsvRejected, ProductRow, read_products, validate
 
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"
 ROWS = 2 * intake._BATCH + 345  # three batches, the last one short
@@ -174,20 +175,21 @@ def test_validate_names_the_problems_of_a_streamed_file():
 def unreachable_queue(request, tmp_path):
     """A real ``python -m pixshift`` whose Huey queue (REDIS_URL) points at a closed port, on SQLite
     and, when configured, on a fresh PostgreSQL database; yields it with its database URL."""
-    from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+    from services import scaleout_services
 
-    from harness.livestack import Stack, free_port, scaleout_env
+    from harness.livestack import Stack, closed_port
 
-    closed = f"redis://127.0.0.1:{free_port()}/0"
-    if request.param == "sqlite":
-        with Stack(tmp_path, {"REDIS_URL": closed}, separate_consumer=False, workers=0) as stack:
+    with contextlib.ExitStack() as resources:
+        closed = f"redis://127.0.0.1:{resources.enter_context(closed_port())}/0"
+        if request.param == "sqlite":
+            stack = resources.enter_context(Stack(tmp_path, {"REDIS_URL": closed}, separate_consumer=False, workers=0))
             yield stack, f"sqlite:///{tmp_path / 'instance' / 'pixshift.db'}"
-        return
-    if not TEST_DATABASE_URL:
-        pytest.skip("set DATABASE_URL to run the PostgreSQL variant")
-    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL or "redis://127.0.0.1:6379/0") as env:
-        with Stack(tmp_path, {**env, "REDIS_URL": closed}, separate_consumer=False, workers=0) as stack:
-            yield stack, env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+            return
+        env = resources.enter_context(scaleout_services())
+        stack = resources.enter_context(
+            Stack(tmp_path, {**env, "REDIS_URL": closed}, separate_consumer=False, workers=0)
+        )
+        yield stack, env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def test_an_unreachable_queue_refuses_the_upload_and_stores_nothing(unreachable_queue):
@@ -217,7 +219,7 @@ def test_an_unreachable_queue_refuses_the_upload_and_stores_nothing(unreachable_
 
 def test_uploads_are_checked_and_stored_two_at_a_time(app, monkeypatch):
     """Many uploads at once wait for the two slots (so status polls meanwhile share the GIL with two)."""
-    from pixshift import intake
+    from pixshift.uploads import intake
 
     busy, most, lock = [0], [0], threading.Lock()
     check = intake.validate

@@ -12,12 +12,12 @@ from PIL import Image as PILImage
 from tcpproxy import TcpProxy
 
 from harness.livestack import Stack, wait_until
-from pixshift import pipeline
-from pixshift.csv_input import ProductRow
-from pixshift.extensions import db
-from pixshift.intake import create_request
-from pixshift.models import Image
+from pixshift.db.extensions import db
+from pixshift.db.models import Image
+from pixshift.pipeline import processing as pipeline
 from pixshift.storage import S3Store, content_key
+from pixshift.uploads.csv_input import ProductRow
+from pixshift.uploads.intake import create_request
 
 
 @pytest.fixture()
@@ -38,7 +38,7 @@ def stored(store, key: str) -> bool:
 
 def s3_app(seaweed, prefix: str, **config):
     from pixshift import create_app
-    from pixshift.schema import upgrade_schema
+    from pixshift.db.schema import upgrade_schema
 
     app = create_app(
         {"TESTING": True, "MEDIA_URL": f"s3://pixshift-media/{prefix}", "S3_ENDPOINT_URL": seaweed.endpoint, **config}

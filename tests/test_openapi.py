@@ -1,4 +1,4 @@
-"""The OpenAPI document (pixshift/openapi.json) is true: it is valid OpenAPI 3.1, it lists every API
+"""The OpenAPI document (pixshift/web/api/openapi.json) is true: it is valid OpenAPI 3.1, it lists every API
 route, real responses of a live ``python -m pixshift`` validate against it (success and error
 cases, with undocumented fields refused), and Schemathesis fuzzing the running app from it finds
 no 500s and no response that breaks it. /docs renders it with the bundled Swagger UI.
@@ -25,7 +25,7 @@ from webhook_receiver import Receiver
 
 from harness.livestack import BIN, ROOT, Stack, wait_until
 
-DOC_PATH = ROOT / "pixshift" / "openapi.json"
+DOC_PATH = ROOT / "pixshift" / "web" / "api" / "openapi.json"
 DOC = json.loads(DOC_PATH.read_text(encoding="utf-8"))
 DOC_URI = "urn:pixshift:openapi"
 HEADER = "Serial Number,Product Name,Input Image URLs\r\n"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import re
 
-from pixshift.extensions import db
-from pixshift.models import WebhookEndpoint
+from pixshift.db.extensions import db
+from pixshift.db.models import WebhookEndpoint
 
 CSV = (
     b"Serial Number,Product Name,Input Image URLs\n1,<b>bold</b> & <script>alert(1)</script>,http://127.0.0.1:9/a.jpg\n"
@@ -166,7 +166,7 @@ def test_the_output_csv_is_named_after_the_uploaded_file(client):
 def test_an_output_name_never_carries_a_path_and_falls_back_to_the_id():
     from types import SimpleNamespace
 
-    from pixshift.reporting import output_csv_disposition
+    from pixshift.uploads.reporting import output_csv_disposition
 
     def name(filename):
         return output_csv_disposition(SimpleNamespace(filename=filename, id="abc"))

@@ -15,12 +15,13 @@ from sqlalchemy import update
 
 from harness.imageserver import ImageServer
 from harness.livestack import wait_until
-from pixshift import codec_processes, pipeline
-from pixshift.csv_input import ProductRow
-from pixshift.extensions import db
-from pixshift.host_slots import HostSlots
-from pixshift.intake import create_request
-from pixshift.models import Image, Request, WebhookEvent, utcnow
+from pixshift.db.extensions import db
+from pixshift.db.models import Image, Request, WebhookEvent, utcnow
+from pixshift.imaging import codec_processes
+from pixshift.net.host_slots import HostSlots
+from pixshift.pipeline import processing as pipeline
+from pixshift.uploads.csv_input import ProductRow
+from pixshift.uploads.intake import create_request
 
 
 def upload(client, server, paths_per_product: list[list[str]]) -> str:

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from harness.livestack import wait_until
-from pixshift.extensions import socketio
-from pixshift.realtime import RELAY_INTERVAL
+from pixshift.db.extensions import socketio
+from pixshift.web.realtime import RELAY_INTERVAL
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def live_app(app):
     (Flask-SocketIO binds one app per process, as production has). The in-process bus is
     shared by every app in the process, so the session's worker threads reach this relay."""
     from pixshift import create_app
-    from pixshift.realtime import start_relay
+    from pixshift.web.realtime import start_relay
 
     live = create_app({"TESTING": True})
     start_relay(live)

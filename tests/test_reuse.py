@@ -15,19 +15,20 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from services import scaleout_services
 from sqlalchemy import func, select
 
 from harness.imageserver import ImageServer
-from harness.livestack import Stack, scaleout_env
-from pixshift import pipeline, reuse
-from pixshift.csv_input import ProductRow
-from pixshift.deletion import delete_request
-from pixshift.extensions import db
-from pixshift.fetch import Fetched, Validators
-from pixshift.host_slots import HostSlots
-from pixshift.intake import create_request
-from pixshift.models import Image, Request, UrlResult
+from harness.livestack import Stack
+from pixshift.db.extensions import db
+from pixshift.db.models import Image, Request, UrlResult
+from pixshift.net.fetch import Fetched, Validators
+from pixshift.net.host_slots import HostSlots
+from pixshift.pipeline import processing as pipeline
+from pixshift.pipeline import reuse
+from pixshift.uploads.csv_input import ProductRow
+from pixshift.uploads.deletion import delete_request
+from pixshift.uploads.intake import create_request
 
 _seeds = itertools.count(uuid.uuid4().int % 10**6 * 1000)
 
@@ -263,9 +264,7 @@ def live(request, tmp_path):
         with Stack(tmp_path, {}, separate_consumer=False) as stack:
             yield stack
         return
-    if not (TEST_DATABASE_URL and TEST_REDIS_URL):
-        pytest.skip("set DATABASE_URL and REDIS_URL to run the PostgreSQL + Redis variant")
-    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env, Stack(tmp_path, env, separate_consumer=True) as stack:
+    with scaleout_services() as env, Stack(tmp_path, env, separate_consumer=True) as stack:
         yield stack
 
 

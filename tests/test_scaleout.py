@@ -14,10 +14,10 @@ import time
 import psycopg
 import pytest
 import socketio
-from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from services import scaleout_services
 from webhook_receiver import Receiver
 
-from harness.livestack import Stack, scaleout_env, wait_until
+from harness.livestack import Stack, wait_until
 
 pytestmark = pytest.mark.scaleout
 N_IMAGES = 64
@@ -27,9 +27,7 @@ N_IMAGES = 64
 def scaleout(request, tmp_path):
     """gunicorn + two consumers on PostgreSQL and Redis; media in a shared directory, or on a real
     S3 server so that no shared file system is involved."""
-    if not (TEST_DATABASE_URL and TEST_REDIS_URL):
-        pytest.skip("set DATABASE_URL and REDIS_URL to run the scale-out test")
-    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL) as env:
+    with scaleout_services() as env:
         env.update(
             {
                 "PIXSHIFT_LEASE_SECONDS": "4",

@@ -9,9 +9,9 @@ import sqlite3
 import subprocess
 
 import pytest
-from conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+from services import scaleout_services
 
-from harness.livestack import BIN, MIGRATE_COMMAND, ROOT, scaleout_env
+from harness.livestack import BIN, MIGRATE_COMMAND, ROOT
 
 CHECK_COMMAND = ["flask", "--app", "pixshift", "db", "check"]
 
@@ -41,9 +41,7 @@ def fresh_database(request, tmp_path):
     if request.param == "sqlite":
         yield env  # the embedded default: instance/pixshift.db
         return
-    if not TEST_DATABASE_URL:
-        pytest.skip("set DATABASE_URL to run the PostgreSQL variant")
-    with scaleout_env(TEST_DATABASE_URL, TEST_REDIS_URL or "redis://127.0.0.1:6379/0") as scaleout:
+    with scaleout_services() as scaleout:
         yield {**env, "DATABASE_URL": scaleout["DATABASE_URL"]}
 
 

@@ -9,12 +9,12 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 import pytest
 
-from pixshift import pipeline
-from pixshift.csv_input import ProductRow
-from pixshift.extensions import db
-from pixshift.host_slots import HostSlots
-from pixshift.intake import create_request
-from pixshift.models import Image
+from pixshift.db.extensions import db
+from pixshift.db.models import Image
+from pixshift.net.host_slots import HostSlots
+from pixshift.pipeline import processing as pipeline
+from pixshift.uploads.csv_input import ProductRow
+from pixshift.uploads.intake import create_request
 
 CSV = b"Serial Number,Product Name,Input Image URLs\n1,Shoe,http://127.0.0.1:9/a.jpg\n"
 
@@ -150,7 +150,7 @@ def test_login_sends_the_browser_only_to_this_site(token_app, raw_next, expected
     ],
 )
 def test_safe_next_reserialises_what_it_keeps(target, expected):
-    from pixshift.security import safe_next
+    from pixshift.web.security import safe_next
 
     assert safe_next(target) == expected
 
@@ -195,7 +195,7 @@ def test_responses_carry_security_headers_and_errors_are_json(client):
 
 
 def test_an_unexpected_error_is_json_without_a_stack_trace(app, client, monkeypatch):
-    import pixshift.api.routes as routes
+    import pixshift.web.api.routes as routes
 
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals")
@@ -270,7 +270,7 @@ def test_log_lines_carry_the_ids_in_context():
 
     from pixshift import logs
 
-    record = logging.LogRecord("pixshift.pipeline", logging.INFO, __file__, 1, "done", None, None)
+    record = logging.LogRecord("pixshift.pipeline.processing", logging.INFO, __file__, 1, "done", None, None)
     token = logs.bind(request_id="r-1", image_id=7)
     try:
         logs.ContextFilter().filter(record)
@@ -279,7 +279,7 @@ def test_log_lines_carry_the_ids_in_context():
     assert json.loads(logs.JsonFormatter().format(record)) | {"time": None} == {
         "time": None,
         "level": "INFO",
-        "logger": "pixshift.pipeline",
+        "logger": "pixshift.pipeline.processing",
         "message": "done",
         "request_id": "r-1",
         "image_id": 7,

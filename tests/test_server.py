@@ -97,7 +97,7 @@ def test_killing_the_service_outright_takes_its_worker_and_compression_children_
 def test_every_thread_of_the_embedded_default_can_have_a_sqlite_connection_at_once(app):
     """Request threads, worker threads, relay and scheduler never wait for the pool (they did with
     SQLAlchemy's 5 + 10 while uploads held connections waiting for SQLite's write lock)."""
-    from pixshift.extensions import db
+    from pixshift.db.extensions import db
 
     with app.app_context():
         assert db.engine.url.get_backend_name() == "sqlite"

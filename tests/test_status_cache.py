@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from pixshift.api import routes
-from pixshift.csv_input import ProductRow
-from pixshift.intake import create_request
+from pixshift.uploads.csv_input import ProductRow
+from pixshift.uploads.intake import create_request
+from pixshift.web.api import routes
 
 
 def test_an_expired_page_is_rendered_by_one_poller_while_the_others_get_the_previous_one(app, monkeypatch):

@@ -146,7 +146,7 @@ def test_signature_matches_the_standard(app):
 
     from standardwebhooks import Webhook
 
-    from pixshift.webhooks import sign
+    from pixshift.webhooks.delivery import sign
 
     ts = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     assert sign(SECRET, "msg_1", int(ts.timestamp()), b'{"a":1}') == Webhook(SECRET).sign("msg_1", ts, '{"a":1}')
@@ -159,9 +159,9 @@ def _delivery_to(url: str) -> int:
     """A finished request with one pending delivery to ``url``, written as the pipeline writes it."""
     import uuid
 
-    from pixshift.extensions import db
-    from pixshift.models import Request, utcnow
-    from pixshift.webhooks import create_event
+    from pixshift.db.extensions import db
+    from pixshift.db.models import Request, utcnow
+    from pixshift.webhooks.delivery import create_event
 
     req = Request(id=str(uuid.uuid4()), state="completed", webhook_url=url, product_count=0, finished_at=utcnow())
     db.session.add(req)
@@ -173,9 +173,9 @@ def _delivery_to(url: str) -> int:
 
 def test_a_trickling_receiver_is_cut_at_the_timeout_with_no_connection_held(any_db_app):
     """Before: the POST had no total deadline and kept a database connection checked out throughout."""
-    from pixshift.extensions import db
-    from pixshift.models import WebhookDelivery
-    from pixshift.webhooks import WebhookSettings, attempt_delivery
+    from pixshift.db.extensions import db
+    from pixshift.db.models import WebhookDelivery
+    from pixshift.webhooks.delivery import WebhookSettings, attempt_delivery
 
     rt = any_db_app.extensions["pixshift"]
     settings = WebhookSettings(secret=SECRET, timeout=0.8, schedule=(60,))
@@ -202,9 +202,9 @@ def test_no_second_attempt_starts_beside_a_running_one_nor_past_the_schedule(any
 
     from sqlalchemy import update
 
-    from pixshift.extensions import db
-    from pixshift.models import WebhookDelivery, utcnow
-    from pixshift.webhooks import WebhookSettings, attempt_delivery, overdue_deliveries
+    from pixshift.db.extensions import db
+    from pixshift.db.models import WebhookDelivery, utcnow
+    from pixshift.webhooks.delivery import WebhookSettings, attempt_delivery, overdue_deliveries
 
     rt = any_db_app.extensions["pixshift"]
     settings = WebhookSettings(secret=SECRET, timeout=1.5, schedule=(0, 0))
@@ -263,9 +263,9 @@ def _deliveries_of_a_finished_request() -> dict[int | None, int]:
     """A finished request's event, written as the pipeline writes it: its delivery ids by endpoint id."""
     import uuid
 
-    from pixshift.extensions import db
-    from pixshift.models import Request, WebhookDelivery, utcnow
-    from pixshift.webhooks import create_event
+    from pixshift.db.extensions import db
+    from pixshift.db.models import Request, WebhookDelivery, utcnow
+    from pixshift.webhooks.delivery import create_event
 
     req = Request(id=str(uuid.uuid4()), state="completed", product_count=0, finished_at=utcnow())
     db.session.add(req)
@@ -279,9 +279,9 @@ def _deliveries_of_a_finished_request() -> dict[int | None, int]:
 def test_a_delivery_to_an_endpoint_gone_before_its_attempt_fails_without_calling_it(any_db_app, gone):
     """Deliveries are written when a request finishes, to every endpoint enabled then. An endpoint
     deleted since, or disabled by its 410 to an earlier event, must not be called for them."""
-    from pixshift.extensions import db
-    from pixshift.models import WebhookDelivery
-    from pixshift.webhooks import WebhookSettings, attempt_delivery
+    from pixshift.db.extensions import db
+    from pixshift.db.models import WebhookDelivery
+    from pixshift.webhooks.delivery import WebhookSettings, attempt_delivery
 
     rt = any_db_app.extensions["pixshift"]
     settings = WebhookSettings(secret=SECRET, timeout=1, schedule=(0, 0))

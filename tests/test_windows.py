@@ -1,4 +1,4 @@
-"""A request's turns in the queue (pixshift.windows), on SQLite and PostgreSQL: the window opens
+"""A request's turns in the queue (pixshift.pipeline.windows), on SQLite and PostgreSQL: the window opens
 once, moves on by one distinct image per call even when many workers call at once, skips images
 that share an earlier image's URL, stops for a cancelled request, and a stalled window is found."""
 
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import threading
 
-from pixshift import windows
-from pixshift.csv_input import ProductRow
-from pixshift.extensions import db
-from pixshift.intake import create_request
-from pixshift.models import Image, Request, utcnow
+from pixshift.db.extensions import db
+from pixshift.db.models import Image, Request, utcnow
+from pixshift.pipeline import windows
+from pixshift.uploads.csv_input import ProductRow
+from pixshift.uploads.intake import create_request
 
 
 def a_request(urls: list[str]) -> str:

@@ -1,5 +1,3 @@
-"""The pages people use: upload, live progress, recent requests, webhook endpoints."""
-
-from .routes import bp
-
-__all__ = ["bp"]
+"""The web layer: the blueprints (pages, JSON API, downloads, errors), the Socket.IO relay, tokens
+and security headers. It turns HTTP into calls of the layers below and their exceptions into
+responses; no blueprint imports another."""
