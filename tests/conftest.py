@@ -139,3 +139,30 @@ def stack(request, tmp_path):
     else:
         with Stack(tmp_path, {}, separate_consumer=False) as s:
             yield s
+
+
+# --- marks: what a test needs, read from its folder and its fixtures --------------------------------
+# `pytest -m "not live and not browser and not bench"` is the fast suite (about a minute); CI runs all.
+LIVE_FIXTURES = {
+    "stack",
+    "stacks",
+    "live",
+    "web",
+    "server",
+    "token_server",
+    "token_stack",
+    "seaweed",
+    "scaleout",
+    "unreachable_queue",
+    "inprocess_worker",
+}
+FOLDER_MARKS = {"live": "live", "browser": "browser", "bench": "bench"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = item.path.parent.name
+        if folder in FOLDER_MARKS:
+            item.add_marker(FOLDER_MARKS[folder])
+        if LIVE_FIXTURES.intersection(item.fixturenames):
+            item.add_marker("live")

@@ -53,7 +53,7 @@ def test_children_exit_with_a_service_killed_without_cleanup(tmp_path):
         [sys.executable, str(script)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     with service:  # closes its pipes
         child = int(service.stdout.readline())
@@ -81,7 +81,7 @@ def test_a_child_whose_service_died_while_it_started_exits_at_once():
             "from pixshift.imaging.codec_processes import _start_child\n"
             f"_start_child({dead.pid})\nimport time; time.sleep(30)",
         ],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         timeout=20,
     )
     assert child.returncode == 0

@@ -24,8 +24,8 @@ try:
 except ImportError:  # the browser fixture skips (or fails in CI) with the reason
     expect = None
 
-from browser import PageWatch, chromium, evidence_on_failure, screenshot
 from catalog_server import CatalogHost
+from chromium import PageWatch, chromium, evidence_on_failure, screenshot
 
 from harness.livestack import Stack
 
@@ -279,7 +279,11 @@ def test_request_page_while_running_and_when_done(browser, web, image_server, ho
 
 
 # axe-core, when it is installed (the pages branch installs it from npm for its own browser tests).
-AXE = Path(os.environ.get("PIXSHIFT_AXE", Path(__file__).parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"))
+AXE = Path(
+    os.environ.get(
+        "PIXSHIFT_AXE", Path(__file__).resolve().parents[1] / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+    )
+)
 
 
 def axe_violations(browser, url: str, tmp_path) -> None:

@@ -5,7 +5,7 @@ No mouse event is sent; every step is a key press on whatever has the focus."""
 from __future__ import annotations
 
 import pytest
-from browser import chromium, evidence_on_failure, screenshot
+from chromium import chromium, evidence_on_failure, screenshot
 
 from harness.livestack import Stack
 

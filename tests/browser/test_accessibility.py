@@ -16,13 +16,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from browser import chromium, csv_text
+from chromium import chromium, csv_text
 from services import unavailable
 
 from harness.livestack import Stack
 
-AXE = Path(__file__).resolve().parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
-SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "pages"
+AXE = Path(__file__).resolve().parents[1] / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "pages"
 SIZES = {"desktop": (1440, 900), "phone": (390, 844)}
 TOKEN = "tok-accessibility"
 TIMEOUT_MS = 20_000

@@ -2,7 +2,7 @@
 right (row, column) pairs, every error is JSON, nothing is ever a 500, and a rejected file stores
 nothing.
 
-The corpus is ``tests/bad_inputs/``: one small file per case, described in ``cases.json`` (file ->
+The corpus is ``tests/uploads/bad_inputs/``: one small file per case, described in ``cases.json`` (file ->
 status, error, expected ``details`` as [row, column] pairs (a prefix when ``truncated``), or the
 products of an accepted file). Cases too big to commit are generated below.
 

@@ -20,7 +20,7 @@ try:
 except ImportError:  # the browser fixture skips (or fails in CI) with the reason
     expect = None
 
-from browser import PageWatch, chromium, csv_text, drop_file, evidence_on_failure, screenshot
+from chromium import PageWatch, chromium, csv_text, drop_file, evidence_on_failure, screenshot
 
 from harness.livestack import Stack
 
