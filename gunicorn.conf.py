@@ -1,5 +1,6 @@
 """gunicorn settings for PixShift's web process (scale-out)."""
 
+from pixshift import logs
 from pixshift.config import Config
 
 _config = Config()
@@ -13,6 +14,11 @@ workers = 1
 worker_connections = 1000
 timeout = 60
 graceful_timeout = 20
+# gunicorn's own lines and its access log go through PixShift's handler: every line the process
+# writes is one record in PIXSHIFT_LOG_FORMAT (text, or one JSON object a line).
+logs.configure(_config.LOG_FORMAT, _config.LOG_LEVEL)
+logger_class = logs.GunicornLogger
+loglevel = _config.LOG_LEVEL.lower()
 accesslog = "-"
 # gunicorn 25's control socket lives in one per-user path, shared by every gunicorn of the user:
 # a second web process on the machine would take it over. Nothing here uses it.

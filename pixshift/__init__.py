@@ -61,10 +61,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.extensions["pixshift"] = _runtime(app)
 
-    from pixshift import logs
-    from pixshift.web import api, downloads, errors, pages, security
+    from pixshift.web import api, downloads, errors, pages, request_ids, security
 
-    logs.init_app(app)
+    request_ids.init_app(app)
     security.init_app(app)
     app.register_blueprint(errors.bp)
     app.register_blueprint(api.bp)

@@ -1,8 +1,11 @@
 """Log lines that say which HTTP call, request and image they belong to; JSON when configured.
 
-Every HTTP response carries ``X-Request-ID`` (the caller's, if it sent a sane one, else a new
-one); each log line written while serving it, or while a task works on an image, carries the
-ids in context, so one grep follows an image from upload to webhook.
+Each log line written while serving an HTTP call (``pixshift.web.request_ids`` binds its id), or
+while a task works on an image, carries the ids in context, so one grep follows an image from
+upload to webhook. Every line a process writes is one record in the configured format.
+
+Nothing here imports Flask: gunicorn.conf.py loads this module in the arbiter, before the eventlet
+worker patches the standard library, and eventlet's patching trips over Flask's context proxies.
 """
 
 from __future__ import annotations
@@ -10,18 +13,15 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import re
-import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from flask import Flask, g, request
+from gunicorn import glogging
 
 # The default is an empty mapping that is never changed: bind() builds a new dict each time.
 _context: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
     "pixshift_log_context", default=MappingProxyType({})
 )
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 FIELDS = ("http_request_id", "request_id", "image_id")
 
 
@@ -73,26 +73,17 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # a warning is a record too, not lines of its own on stderr
 
 
-def init_app(app: Flask) -> None:
-    @app.before_request
-    def _assign_request_id():
-        incoming = request.headers.get("X-Request-ID", "")
-        g.http_request_id = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
-        g.log_token = bind(http_request_id=g.http_request_id)
+class GunicornLogger(glogging.Logger):
+    """gunicorn's own lines and its access log through the handler ``configure`` set up.
 
-    @app.after_request
-    def _return_request_id(response):
-        if "http_request_id" in g:
-            response.headers["X-Request-ID"] = g.http_request_id
-        return response
+    Kept here, away from the app's imports: gunicorn.conf.py loads it in the arbiter, before the
+    eventlet worker patches the standard library (urllib3 imported earlier breaks its SSL)."""
 
-    @app.teardown_request
-    def _forget(_exc):
-        token = g.pop("log_token", None)
-        if token is not None:
-            try:
-                unbind(token)
-            except ValueError:  # reset from another context (streamed responses): nothing to undo
-                pass
+    def setup(self, cfg: object) -> None:
+        self.loglevel = self.LOG_LEVELS.get(getattr(cfg, "loglevel", "info").lower(), logging.INFO)
+        self.error_log.setLevel(self.loglevel)
+        self.error_log.propagate = True
+        self.access_log.propagate = True

@@ -18,16 +18,14 @@ starts another (images it held are given back by the lease sweep).
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 from typing import TYPE_CHECKING
 
-from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
-from pixshift import create_app
+from pixshift import create_app, logs
 from pixshift.db.extensions import socketio
 from pixshift.pipeline import tasks
 
@@ -78,7 +76,7 @@ class EmbeddedServer(BaseApplication):
             "timeout": HEARTBEAT_SECONDS,
             "graceful_timeout": GRACEFUL_SECONDS,
             "accesslog": None,
-            "logger_class": PixShiftLogger,
+            "logger_class": logs.GunicornLogger,
             "loglevel": c.LOG_LEVEL.lower(),
             # gunicorn 25's control socket lives in one per-user path: a second PixShift (or a
             # scale-out gunicorn) on the machine would take it over. Nothing here uses it.
@@ -155,15 +153,6 @@ class EmbeddedWorker(ThreadWorker):
 
 def _worker_exit(_arbiter, worker: EmbeddedWorker) -> None:
     worker.app.stop_background()
-
-
-class PixShiftLogger(glogging.Logger):
-    """gunicorn's own lines through PixShift's log handler (``logs.configure``: text or JSON)."""
-
-    def setup(self, cfg) -> None:
-        self.loglevel = self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO)
-        self.error_log.setLevel(self.loglevel)
-        self.error_log.propagate = True
 
 
 def serve(config: Config) -> None:

@@ -155,13 +155,12 @@ def test_the_data_model_diagram_has_exactly_the_tables_and_columns_of_the_models
 
 # --- the component boundary ---------------------------------------------------------------------
 
-# Every module below the web layer: uploads, pipeline, webhooks, imaging, net and the foundations
-# (but logs.py, whose init_app is the web's hook that gives each HTTP call its id).
+# Every module below the web layer: uploads, pipeline, webhooks, imaging, net and the foundations.
 SERVICES = sorted(
     str(path.relative_to(ROOT / "pixshift"))
     for path in (ROOT / "pixshift").rglob("*.py")
     if path.relative_to(ROOT / "pixshift").parts[0]
-    not in {"web", "cli", "__init__.py", "__main__.py", "server.py", "worker.py", "logs.py"}
+    not in {"web", "cli", "__init__.py", "__main__.py", "server.py", "worker.py"}
 )
 
 

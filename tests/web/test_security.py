@@ -285,3 +285,39 @@ def test_log_lines_carry_the_ids_in_context():
         "image_id": 7,
     }
     assert logs.TextFormatter("%(message)s").format(record) == "done [request_id=r-1 image_id=7]"
+
+
+def test_what_a_library_writes_to_wsgi_errors_is_a_whole_log_record(capsys):
+    """eventlet writes "socket shutdown error" to wsgi.errors with no newline: the next record was
+    glued onto it and no longer parsed as JSON. Every line the process writes is one record."""
+    import json
+    import logging
+
+    from werkzeug.test import create_environ
+
+    from pixshift import logs
+    from pixshift.web.request_ids import errors_to_log
+
+    def library(environ, start_response):
+        environ["wsgi.errors"].write("server=/socket.io/ client=127.0.0.1:5 socket shutdown error: [Errno 9]")
+        environ["wsgi.errors"].writelines(["two\nlines\n"])
+        start_response("200 OK", [])
+        return [b""]
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logs.configure("json", "INFO")
+    try:
+        errors_to_log(library)(create_environ("/socket.io/"), lambda status, headers: None)
+        logging.getLogger("pixshift").info("deleted request r-1")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [r["message"] for r in records] == [
+        "server=/socket.io/ client=127.0.0.1:5 socket shutdown error: [Errno 9]",
+        "two",
+        "lines",
+        "deleted request r-1",
+    ]
