@@ -1,9 +1,9 @@
 """gunicorn settings for PixShift's web process (scale-out)."""
 
 from pixshift import logs
-from pixshift.config import Config
+from pixshift.config import settings
 
-_config = Config()
+_config = settings()
 
 bind = f"{_config.HOST}:{_config.PORT}"
 # Flask-SocketIO needs an async worker for WebSockets; one eventlet worker serves thousands of

@@ -21,7 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from pixshift.db.extensions import db, migrate, socketio
     from pixshift.web.request_context import UploadClosingRequest
 
-    from .config import PROJECT_ROOT, Config, engine_options
+    from .config import PROJECT_ROOT, Config, check, engine_options
 
     config = Config()
     app = Flask(__name__, instance_path=str(config.INSTANCE_PATH))
@@ -36,11 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["SECRET_KEY"] = _instance_secret(app)
     if not app.config["MEDIA_URL"]:
         app.config["MEDIA_ROOT"].mkdir(parents=True, exist_ok=True)
-    if app.config["MEDIA_DELIVERY"] not in ("proxy", "presigned", "public"):
-        raise ValueError("PIXSHIFT_MEDIA_DELIVERY must be proxy, presigned or public")
-    if app.config["MEDIA_DELIVERY"] == "public" and not app.config["MEDIA_PUBLIC_BASE_URL"]:
-        raise ValueError("PIXSHIFT_MEDIA_DELIVERY=public needs PIXSHIFT_MEDIA_PUBLIC_BASE_URL")
-    _check_jpeg_encoder(app.config["JPEG_ENCODER"])
+    check(app.config)
     from flask.json.provider import DefaultJSONProvider
 
     assert isinstance(app.json, DefaultJSONProvider)
@@ -134,17 +130,3 @@ def _instance_secret(app: Flask) -> str:
     if not path.exists():
         path.write_text(secrets.token_hex(32))
     return path.read_text().strip()
-
-
-def _check_jpeg_encoder(name: str) -> None:
-    from pixshift.imaging.compress import JPEG_ENCODERS
-
-    if name not in JPEG_ENCODERS:
-        raise ValueError(f"PIXSHIFT_JPEG_ENCODER must be one of {', '.join(JPEG_ENCODERS)}")
-    if name == "mozjpeg":
-        try:
-            import pyvips  # noqa: F401
-        except (ImportError, OSError) as e:  # not installed, or its libvips is missing
-            raise ValueError(
-                f"PIXSHIFT_JPEG_ENCODER=mozjpeg needs pyvips: pip install 'pixshift[mozjpeg]' ({e})"
-            ) from e

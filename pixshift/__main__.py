@@ -6,14 +6,20 @@ runs the app with the Huey consumer's threads beside the request threads.
 
 from __future__ import annotations
 
+import sys
+
 from . import logs
-from .config import Config
-from .server import serve
+from .config import ConfigError, settings
 
 
 def main() -> None:
-    config = Config()
+    try:
+        config = settings()
+    except ConfigError as exc:
+        sys.exit(f"pixshift: cannot start: {exc}")  # exit status 1, before anything is served
     logs.configure(config.LOG_FORMAT, config.LOG_LEVEL)
+    from .server import serve  # after the check: importing the server builds the task queue
+
     serve(config)
 
 

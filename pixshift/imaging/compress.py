@@ -48,6 +48,8 @@ from typing import IO, cast
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from pixshift import config
+from pixshift.config import JPEG_ENCODERS
 from pixshift.failures import ImageFailure
 from pixshift.imaging import formats
 
@@ -71,7 +73,6 @@ _ROBIDOUX = (
     25, 34, 43, 53, 69, 94, 131, 189, 37, 40, 62, 74, 94, 124, 169, 238,
     56, 53, 91, 106, 131, 169, 226, 311, 85, 75, 135, 156, 189, 238, 311, 418,
 )  # fmt: skip
-JPEG_ENCODERS = ("libjpeg-turbo", "mozjpeg")  # see the module docstring
 _ROBIDOUX_TABLES = [list(_ROBIDOUX), list(_ROBIDOUX)]
 _PILLOW_JPEG_PARAMS: dict[str, dict[str, object]] = {
     "libjpeg-turbo": {"qtables": _ROBIDOUX_TABLES, "optimize": True},
@@ -154,13 +155,13 @@ class CompressedImage:
 def compress_to_ratio(
     data: bytes,
     *,
-    ratio: float = 0.5,
-    max_pixels: int = 50_000_000,
-    min_quality: int = 30,
-    max_quality: int = 100,
-    thumbnail_size: int = 256,
+    ratio: float = config.COMPRESSION_RATIO,
+    max_pixels: int = config.MAX_IMAGE_PIXELS,
+    min_quality: int = config.MIN_QUALITY,
+    max_quality: int = config.MAX_QUALITY,
+    thumbnail_size: int = config.THUMBNAIL_SIZE,
     max_scans: int = _MAX_JPEG_SCANS,
-    jpeg_encoder: str = "libjpeg-turbo",
+    jpeg_encoder: str = JPEG_ENCODERS[0],
 ) -> CompressedImage:
     """Re-encode `data` to at most floor(len(data) * ratio) bytes at the highest quality that fits.
 
@@ -450,7 +451,7 @@ def encode(
     *,
     fmt: str,
     icc: bytes | None,
-    jpeg_encoder: str = "libjpeg-turbo",
+    jpeg_encoder: str = JPEG_ENCODERS[0],
     lossless: bool = False,
 ) -> bytes:
     """Encode into the scratch memfd, so Pillow releases the GIL, and read the bytes back.

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import redis
 
+from pixshift.config import MAX_RETRY_AFTER
+
 __all__ = ["BACKOFF_CAP", "BACKOFF_FIRST", "HostGate", "HostSlots", "RedisHostSlots", "host_of"]
 
 # A host that throttles without saying for how long: 1 s, doubling per throttle, at most 60 s; a
@@ -70,7 +72,7 @@ class HostSlots:
     """``HostGate`` in this process's memory: at most ``limit`` downloads per host at once; the
     rest wait in first-come order (a handed-back image that lost the race keeps its place)."""
 
-    def __init__(self, limit: int, max_pause: float = 300.0) -> None:
+    def __init__(self, limit: int, max_pause: float = MAX_RETRY_AFTER) -> None:
         if limit < 1:
             raise ValueError("the per-host download limit must be at least 1")
         self.limit = limit
@@ -252,7 +254,7 @@ class RedisHostSlots:
     at most, so a crashed process's slots come back on their own."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str, limit: int, lease_seconds: float, max_pause: float = 300.0
+        self, client: redis.Redis, prefix: str, limit: int, lease_seconds: float, max_pause: float = MAX_RETRY_AFTER
     ) -> None:
         if limit < 1:
             raise ValueError("the per-host download limit must be at least 1")
