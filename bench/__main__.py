@@ -339,7 +339,7 @@ def end_to_end(
         accepted, upload_s = dep.upload(text)
         dep.wait_finished(accepted["request_id"], timeout=600)
         seconds = time.perf_counter() - start
-    # Read the tree again: compression children (pixshift/codec_processes.py) start on first use.
+    # Read the tree again: compression children (pixshift/imaging/codec_processes.py) start on first use.
     cpu = procs.cpu_seconds(sorted(set(pids) | set(dep.pids()))) - cpu0
     busy = procs.utilisation(busy0, procs.machine_busy())
     bench_cpu = time.process_time() - server_cpu0

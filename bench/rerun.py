@@ -1,6 +1,6 @@
 """Section 2b: an unchanged catalog uploaded again, beside the end-to-end section. The first run
 downloads and compresses every image; the re-run asks each host whether the image changed (a
-conditional GET), gets 304s and reuses the stored results (pixshift/reuse.py). A host that sends no
+conditional GET), gets 304s and reuses the stored results (pixshift/pipeline/reuse.py). A host that sends no
 validators is downloaded again in full, but bytes PixShift already compressed are not compressed
 again. Same deployment, same images, one run."""
 

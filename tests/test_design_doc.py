@@ -76,14 +76,14 @@ def test_the_api_table_lists_every_route_of_the_app_and_no_other(app):
 
 
 def settings_read_by_config() -> set[str]:
-    """Names of the environment variables pixshift/config.py reads through _env/_int/_float/_bool."""
+    """Names of the environment variables pixshift/config.py reads through _env/_int/_float/_bool/_seconds."""
     tree = ast.parse((ROOT / "pixshift" / "config.py").read_text())
     names = {
         node.args[0].value
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
-        and node.func.id in {"_env", "_int", "_float", "_bool"}
+        and node.func.id in {"_env", "_int", "_float", "_bool", "_seconds"}
         and node.args
         and isinstance(node.args[0], ast.Constant)
         and isinstance(node.args[0].value, str)

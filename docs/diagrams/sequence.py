@@ -3,9 +3,9 @@
 Graphviz has no sequence-diagram layout, so this script places every box, arrow and label itself
 (pinned positions, drawn by neato). Edit STEPS, then run docs/render.sh. Standard library only.
 
-Code behind the steps: pixshift/api/routes.py and pixshift/intake.py (upload), pixshift/tasks.py (tasks),
-pixshift/pipeline.py (claim, record, finish), pixshift/windows.py (turns), pixshift/reuse.py, pixshift/webhooks.py, pixshift/realtime.py,
-pixshift/downloads.py (output CSV).
+Code behind the steps: pixshift/web/api/routes.py and pixshift/uploads/intake.py (upload), pixshift/pipeline/tasks.py (tasks),
+pixshift/pipeline/processing.py (claim, record, finish), pixshift/pipeline/windows.py (turns), pixshift/pipeline/reuse.py, pixshift/webhooks/, pixshift/web/realtime.py,
+pixshift/web/downloads.py (output CSV).
 """
 
 from __future__ import annotations
