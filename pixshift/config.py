@@ -162,15 +162,12 @@ class Config:
         self.MAX_QUALITY = _int("PIXSHIFT_MAX_QUALITY", MAX_QUALITY, 1, 100)  # spend the whole budget
         self.THUMBNAIL_SIZE = _int("PIXSHIFT_THUMBNAIL_SIZE", THUMBNAIL_SIZE, 16, 4096)
         # "libjpeg-turbo" (Pillow's, with MozJPEG's quantization table and optimized Huffman tables) or
-        # "mozjpeg" (libvips' MozJPEG with trellis quantization: a higher look for about 5x the CPU per
-        # JPEG; needs the pyvips extra). bench/look.py measures both.
+        # "mozjpeg" (libvips' MozJPEG with trellis quantization: a higher look for several times the
+        # CPU per JPEG; needs the pyvips extra). bench/README.md has the figures of both.
         self.JPEG_ENCODER = _env("PIXSHIFT_JPEG_ENCODER", JPEG_ENCODERS[0])
         # CPU time one image may cost its compression child (decode, search, encodes) before the child
-        # is killed and the image fails too_costly; 0: no limit. compress_to_ratio's CPU time on the
-        # worst legitimate images at the 50 MP cap, on the 2-core test machine: WebP with alpha 79-93 s
-        # (6 full-size WebP encodes of ~15 s), WebP 22-59 s, PNG with alpha 16 s, PNG 1.1 s, JPEG
-        # 2000 3.6 s, JPEG 0.8-1.2 s (progressive and CMYK included). 300 s is over 3x the worst, for
-        # slower CPUs, a busy sibling core and a search that needs more encodes.
+        # is killed and the image fails too_costly; 0: no limit. Several times the slowest legitimate
+        # image at the pixel cap (docs/design.md, section 6, has the measurements).
         self.IMAGE_CPU_SECONDS = _float("PIXSHIFT_IMAGE_CPU_SECONDS", 300.0, 0)
         # Remember what each URL gave (validators and result, per owner and compression settings), so a
         # later request revalidates with a conditional GET and reuses an unchanged image's result.
@@ -234,7 +231,7 @@ def engine_options(url: str, threads: int) -> dict:
         # every thread that may want one: SQLAlchemy's default pool (5 + 10) made request threads
         # wait for one while uploads and worker threads held them (each waiting for SQLite's write
         # lock), and opened and closed a connection (with its PRAGMAs) per request beyond 5.
-        # Connections are opened only when first needed, and an idle one costs ~0.1 MB.
+        # Connections are opened only when first needed, and an idle one costs little.
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": threads, "max_overflow": 10}
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
 

@@ -20,6 +20,9 @@ for _name in ("DATABASE_URL", "REDIS_URL"):
         os.environ["TEST_" + _name] = os.environ.pop(_name)
 _SESSION_DIR = tempfile.mkdtemp(prefix="pixshift-tests-")
 atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
+# What the processes a test starts leave in the temporary folder (a killed service's forkserver
+# socket folder, say) goes with the session's folder.
+os.environ["TMPDIR"] = _SESSION_DIR
 os.environ.update(
     {
         "PIXSHIFT_INSTANCE_PATH": os.path.join(_SESSION_DIR, "instance"),
