@@ -11,13 +11,12 @@ log(bytes) is close to linear in log(libjpeg's quantization-table scale), a JPEG
 first point (re-encoding at its own quality gives about its own size), and interpolation between
 measured sizes closes in on the answer. For JPEG output of 768 rows or more the search runs on a probe,
 every 8th (or 4th) band of 16 rows: a JPEG's size beyond its headers is the sum of its blocks', so
-the probe's size estimates the full image's at an eighth of the cost, within 1-3%. Full-size
+the probe's size estimates the full image's closely at an eighth of the cost. Full-size
 encodes only confirm: each one calibrates the probe's estimate, and the search ends at a quality q
 whose full encode fits while q + 1 was measured, or predicted by the calibrated probe, to overflow,
 or when the calibrated probe puts the overflow at q + 2 (settling one step below the best rather
-than paying a full encode for it; bench section 7: 1.17 full encodes per JPEG, 26/32 at the best
-quality, 32/32 at the best or one below). Smaller images are searched at full size, where q + 1 is
-always measured.
+than paying a full encode for it; bench/README.md, section 7, counts how often each ends it).
+Smaller images are searched at full size, where q + 1 is always measured.
 Sizes are assumed to grow with quality; libjpeg has rare one-step wiggles (e.g. around q50 and
 next to the source's own quality) where a higher quality beyond the first overflow would fit
 again; those are not chased.
@@ -25,11 +24,11 @@ again; those are not chased.
 JPEG encodes use MozJPEG's default quantization table (its table 3, by N. Robidoux, for luma and
 chroma alike, through Pillow's ``qtables``) and, for sources below quality 90, optimized Huffman
 tables, on every probe and full encode alike: against libjpeg's standard tables without optimize
-it buys 3.7 SSIMULACRA2 points on the benchmark's look set, no low-quality source has to be
-downscaled any more, and the search needs fewer full encodes, so CPU per image does not rise
-(bench/look.py: the figures, per source band). ``jpeg_encoder="mozjpeg"`` encodes through libvips'
-MozJPEG instead (trellis quantization, overshoot deringing; the optional ``pyvips`` extra): a higher
-look for about 5x the CPU.
+they look better at the same bytes, low-quality sources need no downscaling, and the search needs
+fewer full encodes, so CPU per image does not rise (bench/look.py measures it; the figures per
+source band are in bench/README.md). ``jpeg_encoder="mozjpeg"`` encodes through libvips' MozJPEG
+instead (trellis quantization, overshoot deringing; the optional ``pyvips`` extra): a higher look
+for several times the CPU.
 """
 
 from __future__ import annotations
@@ -79,15 +78,15 @@ _PILLOW_JPEG_PARAMS: dict[str, dict[str, object]] = {
     "libjpeg-turbo-plain": {"qtables": _ROBIDOUX_TABLES},
     "thumbnail": {},  # libjpeg's own tables, no Huffman optimisation
 }
-# Optimized Huffman tables double an encode's cost; they buy the most look at low output qualities
-# (q75 sources: no downscaling) and little from q90 sources up, whose outputs land at q76-88
-# (bench/look.py: +0.0-0.8 SSIMULACRA2 there for 1.4x the CPU), nor for lossless sources (no
-# free point; PNG photos land near q100). Those keep libjpeg's standard Huffman tables.
+# Optimized Huffman tables make every encode costlier; they buy the most look at low output
+# qualities (q75 sources: no downscaling) and little from q90 sources up, whose outputs land at high
+# qualities, nor for lossless sources (no free point; PNG photos land near q100). Those keep
+# libjpeg's standard Huffman tables (bench/look.py measures both; figures in bench/README.md).
 _PLAIN_FROM_SOURCE_QUALITY = 90
 
-# Slope of log(bytes) against log(table scale) used until two measured points give a real one.
-# Re-encoding a JPEG: 0.5-0.54 for q85-95 photo sources, steeper for lower source qualities
-# (measured on the scikit-image photos and synthetic photos, see bench/compress_search.py).
+# Slope of log(bytes) against log(table scale) used until two measured points give a real one,
+# fitted on photo sources (bench/compress_search.py; figures in bench/README.md). Re-encoding a
+# JPEG it is steeper for lower source qualities (_default_slope).
 _SLOPE_JPEG_SOURCE = 0.53
 _SLOPE_FIRST_GENERATION = 0.55  # JPEG from a lossless source
 _SLOPE_WEBP = 0.4  # WebP quality mapped through the same scale function
@@ -95,8 +94,8 @@ _MAX_DOWNSCALES = 4
 _DOWNSCALE_MARGIN = 0.9  # aim min_quality at 90% of the budget when shrinking
 _BYTES_PER_PIXELS_EXPONENT = 0.8  # bytes ~ pixels**0.8: a smaller image has more detail per pixel
 _THUMBNAIL_QUALITY = 80
-# libwebp's lossless effort: on photo cut-outs 10 is as small as the default 50 (within 1%) at 0.6
-# of its CPU, less than one lossy encode.
+# libwebp's lossless effort: on photo cut-outs 10 is about as small as the default 50 for less CPU
+# (figures in bench/README.md).
 _LOSSLESS_EFFORT = 10
 _BAND = 16  # rows per probe band: one MCU row of 4:2:0 JPEG (two of grayscale)
 _PROBE_EVERY = (8, 4)  # sample every 8th band, or every 4th of a shorter image
@@ -104,10 +103,10 @@ _MIN_PROBE_BANDS = 12  # fewer sampled bands than this and the estimate is too r
 _MAX_CONFIRMING_ENCODES = 4
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 # libjpeg decodes every scan of a progressive JPEG into the whole image's coefficients, so a scan of
-# a few bytes costs a pass over all of them (~17 ms at 49 MP here), and a crafted file of a few MB
+# a few bytes costs a pass over all of them, and a crafted file of a few MB
 # repeats one scan tens of thousands of times: minutes of CPU. Encoders write about 10 scans
 # (libjpeg's default script; mozjpeg a dozen or so). 256 is nvImageCodec's default, set after the
-# audit of libjpeg-turbo (cure53) that also gave TurboJPEG a scan limit; 256 such scans cost ~4 s.
+# audit of libjpeg-turbo (cure53) that also gave TurboJPEG a scan limit (costs: bench/README.md).
 _MAX_JPEG_SCANS = 256
 # Where a JPEG marker can start: 0xFF followed by a code; FF00 is a stuffed data byte, not a marker.
 _JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
@@ -183,8 +182,8 @@ def compress_to_ratio(
     fmt = "WEBP" if image.mode == "RGBA" or source.format == "WEBP" else "JPEG"
     jpeg_encoder = encoder_for(source, jpeg_encoder)
     encoder = functools.partial(encode, fmt=fmt, icc=icc, jpeg_encoder=jpeg_encoder)
-    # Thumbnails are small previews: libjpeg's plain encode (a fifth of the cost of optimized
-    # Huffman tables or trellis at this size) is all they need.
+    # Thumbnails are small previews: libjpeg's plain encode (much cheaper than optimized Huffman
+    # tables or trellis at this size) is all they need.
     cheap = functools.partial(encode, fmt=fmt, icc=icc, jpeg_encoder="thumbnail")
     prior = _free_point(source, len(data), icc) if fmt == "JPEG" and "cmyk_to_rgb" not in notes else None
 
@@ -261,7 +260,7 @@ def _open(data: bytes, max_pixels: int, max_scans: int) -> ImageFile.ImageFile:
 
 def _too_many_scans(data: bytes, limit: int) -> bool:
     """Whether a JPEG has more than `limit` start-of-scan markers. Every one contains the bytes FF DA,
-    so a plain count settles nearly every file (25 MB in 20 ms); past the limit, the segments are
+    so a plain count settles nearly every file cheaply; past the limit, the segments are
     followed as libjpeg does, so FF DA inside a segment's body (an EXIF thumbnail in APP1) does not
     count: a segment's length skips its body, and the search for the next marker skips a scan's
     entropy-coded data and any garbage between segments, which libjpeg skips too."""
@@ -402,7 +401,7 @@ def jpeg_quality(image: Image.Image) -> int | None:
 def _quality_of_tables(luma: tuple[int, ...], chroma: tuple[int, ...] = ()) -> int:
     """The libjpeg quality whose scaled standard tables best match these (exact for files written
     by libjpeg, so by Pillow and most software; the nearest equivalent for other tables). Cached:
-    a batch's images mostly share their tables, and the comparison costs ~1 ms in Python."""
+    a batch's images mostly share their tables, and the comparison is pure Python."""
     pairs = [(luma, _STD_LUMA)] + ([(chroma, _STD_CHROMA)] if chroma else [])
 
     def mismatch(quality: int) -> float:
@@ -578,7 +577,7 @@ def _probe(image: Image.Image) -> tuple[Image.Image, float] | None:
     """Every n-th band of 16 rows, stacked: a small image whose encoded size, beyond the headers,
     is that fraction of the full image's. Bands are whole 4:2:0 MCU rows, so each block is coded
     exactly as in the full image; only the sampling of the picture's detail makes it an estimate
-    (1-3% on photos, corrected by the full encodes). None when the image is too short to sample."""
+    (corrected by the full encodes). None when the image is too short to sample."""
     bands = image.height // _BAND
     every = next((n for n in _PROBE_EVERY if bands >= n * _MIN_PROBE_BANDS), None)
     if every is None:
@@ -631,7 +630,7 @@ def _search_with_probe(
                 probe, encode_probe, probe_budget, lo + 1, hi - 1, probe_prior, slope, sizes
             )
             # Nothing above the last fit is predicted to fit, or only the next step: settle there
-            # rather than pay a full encode to confirm that step (bench section 9: no loss in look).
+            # rather than pay a full encode to confirm that step (bench section 9 checks the look).
             if quality <= lo or (best is not None and quality == lo + 1):
                 break
         data = encode(image, quality)
@@ -773,8 +772,8 @@ def _extrapolate(
 
 def _input_thumbnail(image: Image.Image, encode: Encoder, longest: int) -> tuple[bytes, tuple[int, int]]:
     """Shrink the decode we already have: no second decode. A large image is box-averaged by the
-    whole factor that brings its long side to at most `longest` (2.5 ms for 2.5 MP; that factor
-    is 4 or more, so the side lands within 75-100% of it, and a Lanczos step to the exact size
+    whole factor that brings its long side to at most `longest` (that factor is 4 or more, so
+    the side lands within 75-100% of it, and a Lanczos step to the exact size
     would cost as much again); a smaller one gets Lanczos to exactly `longest`, which is cheap there.
     Returns the thumbnail and its size."""
     factor = -(-max(image.size) // longest)
@@ -789,11 +788,11 @@ def _input_thumbnail(image: Image.Image, encode: Encoder, longest: int) -> tuple
 
 def _output_thumbnail(data: bytes, encode: Encoder, box: tuple[int, int]) -> bytes:
     """Thumbnail of what we ship, the size of the input's. For JPEG, draft() makes the decoder scale
-    down by 2, 4 or 8 in the DCT (3 ms for 2.5 MP at 1/8, a third of a full decode): the largest
+    down by 2, 4 or 8 in the DCT (at 1/8, a fraction of a full decode): the largest
     factor whose decode (libjpeg rounds its sides up) still covers the box, and for the input's
     box-reduced thumbnail that is its own factor, so no resize is left. Pillow's draft() would
-    pick the factor from the box by rounding down, so it is asked for the factor's exact size
-    (it chose 1/4 for a 2000x1500 image, 8 ms). Lanczos covers any rest."""
+    pick the factor from the box by rounding down (a larger decode), so it is asked for the
+    factor's exact size. Lanczos covers any rest."""
     output: Image.Image = Image.open(io.BytesIO(data))
     width, height = output.size
     # 1 also when a downscaled output is smaller than the box: Lanczos enlarges it to the box

@@ -24,6 +24,9 @@ import urllib3
 from pixshift.failures import ImageFailure, Throttled, UrlRefused
 from pixshift.net import deadlines, outbound
 
+# Jitter from a generator of our own: the random module's shared state belongs to whoever seeds it.
+_jitter = random.Random()
+
 __all__ = ["FetchPolicy", "Fetched", "Validators", "fetch_image", "retry_after_seconds"]
 
 _CHUNK = 64 * 1024
@@ -195,7 +198,7 @@ def _backoff_delay(attempt: int, policy: FetchPolicy, retry_after: float | None)
     if retry_after is not None:
         return min(retry_after, policy.backoff_cap)
     delay = min(policy.backoff_cap, policy.backoff * 2 ** (attempt - 1))
-    return random.uniform(delay / 2, delay)
+    return _jitter.uniform(delay / 2, delay)
 
 
 def _attempt(

@@ -1,14 +1,14 @@
 """One image's life: claim, fetch, compress, store, record; and a request's end, exactly once.
 
-This module is the only place that moves images and requests between states. Every
-transition is a conditional UPDATE, so two workers can never both own an image or both
-finish a request:
+This module and the sweep (``pixshift.pipeline.sweep``) are the only places that move images and
+requests between states. Every transition is a conditional UPDATE, so two workers can never both
+own an image or both finish a request:
 
 - an image is claimed (queued -> processing) with a lease; ``attempts`` is bumped and acts as
   a fencing token, so a worker that outlived its lease cannot overwrite a newer attempt;
-- a worker that dies leaves an expired lease; ``reclaim_expired`` puts the image back in the
-  queue, or fails it once it has used its attempts; the same sweep re-enqueues queued images
-  whose task was lost, and re-runs a fan-out that never completed;
+- a worker that dies leaves an expired lease; the sweep puts the image back in the queue, or
+  fails it once it has used its attempts; it also re-enqueues queued images whose task was lost,
+  and re-runs a fan-out that never completed;
 - a queued image's ``lease_expires_at`` is its not-before time (a retry's backoff);
 - an image that shares its URL with an earlier one of the request (``source_id``) is never
   claimed: its first image's result (or failure) is copied to it when that one ends;
@@ -51,13 +51,13 @@ from pixshift.imaging.compress import compress_to_ratio
 from pixshift.net.fetch import FetchPolicy, fetch_image
 from pixshift.net.host_slots import HostGate, host_of
 from pixshift.pipeline import reuse
-from pixshift.pipeline.windows import link_shared_urls, open_window, stalled_requests
+from pixshift.pipeline.windows import link_shared_urls, open_window
 from pixshift.storage import MediaStore, content_key
-from pixshift.webhooks.delivery import WebhookSettings, create_event, overdue_deliveries
+from pixshift.webhooks.delivery import WebhookSettings
+from pixshift.webhooks.outbox import create_event
 
 logger = logging.getLogger(__name__)
 _FINISHED_IMAGES = [s.value for s in FINISHED_IMAGE_STATES]
-_ORPHANS_PER_SWEEP = 10_000
 _CLOCK_TOLERANCE = timedelta(seconds=1)  # a delayed task may fire a little before the stored time
 # The per-image statements use the tables, not the ORM classes: an ORM UPDATE also evaluates its
 # WHERE clause against the session's objects, which cost more CPU than the database did.
@@ -386,7 +386,7 @@ def _finish_image(image_id: int, attempt: int, fields: dict[str, object], rt: Ru
         _FINISH, {"b_id": image_id, "b_attempt": attempt, "lease_expires_at": None, "finished_at": now, **fields}
     ).first()
     # Read in the same transaction: this image's event, and those of the images sharing its URL.
-    events = _image_events([image_id, *_copy_to_followers(image_id, fields, now)]) if result is not None else []
+    events = image_events([image_id, *copy_to_followers(image_id, fields, now)]) if result is not None else []
     db.session.commit()
     if result is None or not events:  # our lease expired and another attempt owns the image now
         logger.warning("attempt %d finished after its lease was taken over; result dropped", attempt)
@@ -409,7 +409,7 @@ def _finish_image(image_id: int, attempt: int, fields: dict[str, object], rt: Ru
     return Outcome(state, deliveries=tuple(finish_request_if_complete(request_id, rt)))
 
 
-def _copy_to_followers(image_id: int, fields: dict[str, object], now: datetime) -> list[int]:
+def copy_to_followers(image_id: int, fields: dict[str, object], now: datetime) -> list[int]:
     """Give the images waiting on this one's URL its end (in the caller's transaction): their ids."""
     copied = {**fields, "reused": True, "lease_expires_at": None, "finished_at": now}
     return list(db.session.scalars(_FOLLOWERS.values(**copied).returning(_images.c.id), {"b_id": image_id}).all())
@@ -437,7 +437,7 @@ def image_counts(request_id: str) -> ImageCounts:
     }
 
 
-def _image_events(image_ids: list[int]) -> list[Event]:
+def image_events(image_ids: list[int]) -> list[Event]:
     """The events that tell listeners these images ended: one SELECT, no ORM objects."""
     i = _images.c
     rows = db.session.execute(
@@ -475,14 +475,6 @@ def _image_events(image_ids: list[int]) -> list[Event]:
         }
         for row in rows
     ]
-
-
-def _publish_images(image_ids: list[int], request_id: str, bus: EventBus) -> None:
-    """Tell listeners images ended; best effort, since the database is the record."""
-    events = _image_events(image_ids)
-    db.session.commit()
-    for event in events:
-        publish_event(bus, request_id, event)
 
 
 def publish_event(bus: EventBus, request_id: str, event: Event) -> None:
@@ -538,120 +530,6 @@ def finish_request_if_complete(request_id: str, rt: Runtime) -> list[int]:
         },
     )
     return deliveries
-
-
-@dataclass(frozen=True)
-class Reclaimed:
-    images: list[int]  # image ids to enqueue again
-    requests: list[str]  # request ids whose fan-out must run again
-    deliveries: list[int]  # webhook deliveries to enqueue (new, or whose task was lost)
-    opened: list[int] = dataclasses.field(default_factory=list)  # images of stalled windows to enqueue
-
-
-def reclaim_expired(rt: Runtime, *, queue_empty: bool, now: datetime | None = None) -> Reclaimed:
-    """Find work that a dead worker or a lost task left behind, so nothing stays stuck.
-
-    - processing images whose lease expired: their worker died; requeue, or fail them once
-      they have used ``max_attempts``;
-    - when the task queue is empty (``queue_empty``), queued images that are due: their task
-      was lost (a Redis restart, a worker killed between taking a task and claiming);
-    - requests whose fan-out never completed (its task was lost);
-    - requests with no unfinished image left but not finished (the finishing worker died);
-    - when the queue is empty, requests whose window emptied with images left (a lost task
-      that should have moved it on), and queued images of cancelled requests;
-    - webhook deliveries whose task is overdue.
-    Enqueuing an image twice is harmless: only one claim can succeed.
-    """
-    now = now or utcnow()
-    expired = db.session.execute(
-        select(Image.id, Image.attempts, Image.request_id).where(
-            Image.state == ImageState.PROCESSING.value, Image.lease_expires_at < now
-        )
-    ).all()
-    requeue: list[int] = []
-    for image_id, attempts, request_id in expired:
-        exhausted = attempts >= rt.max_attempts
-        values: dict[str, object] = {
-            "state": ImageState.QUEUED.value,
-            "lease_expires_at": None,
-            "error_code": "worker_lost",
-            "error_message": "the worker processing this image stopped (will retry)",
-        }
-        if exhausted:
-            values.update(
-                state=ImageState.FAILED.value,
-                finished_at=now,
-                error_message=f"the worker processing this image stopped {attempts} times; giving up",
-            )
-        changed = rowcount(
-            db.session.execute(
-                update(Image)
-                .where(Image.id == image_id, Image.attempts == attempts, Image.state == ImageState.PROCESSING.value)
-                .values(**values)
-            )
-        )
-        followers = _copy_to_followers(image_id, values, now) if changed and exhausted else []
-        db.session.commit()
-        if changed and exhausted:
-            _publish_images([image_id, *followers], request_id, rt.bus)
-        elif changed:
-            requeue.append(image_id)
-    opened: list[int] = []
-    if queue_empty:
-        _cancel_leftovers(now)
-        orphans = db.session.scalars(
-            select(Image.id)
-            .join(Request, Request.id == Image.request_id)
-            .where(
-                Image.state == ImageState.QUEUED.value,
-                Image.source_id.is_(None),
-                Request.enqueued_at.is_not(None),
-                or_(Request.queued_through.is_(None), Image.id <= Request.queued_through),
-                or_(Image.lease_expires_at.is_(None), Image.lease_expires_at <= now),
-            )
-            .limit(_ORPHANS_PER_SWEEP)
-        ).all()
-        requeue += [i for i in orphans if i not in requeue]
-        for request_id in stalled_requests():
-            opened += open_window(request_id, rt.request_window)
-    stale_fan_outs = db.session.scalars(
-        select(Request.id).where(
-            Request.enqueued_at.is_(None),
-            Request.finished_at.is_(None),
-            Request.created_at < now - timedelta(seconds=rt.lease_seconds),
-        )
-    ).all()
-    unfinished = db.session.scalars(
-        select(Request.id).where(Request.finished_at.is_(None), Request.state == RequestState.PROCESSING.value)
-    ).all()
-    db.session.commit()
-    deliveries = overdue_deliveries(now)
-    for request_id in unfinished:
-        deliveries += finish_request_if_complete(request_id, rt)
-    return Reclaimed(images=requeue, requests=list(stale_fan_outs), deliveries=deliveries, opened=opened)
-
-
-def _cancel_leftovers(now: datetime) -> None:
-    """Queued images of cancelled requests that a race gave back to the queue after the cancel
-    (they can no longer be claimed): end them cancelled, so their request can finish."""
-    cancelled = select(Request.id).where(Request.cancelled_at.is_not(None), Request.finished_at.is_(None))
-    db.session.execute(
-        update(Image)
-        .where(Image.state == ImageState.QUEUED.value, Image.request_id.in_(cancelled))
-        .values(**cancelled_unprocessed(now))
-    )
-    db.session.commit()
-
-
-def cancelled_unprocessed(now: datetime) -> dict[str, object]:
-    """What a queued image of a cancelled request becomes (``pixshift.uploads.actions`` and the sweep)."""
-    return {
-        "state": ImageState.CANCELLED.value,
-        "error_code": "cancelled",
-        "error_message": "the request was cancelled before this image was processed",
-        "lease_expires_at": None,
-        "finished_at": now,
-    }
 
 
 def fan_out_targets(request_id: str, window: int) -> list[int]:

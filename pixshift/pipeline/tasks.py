@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, cast
 from huey import PriorityRedisHuey, SqliteHuey
 
 from pixshift import logs
-from pixshift.config import Config
-from pixshift.pipeline.processing import Runtime, fan_out_targets, mark_enqueued, reclaim_expired
+from pixshift.config import settings
+from pixshift.pipeline.processing import Runtime, fan_out_targets, mark_enqueued
 from pixshift.pipeline.processing import process_image as run_image
+from pixshift.pipeline.sweep import reclaim_expired
 from pixshift.pipeline.windows import next_in_window
 from pixshift.webhooks.delivery import attempt_delivery
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_config = Config()
+_config = settings()
 # results=False: the tasks' outcomes live in the database; Huey would keep every return value forever.
 if _config.REDIS_URL:
     # Priorities let a new request's fan-out start ahead of a long queue of image tasks.
@@ -154,7 +155,7 @@ def deliver_webhook(delivery_id: int) -> float | None:
 
 
 def sweep() -> int:
-    """Requeue work that dead workers or lost tasks left; see ``pixshift.pipeline.processing.reclaim_expired``."""
+    """Requeue work that dead workers or lost tasks left; see ``pixshift.pipeline.sweep.reclaim_expired``."""
     queue_empty = huey.pending_count() == 0
     with _flask_app().app_context():
         found = reclaim_expired(_runtime(), queue_empty=queue_empty)

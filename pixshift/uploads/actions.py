@@ -16,7 +16,8 @@ from pixshift.db.extensions import db, rowcount
 from pixshift.db.models import Image, ImageState, Request, RequestState, utcnow
 from pixshift.events import EventBus
 from pixshift.failures import Conflict
-from pixshift.pipeline.processing import Runtime, cancelled_unprocessed, finish_request_if_complete, publish_event
+from pixshift.pipeline.processing import Runtime, finish_request_if_complete, publish_event
+from pixshift.pipeline.sweep import cancelled_unprocessed
 from pixshift.uploads.reporting import is_finished
 
 _images, _requests = (cast(Table, m.__table__) for m in (Image, Request))

@@ -25,7 +25,7 @@ from pixshift.failures import DeliveryFailure, ImageFailure, Throttled, UrlRefus
 from pixshift.net import fetch, outbound
 from pixshift.net.fetch import FetchPolicy, fetch_image
 from pixshift.net.outbound import check_public_url, is_blocked_address
-from pixshift.webhooks.delivery import post_json
+from pixshift.webhooks.sending import post_json
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16
 KB = 1024

@@ -146,7 +146,7 @@ def test_signature_matches_the_standard(app):
 
     from standardwebhooks import Webhook
 
-    from pixshift.webhooks.delivery import sign
+    from pixshift.webhooks.signing import sign
 
     ts = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     assert sign(SECRET, "msg_1", int(ts.timestamp()), b'{"a":1}') == Webhook(SECRET).sign("msg_1", ts, '{"a":1}')
@@ -161,7 +161,7 @@ def _delivery_to(url: str) -> int:
 
     from pixshift.db.extensions import db
     from pixshift.db.models import Request, utcnow
-    from pixshift.webhooks.delivery import create_event
+    from pixshift.webhooks.outbox import create_event
 
     req = Request(id=str(uuid.uuid4()), state="completed", webhook_url=url, product_count=0, finished_at=utcnow())
     db.session.add(req)
@@ -204,7 +204,8 @@ def test_no_second_attempt_starts_beside_a_running_one_nor_past_the_schedule(any
 
     from pixshift.db.extensions import db
     from pixshift.db.models import WebhookDelivery, utcnow
-    from pixshift.webhooks.delivery import WebhookSettings, attempt_delivery, overdue_deliveries
+    from pixshift.webhooks.delivery import WebhookSettings, attempt_delivery
+    from pixshift.webhooks.outbox import overdue_deliveries
 
     rt = any_db_app.extensions["pixshift"]
     settings = WebhookSettings(secret=SECRET, timeout=1.5, schedule=(0, 0))
@@ -265,7 +266,7 @@ def _deliveries_of_a_finished_request() -> dict[int | None, int]:
 
     from pixshift.db.extensions import db
     from pixshift.db.models import Request, WebhookDelivery, utcnow
-    from pixshift.webhooks.delivery import create_event
+    from pixshift.webhooks.outbox import create_event
 
     req = Request(id=str(uuid.uuid4()), state="completed", product_count=0, finished_at=utcnow())
     db.session.add(req)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import cast
 
 from flask import Response, current_app, request
@@ -18,6 +16,7 @@ from pixshift.uploads.deletion import delete_request as remove_request
 from pixshift.uploads.intake import accept_upload
 from pixshift.uploads.lookup import find_request, finished_request
 from pixshift.uploads.reporting import is_finished, page_count, request_status, request_summary
+from pixshift.web.api import status_cache
 from pixshift.web.api.blueprint import bp
 from pixshift.web.request_context import public_base, upload_limits
 from pixshift.web.security import can_see, current_owner
@@ -64,56 +63,23 @@ def status(request_id: str):
             "invalid_page", f"page must be a whole number from 1 to the last page and per_page from 1 to {MAX_PER_PAGE}"
         )
     ttl = current_app.config["STATUS_CACHE_SECONDS"]
-    if ttl <= 0 or is_finished(req):  # a finished request's page is always fresh (webhook states change)
+    # Running requests' pages are cached (status_cache); a finished request's page is always fresh,
+    # since its webhook deliveries' states still change.
+    if ttl <= 0 or is_finished(req):
         return request_status(req, public_base(), page, per_page)
     return _cached_page(req, page, per_page, ttl)
 
 
 MAX_PER_PAGE = 500
 
-# Rendered status pages of unfinished requests, kept for STATUS_CACHE_SECONDS: a hundred clients
-# polling a big request once a second then cost one render a second, not a hundred (a page of 100
-# products is ~180 kB of JSON and ~10 ms of CPU). Per process; visibility is checked before it.
-# A page is rendered by one request at a time: when it expires, the others get the page it
-# replaces; when there is none yet (its first poll), they wait for the render under way. Without
-# that, every poll arriving during a render rendered too, and under load renders slowed each other
-# until a p99 of ~0.1 s became ~5 s (bench, embedded default).
-_page_cache: dict[tuple, tuple[float, bytes]] = {}
-_rendering: dict[tuple, threading.Event] = {}  # pages being rendered -> set when done
-_page_cache_lock = threading.Lock()
-_PAGE_CACHE_MAX = 256
-_FIRST_RENDER_WAIT = 10.0  # seconds a poll waits for another's first render before rendering itself
-
 
 def _cached_page(req: Request, page: int, per_page: int, ttl: float):
-    key = (req.id, page, per_page, public_base())
-    now = time.monotonic()
-    with _page_cache_lock:
-        hit = _page_cache.get(key)
-        done = _rendering.get(key)
-        render = (hit is None or hit[0] <= now) and done is None
-        if render:
-            done = _rendering[key] = threading.Event()
-    if not render and hit is None:
-        assert done is not None  # nothing to serve yet, and not ours to render: another poll renders it
-        done.wait(_FIRST_RENDER_WAIT)
-        with _page_cache_lock:
-            hit = _page_cache.get(key)
-    if render or hit is None:  # ours to render, or the render we waited for failed
-        try:
-            rendered = current_app.json.response(request_status(req, public_base(), page, per_page))
-            body = cast(Response, rendered).get_data()  # the app's response class, a werkzeug Response
-            with _page_cache_lock:
-                if len(_page_cache) >= _PAGE_CACHE_MAX:
-                    for stale in [k for k, (expires, _) in _page_cache.items() if expires <= now] or list(_page_cache):
-                        del _page_cache[stale]
-                _page_cache[key] = hit = (time.monotonic() + ttl, body)
-        finally:
-            if render and done is not None:
-                with _page_cache_lock:
-                    del _rendering[key]
-                done.set()
-    return current_app.response_class(hit[1], mimetype="application/json")
+    def render() -> bytes:
+        rendered = current_app.json.response(request_status(req, public_base(), page, per_page))
+        return cast(Response, rendered).get_data()  # the app's response class, a werkzeug Response
+
+    body = status_cache.cached_page((req.id, page, per_page, public_base()), ttl, render)
+    return current_app.response_class(body, mimetype="application/json")
 
 
 def _int_arg(name: str, default: int) -> int | None:

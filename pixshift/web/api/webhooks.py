@@ -9,7 +9,8 @@ from pixshift.uploads.lookup import find_delivery, find_endpoint, visible_endpoi
 from pixshift.web.api.blueprint import bp
 from pixshift.web.request_context import allow_private_urls
 from pixshift.web.security import can_see, current_owner
-from pixshift.webhooks.delivery import delete_endpoint, endpoint_doc, register_endpoint, resend
+from pixshift.webhooks.endpoints import delete_endpoint, endpoint_doc, register_endpoint
+from pixshift.webhooks.outbox import resend
 
 
 @bp.post("/api/webhooks")

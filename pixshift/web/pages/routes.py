@@ -34,7 +34,8 @@ from pixshift.web.pages.forms import ActionForm, LoginForm, UploadForm, WebhookF
 from pixshift.web.request_context import allow_private_urls, public_base, upload_limits
 from pixshift.web.security import can_see, current_owner, safe_next
 from pixshift.web.security import login as login_with
-from pixshift.webhooks.delivery import delete_endpoint, endpoint_doc, register_endpoint, resend
+from pixshift.webhooks.endpoints import delete_endpoint, endpoint_doc, register_endpoint
+from pixshift.webhooks.outbox import resend
 
 bp = Blueprint("web", __name__)
 
