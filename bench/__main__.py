@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,6 +92,8 @@ class Sizes:
     fair_huge_images: int  # a request this big runs ...
     fair_small_images: int  # ... when one this small is uploaded ...
     fair_wait_s: float  # ... and given this long to finish
+    fair_under_way: int  # ... the small one is uploaded once this many of the huge one's images are done
+    processes: int  # processes of the codec limit, the direct compression and the look (0: one per core)
 
 
 FULL = Sizes(
@@ -115,28 +117,35 @@ FULL = Sizes(
     fair_huge_images=200_000,
     fair_small_images=10,
     fair_wait_s=60,
+    fair_under_way=100,
+    processes=0,
 )
+# The smoke run checks that every section runs and prints, not its figures: tiny sizes, one process
+# where a pool would only repeat the code path, no warm-ups, and deployments shared between sections
+# (SharedDeployments); CI runs it beside another test worker, so it is kept to ~10 s of CPU.
 SMOKE = Sizes(
-    codec_seconds=0.3,
+    codec_seconds=0.1,
     jpeg_repeats=1,
     png_repeats=1,
-    slow_images=16,
+    slow_images=8,
     slow_delay=0.2,
     big_rows=(100, 300, 600),
     latency_rows=300,
     latency_runs=1,
-    status_images=60,
+    status_images=12,  # 6 products: the default page is all of them, per_page=1 is one
     status_clients=10,
-    status_seconds=1,
+    status_seconds=0.5,  # the clients whose first poll falls in the first half second poll once
     closed_per_client=3,
     fresh_web_per_size=False,
-    crowd_pollers=20,
-    crowd_uploaders=4,
-    crowd_rows=50,
-    crowd_seconds=2,
-    fair_huge_images=240,
+    crowd_pollers=10,
+    crowd_uploaders=2,
+    crowd_rows=5,
+    crowd_seconds=1,  # one poll per client: the second would be due at the deadline
+    fair_huge_images=24,
     fair_small_images=4,
     fair_wait_s=20,
+    fair_under_way=6,
+    processes=1,
 )
 
 
@@ -216,14 +225,26 @@ class Deployment:
 def deployment(mode: str, tmp: Path, *, workers: bool = True, urls: dict | None = None, env: dict | None = None):
     """PixShift on the embedded default, or on PostgreSQL + Redis with gunicorn and 2 consumers.
 
-    ``workers=False``: the web process alone (nothing is fetched), for the upload and memory figures."""
+    ``workers=False``: the web process alone (nothing is fetched), for the upload and memory figures.
+    With --smoke, one of the deployments the sections share (SharedDeployments)."""
+    if _shared is not None:
+        yield _shared.get(mode, tmp, workers=workers, urls=urls, env=env)
+        return
+    with start_deployment(mode, tmp, workers=workers, urls=urls, env=env) as dep:
+        yield dep
+
+
+@contextlib.contextmanager
+def start_deployment(mode: str, tmp: Path, *, workers: bool, urls: dict | None, env: dict | None):
     tmp.mkdir(parents=True, exist_ok=True)
     # Reuse off: the figures measure downloading and compressing every image, and their repeats are
     # the same bytes under other URLs, which revalidation across requests would not compress again.
     env = {"PIXSHIFT_ALLOW_PRIVATE_URLS": "1", "PIXSHIFT_REUSE_RESULTS": "0", **(env or {})}
     if mode == "embedded":  # PIXSHIFT_INPROCESS_WORKERS: 16 is the default; 0 is web only
         with Stack(tmp, env, separate_consumer=False, workers=16 if workers else 0) as stack:
-            yield Deployment(stack, mode)
+            dep = Deployment(stack, mode)
+            with contextlib.closing(dep.http):  # its keep-alive connection closed before the stop
+                yield dep
         return
     with scaleout_env(urls["database"], urls["redis"]) as scale_env:
         with Stack(tmp, {**env, **scale_env}, separate_consumer=False, gunicorn=True, workers=16) as stack:
@@ -236,7 +257,49 @@ def deployment(mode: str, tmp: Path, *, workers: bool = True, urls: dict | None 
                         30,
                         message=f"{name} to start\n{stack.logs()}",
                     )
-            yield Deployment(stack, mode)
+            dep = Deployment(stack, mode)
+            # Closed before the stop: gunicorn's eventlet worker waits out an idle keep-alive connection.
+            with contextlib.closing(dep.http):
+                yield dep
+
+
+class SharedDeployments:
+    """--smoke: the sections share deployments instead of each starting its own (a start and a stop
+    cost ~2 s of CPU; the smoke run checks code paths, not figures). Per mode: one web-only, and one
+    with workers and every setting any section asks for (``env``: reuse on for 2b, and section 8's
+    one-queue window, which at smoke size queues the huge request as turns do). close() stops them."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.live: dict[tuple[str, str], Deployment] = {}
+        self.running = contextlib.ExitStack()
+
+    def get(
+        self, mode: str, tmp: Path, *, workers: bool, urls: dict | None, env: dict | None, fresh: bool = False
+    ) -> Deployment:
+        if not workers:
+            kind, env = "web", {}
+        elif (env or {}).items() <= self.env.items():
+            kind, env = "workers", self.env
+        else:
+            raise ValueError(f"--smoke shares one deployment with {self.env}, not {env}")
+        dep = self.live.get((mode, kind))
+        if fresh and dep is not None:
+            dep.stack.stop()
+        if fresh or dep is None or dep.stack.processes["web"].poll() is not None:
+            dep = self.running.enter_context(start_deployment(mode, tmp, workers=workers, urls=urls, env=env))
+            self.live[(mode, kind)] = dep
+        return dep
+
+    def forget(self, dep: Deployment) -> None:
+        """``dep`` is not what it was (its workers were stopped): later sections get a new one."""
+        self.live = {key: d for key, d in self.live.items() if d is not dep}
+
+    def close(self) -> None:
+        self.running.close()
+
+
+_shared: SharedDeployments | None = None  # set by main() for --smoke
 
 
 def product_csv(urls: list[str], per_row: int, *, start_serial: int = 1) -> str:
@@ -297,11 +360,13 @@ def profiled(dep: Deployment, profile_dir: Path | None, name: str):
 # --- the sections ----------------------------------------------------------------------------
 
 
-def direct_compression(corpus: corpus_mod.Corpus) -> dict:
-    """compress_to_ratio in this process, once per image: the qualities the codec limit encodes at,
-    and a check that each result is the best quality (quality + 1 does not fit)."""
+def direct_compression(corpus: corpus_mod.Corpus, processes: int = 0) -> dict:
+    """compress_to_ratio once per image, in ``processes`` processes (0: one per core): the qualities
+    the codec limit encodes at, and a check that each result is the best quality (quality + 1 does
+    not fit)."""
     items = corpus.of("jpeg") + corpus.of("png")
-    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    workers = processes or os.cpu_count() or 1
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         found = list(pool.map(codec.search_one, [str(corpus.path(i)) for i in items]))
     return {item.name: r for item, r in zip(items, found)}
 
@@ -315,7 +380,10 @@ def codec_section(corpus: corpus_mod.Corpus, direct: dict, sizes: Sizes) -> dict
             )
             for i in corpus.of(kind)
         ]
-        rate = codec.codec_limit(jobs, sizes.codec_seconds)
+        # One process (--smoke) starts its clock when it is ready; several wait for each other.
+        rate = codec.codec_limit(
+            jobs, sizes.codec_seconds, sizes.processes or None, start_delay=0.0 if sizes.processes == 1 else 1.5
+        )
         log(
             f"codec limit {kind}: {rate.images_per_s:.1f} images/s ({rate.cpu_ms_per_image:.1f} ms CPU per image, "
             f"{rate.ms_per_image_per_core:.1f} ms wall per image per core)"
@@ -579,12 +647,21 @@ def polls_beside_uploads(
 @contextlib.contextmanager
 def web_only(dep: Deployment, tmp: Path, urls: dict):
     """The same deployment with its workers stopped."""
+    if _shared is not None:
+        _shared.forget(dep)
     if dep.mode == "scaleout":
         for name in ("worker-1", "worker-2"):
             dep.stack.processes[name].terminate()
         for name in ("worker-1", "worker-2"):
             dep.stack.processes[name].wait(30)
         yield dep
+        return
+    if _shared is not None:  # --smoke: the web-only deployment the big-CSV section shares next
+        for proc in dep.stack.processes.values():
+            proc.terminate()  # its graceful stop overlaps the web-only one's start
+        web = _shared.get(dep.mode, dep.stack.tmp_path, workers=False, urls=urls, env=None, fresh=True)
+        dep.stack.stop()
+        yield web
         return
     dep.stack.stop()
     with Stack(tmp, {"PIXSHIFT_ALLOW_PRIVATE_URLS": "1"}, separate_consumer=False, workers=0) as stack:
@@ -593,8 +670,66 @@ def web_only(dep: Deployment, tmp: Path, urls: dict):
 
 # --- the run ---------------------------------------------------------------------------------
 
+# The steps of each mode's run: a section each, but e2e and slow hosts, which share a deployment.
+FULL_ORDER = ("e2e", "rerun", "status", "crowd", "big", "fair")
+# --smoke shares deployments (SharedDeployments): 2b after e2e and slow, which wait for their every
+# image (2b counts the image server's answers: no other downloads may be under way) and before the
+# sections that leave some; status stops the workers; big runs on the web-only deployment it left.
+SMOKE_ORDER = ("e2e", "rerun", "crowd", "fair", "status", "big")
+
+
+@dataclass(frozen=True)
+class Run:
+    tmp: Path
+    server: ImageServer
+    corpus: corpus_mod.Corpus
+    sizes: Sizes
+    urls: dict
+    profile: Path | None
+    sections: set[str]
+    smoke: bool
+
+
+def run_step(step: str, mode: str, r: dict, run: Run) -> None:
+    """One step of ``mode``'s run, its figures into ``r``."""
+    tmp, server, corpus, sizes, urls, sections = run.tmp, run.server, run.corpus, run.sizes, run.urls, run.sections
+    if step == "e2e" and sections & {"e2e", "slow"}:
+        with deployment(mode, tmp / mode, urls=urls) as dep:
+            log(f"{mode}: PixShift up at {dep.base_url}")
+            if not run.smoke:
+                end_to_end(dep, server, corpus, "small", 1, None)  # warm up (imports, connections)
+            if "e2e" in sections:
+                r["e2e_jpeg"] = end_to_end(dep, server, corpus, "jpeg", sizes.jpeg_repeats, run.profile)
+                r["e2e_png"] = end_to_end(dep, server, corpus, "png", sizes.png_repeats, run.profile)
+            if "slow" in sections:
+                r["slow"] = slow_hosts(dep, server, corpus, sizes)
+    elif step == "rerun" and "rerun" in sections:
+        with deployment(mode, tmp / f"{mode}-rerun", urls=urls, env={"PIXSHIFT_REUSE_RESULTS": "1"}) as dep:
+            if not run.smoke:
+                end_to_end(dep, server, corpus, "small", 1, None)  # warm up (imports, connections)
+            names = [i.name for i in corpus.of("jpeg") + corpus.of("png")]
+            r["rerun"] = catalog_again(dep, server, names, product_csv, log)
+    elif step == "status" and "status" in sections:
+        r["status"] = status_under_load(mode, tmp / f"{mode}-status", server, corpus, sizes, urls, run.profile)
+    elif step == "crowd" and "crowd" in sections:
+        r["crowd"] = polls_beside_uploads(mode, tmp / f"{mode}-crowd", server, corpus, sizes, urls, run.profile)
+    elif step == "big" and "big" in sections:
+        r["big_csv"] = big_csv(mode, tmp / f"{mode}-web", server, sizes, urls)
+    elif step == "fair" and "fair" in sections:
+        r["fair"] = small_beside_huge(
+            lambda label, env: deployment(mode, tmp / f"{mode}-fair-{label}", urls=urls, env=env),
+            server,
+            product_csv,
+            huge_images=sizes.fair_huge_images,
+            small_images=sizes.fair_small_images,
+            wait_s=sizes.fair_wait_s,
+            log=log,
+            under_way=sizes.fair_under_way,
+        )
+
 
 def main(argv: list[str] | None = None) -> int:
+    global _shared
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the bench runs, in seconds")
     parser.add_argument("--modes", default="embedded,scaleout", help="embedded, scaleout, or both (default)")
@@ -624,57 +759,51 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     results: dict = {"smoke": args.smoke, "modes": modes, "cores": os.cpu_count(), "sizes": asdict(sizes)}
     try:
-        results["background_cores"] = procs.background_load()
-        log(f"background load before starting: {results['background_cores']:.2f} cores busy")
-        log(f"building the corpus in {tmp}")
-        corpus = corpus_mod.build(tmp / "corpus", smoke=args.smoke)
+        if args.smoke:  # no wait: the machine's busy time while the corpus is built, less the bench's own
+            busy0, cpu0, start = procs.machine_busy(), time.process_time(), time.perf_counter()
+            log(f"building the corpus in {tmp}")
+            corpus = corpus_mod.build(tmp / "corpus", smoke=True)
+            results["background_cores"] = procs.background_while(
+                busy0, time.process_time() - cpu0, time.perf_counter() - start
+            )
+            log(f"background load before starting: {results['background_cores']:.2f} cores busy (a note, not a check)")
+        else:
+            results["background_cores"] = procs.background_load()
+            log(f"background load before starting: {results['background_cores']:.2f} cores busy")
+            log(f"building the corpus in {tmp}")
+            corpus = corpus_mod.build(tmp / "corpus", smoke=False)
         results["corpus"] = corpus_summary(corpus)
         results["corpus_items"] = [asdict(i) for i in corpus.items]
-        direct = direct_compression(corpus)
+        direct = direct_compression(corpus, sizes.processes)
         results["direct"] = direct
         if "codec" in sections:
             results["codec"] = codec_section(corpus, direct, sizes)
+        looking = None
         if "look" in sections:
-            results["look"] = look([corpus.path(i) for i in corpus.of("png")], args.smoke, log)
+            pngs = [corpus.path(i) for i in corpus.of("png")]
+            if args.smoke:  # in the background, filling the deployments' waits (starts, stops, polls)
+                background = ThreadPoolExecutor(1)
+                looking = background.submit(look, pngs, True, log, processes=sizes.processes or None)
+                background.shutdown(wait=False)  # its thread ends with the job
+            else:
+                results["look"] = look(pngs, False, log)
         with ImageServer(root=corpus.root) as server:
+            run = Run(tmp, server, corpus, sizes, urls, args.profile, sections, args.smoke)
             for mode in modes:
-                r = results[mode] = {}
-                if sections & {"e2e", "slow"}:
-                    with deployment(mode, tmp / mode, urls=urls) as dep:
-                        log(f"{mode}: PixShift up at {dep.base_url}")
-                        end_to_end(dep, server, corpus, "small", 1, None)  # warm up (imports, connections)
-                        if "e2e" in sections:
-                            r["e2e_jpeg"] = end_to_end(dep, server, corpus, "jpeg", sizes.jpeg_repeats, args.profile)
-                            r["e2e_png"] = end_to_end(dep, server, corpus, "png", sizes.png_repeats, args.profile)
-                        if "slow" in sections:
-                            r["slow"] = slow_hosts(dep, server, corpus, sizes)
-                if "rerun" in sections:
-                    with deployment(mode, tmp / f"{mode}-rerun", urls=urls, env={"PIXSHIFT_REUSE_RESULTS": "1"}) as dep:
-                        end_to_end(dep, server, corpus, "small", 1, None)  # warm up (imports, connections)
-                        names = [i.name for i in corpus.of("jpeg") + corpus.of("png")]
-                        r["rerun"] = catalog_again(dep, server, names, product_csv, log)
-                if "status" in sections:
-                    r["status"] = status_under_load(
-                        mode, tmp / f"{mode}-status", server, corpus, sizes, urls, args.profile
+                results[mode] = {}
+                if args.smoke:
+                    _shared = SharedDeployments(
+                        {"PIXSHIFT_REUSE_RESULTS": "1", "PIXSHIFT_REQUEST_WINDOW": str(sizes.fair_huge_images)}
                     )
-                if "crowd" in sections:
-                    r["crowd"] = polls_beside_uploads(
-                        mode, tmp / f"{mode}-crowd", server, corpus, sizes, urls, args.profile
-                    )
-                if "big" in sections:
-                    r["big_csv"] = big_csv(mode, tmp / f"{mode}-web", server, sizes, urls)
-                if "fair" in sections:
-                    r["fair"] = small_beside_huge(
-                        lambda label, env, mode=mode: deployment(
-                            mode, tmp / f"{mode}-fair-{label}", urls=urls, env=env
-                        ),
-                        server,
-                        product_csv,
-                        huge_images=sizes.fair_huge_images,
-                        small_images=sizes.fair_small_images,
-                        wait_s=sizes.fair_wait_s,
-                        log=log,
-                    )
+                try:
+                    for step in SMOKE_ORDER if args.smoke else FULL_ORDER:
+                        run_step(step, mode, results[mode], run)
+                finally:
+                    if _shared is not None:
+                        _shared.close()
+                    _shared = None
+        if looking is not None:
+            results["look"] = looking.result()
         results["seconds"] = time.perf_counter() - began
         table = (
             render(results)

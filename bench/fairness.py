@@ -24,9 +24,11 @@ def small_beside_huge(
     small_images: int,
     wait_s: float,
     log: Callable[[str], None],
+    under_way: int = 100,
 ) -> dict:
-    """For each queueing: seconds from uploading the small request to its end, and how far the
-    huge one got meanwhile; then the huge one is cancelled, and how long that took."""
+    """For each queueing: seconds from uploading the small request to its end (uploaded once
+    ``under_way`` of the huge one's images are done), and how far the huge one got meanwhile; then
+    the huge one is cancelled, and how long that took."""
 
     def urls(path: str, n: int, tag: str) -> list[str]:
         return [server.url(f"{path}?{tag}={i}").replace("127.0.0.1", HOSTS[i % 2], 1) for i in range(n)]
@@ -38,7 +40,7 @@ def small_beside_huge(
             huge, upload_s = dep.upload(product_csv(urls("tiny/tiny.jpg", huge_images, "h"), per_row=2), timeout=600)
             huge_id = huge["request_id"]
             wait_until(
-                lambda dep=dep, huge_id=huge_id: dep.status(huge_id, per_page=1)["counts"]["done"] >= 100,
+                lambda dep=dep, huge_id=huge_id: dep.status(huge_id, per_page=1)["counts"]["done"] >= under_way,
                 600,
                 interval=0.2,
                 message="the huge request under way",

@@ -91,3 +91,10 @@ def background_load(seconds: float = 1.0) -> float:
     before = machine_busy()
     time.sleep(seconds)
     return utilisation(before, machine_busy()) * (os.cpu_count() or 1)
+
+
+def background_while(before: tuple[float, float], own_cpu_s: float, seconds: float) -> float:
+    """Cores busy with other work since ``before`` (a machine_busy() read ``seconds`` ago), less
+    ``own_cpu_s`` of this process's CPU meanwhile: background_load's figure without its wait."""
+    busy = utilisation(before, machine_busy()) * (os.cpu_count() or 1)
+    return max(0.0, busy - own_cpu_s / seconds) if seconds > 0 else busy
