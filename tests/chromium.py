@@ -1,4 +1,5 @@
 """Real-browser helpers: Debian's Chromium driven by Playwright, plus artifacts a human can look at.
+(The ``browser`` fixture is in tests/browser/conftest.py; product CSVs come from tests/csv_files.py.)
 
 Playwright's own browser download is never used (``playwright install`` cannot reach its CDN
 here); the tests launch the system Chromium, ``/usr/bin/chromium`` from Debian's ``chromium``
@@ -12,8 +13,6 @@ there but does not start always fails.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import shutil
 import time
@@ -161,16 +160,3 @@ def evidence_on_failure(page, tmp_path: Path, name: str, *extra):
             for note in notes:
                 exc.add_note(note)
         raise
-
-
-CSV_HEADER = ["Serial Number", "Product Name", "Input Image URLs"]
-
-
-def csv_text(rows) -> str:
-    """A product CSV of (serial, name, urls) rows, as a person's spreadsheet writes it."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for serial, name, urls in rows:
-        writer.writerow([serial, name, ", ".join(urls)])
-    return out.getvalue()

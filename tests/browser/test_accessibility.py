@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from chromium import chromium, csv_text
+from chromium import drop_file
+from csv_files import csv_text
 from services import unavailable
 
 from harness.livestack import Stack
@@ -42,12 +43,11 @@ PAGES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def browser():
+@pytest.fixture(scope="module", autouse=True)
+def axe_core():
+    """Before the browser starts (an autouse fixture of the module comes first)."""
     if not AXE.exists():
         unavailable(f"{AXE} is missing: npm ci --prefix tests/axe")
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +76,7 @@ def site(browser, stacks, image_server, tmp_path_factory):
 
     def upload(rows) -> str:
         page.goto(web.url("/"))
-        drop = page.evaluate_handle(
-            "([text]) => { const dt = new DataTransfer();"
-            " dt.items.add(new File([text], 'spring-catalogue.csv', {type: 'text/csv'})); return dt; }",
-            [csv_text(rows)],
-        )
-        for event in ("dragenter", "dragover", "drop"):
-            page.dispatch_event("#drop-zone", event, {"dataTransfer": drop})
+        drop_file(page, "#drop-zone", "spring-catalogue.csv", csv_text(rows), "text/csv")
         page.locator("button#submit").click()
         page.wait_for_url(re.compile(r"/requests/[0-9a-f-]{36}$"))
         return page.url

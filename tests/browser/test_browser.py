@@ -20,14 +20,13 @@ try:
 except ImportError:  # the browser fixture skips (or fails in CI) with the reason
     expect = None
 
-from chromium import PageWatch, chromium, csv_text, drop_file, evidence_on_failure, screenshot
-
-from harness.livestack import Stack
+from chromium import PageWatch, drop_file, evidence_on_failure, screenshot
+from csv_files import CSV_HEADER, csv_text
 
 MAX_CSV_BYTES = 256 * 1024  # small, so the page's client-side size check can be tried cheaply
 TIMEOUT_MS = 15_000
 FINISH_TIMEOUT_MS = 40_000
-HEADER = ["Serial Number", "Product Name", "Input Image URLs"]
+HEADER = CSV_HEADER
 XSS_NAME = "<script>alert(1)</script>"
 
 # Records, from the first moment of every progress page, each distinct value of done + failed and
@@ -71,23 +70,19 @@ RECORDER = """
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        expect.set_options(timeout=TIMEOUT_MS)
-        yield b
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    """One live ``python -m pixshift`` for this module. Three workers and staggered slow images
-    spread the finishes over a few seconds, so the progress page has something to show live."""
-    env = {
+def web_env():
+    """Three workers (web_workers) and staggered slow images spread the finishes over a few
+    seconds, so the progress page has something to show live."""
+    return {
         "PIXSHIFT_MAX_CSV_BYTES": str(MAX_CSV_BYTES),
         "PIXSHIFT_READ_TIMEOUT": "10",
         "PIXSHIFT_DOWNLOAD_TIMEOUT": "20",
     }
-    with Stack(tmp_path_factory.mktemp("browser-stack"), env, separate_consumer=False, workers=3) as stack:
-        yield stack
+
+
+@pytest.fixture(scope="module")
+def web_workers():
+    return 3
 
 
 @pytest.fixture()

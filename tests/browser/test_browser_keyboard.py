@@ -5,23 +5,10 @@ No mouse event is sent; every step is a key press on whatever has the focus."""
 from __future__ import annotations
 
 import pytest
-from chromium import chromium, evidence_on_failure, screenshot
-
-from harness.livestack import Stack
+from chromium import evidence_on_failure, screenshot
+from csv_files import csv_text
 
 TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("keyboard-stack"), {}, separate_consumer=False, workers=2) as stack:
-        yield stack
 
 
 def tab_to(page, matches: str, limit: int = 60) -> str:
@@ -36,10 +23,7 @@ def tab_to(page, matches: str, limit: int = 60) -> str:
 @pytest.mark.parametrize("size", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
 def test_upload_to_download_with_the_keyboard_alone(browser, web, image_server, tmp_path, size):
     csv_file = tmp_path / "keyboard.csv"
-    csv_file.write_text(
-        "Serial Number,Product Name,Input Image URLs\n"
-        f'1,Keyboard lamp,"{image_server.url("photo1.jpg")}, {image_server.url("photo2.jpg")}"\n'
-    )
+    csv_file.write_text(csv_text([(1, "Keyboard lamp", ["photo1.jpg", "photo2.jpg"])], image_server))
     context = browser.new_context(viewport={"width": size[0], "height": size[1]}, accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()

@@ -9,15 +9,12 @@ Screenshots for people land in test-output/browser/request-*.png.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import uuid
 from pathlib import Path
 
 import pytest
-import requests
 
 try:
     from playwright.sync_api import expect
@@ -25,30 +22,25 @@ except ImportError:  # the browser fixture skips (or fails in CI) with the reaso
     expect = None
 
 from catalog_server import CatalogHost
-from chromium import PageWatch, chromium, evidence_on_failure, screenshot
-
-from harness.livestack import Stack
+from chromium import PageWatch, evidence_on_failure, screenshot
+from csv_files import csv_text
+from csv_files import upload as csv_upload
 
 TIMEOUT_MS = 20_000
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
-HEADER = ["Serial Number", "Product Name", "Input Image URLs"]
 FINISHED = ("completed", "completed_with_errors")
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        expect.set_options(timeout=TIMEOUT_MS)
-        yield b
+def web_env():
+    """Three workers (web_workers); held images may wait a while for release."""
+    return {"PIXSHIFT_READ_TIMEOUT": "45", "PIXSHIFT_DOWNLOAD_TIMEOUT": "60"}
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    """A live ``python -m pixshift`` with three workers; held images may wait a while for release."""
-    env = {"PIXSHIFT_READ_TIMEOUT": "45", "PIXSHIFT_DOWNLOAD_TIMEOUT": "60"}
-    with Stack(tmp_path_factory.mktemp("request-page-stack"), env, separate_consumer=False, workers=3) as stack:
-        yield stack
+def web_workers():
+    return 3
 
 
 @pytest.fixture()
@@ -58,17 +50,7 @@ def host():
 
 
 def upload(web, rows, webhook_url: str | None = None) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(HEADER)
-    for serial, name, urls in rows:
-        writer.writerow([serial, name, ", ".join(urls)])
-    response = requests.post(
-        web.url("/upload"),
-        files={"file": ("spring-catalog.csv", out.getvalue(), "text/csv")},
-        data={"webhook_url": webhook_url} if webhook_url else {},
-        timeout=30,
-    )
+    response = web.upload(csv_text(rows), webhook_url=webhook_url, filename="spring-catalog.csv")
     assert response.status_code == 202, response.text
     return response.json()["request_id"]
 
@@ -312,10 +294,8 @@ def axe_violations(browser, url: str, tmp_path) -> None:
 def test_tiles_endpoint_renders_the_asked_images_of_the_page(app, client, monkeypatch):
     """What the live page fetches as images end: the page's tiles by id (junk ids ignored), with
     the request's byte totals and counts; no worker runs here, so the images stay queued."""
-    csv_bytes = b"Serial Number,Product Name,Input Image URLs\r\n1,Lamp,http://127.0.0.1:9/a.jpg\r\n2,Chair,http://127.0.0.1:9/b.jpg\r\n"
-    accepted = client.post("/upload", data={"file": (io.BytesIO(csv_bytes), "p.csv")})
-    assert accepted.status_code == 202, accepted.get_data(as_text=True)
-    request_id = accepted.get_json()["request_id"]
+    rows = [(1, "Lamp", ["http://127.0.0.1:9/a.jpg"]), (2, "Chair", ["http://127.0.0.1:9/b.jpg"])]
+    request_id = csv_upload(client, csv_text(rows), filename="p.csv")
     ids = [im["id"] for p in client.get(f"/status/{request_id}").get_json()["items"] for im in p["images"]]
     doc = client.get(f"/requests/{request_id}/tiles?ids={ids[0]},x,-1,{10**12}").get_json()
     assert list(doc["tiles"]) == [str(ids[0])]

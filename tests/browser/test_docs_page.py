@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from chromium import PageWatch, chromium, screenshot
+from chromium import PageWatch, screenshot
 
 from harness.livestack import ROOT, Stack
 
@@ -13,9 +13,11 @@ DOC = json.loads((ROOT / "pixshift" / "web" / "api" / "openapi.json").read_text(
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
-def test_docs_page_renders_every_operation_in_a_browser(tmp_path):
-    with Stack(tmp_path, {}, separate_consumer=False, workers=1) as stack, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+def test_docs_page_renders_every_operation_in_a_browser(tmp_path, browser):
+    with (
+        Stack(tmp_path, {}, separate_consumer=False, workers=1) as stack,
+        browser.new_page(viewport={"width": 1280, "height": 1600}) as page,
+    ):
         watch = PageWatch(page)
         page.goto(stack.url("/docs"))
         page.wait_for_selector(".opblock", timeout=20_000)

@@ -7,9 +7,12 @@ Retry-After while other hosts flow."""
 from __future__ import annotations
 
 import contextlib
+import math
+import threading
 import time
 
 import pytest
+from csv_files import csv_text, numbered
 from services import scaleout_services
 from trickler import Trickler
 
@@ -20,8 +23,30 @@ DOWNLOAD_TIMEOUT = 4.0
 
 
 def csv_of(urls_per_product: list[list[str]]) -> str:
-    rows = "".join(f'{n},P{n},"{", ".join(urls)}"\n' for n, urls in enumerate(urls_per_product, start=1))
-    return "Serial Number,Product Name,Input Image URLs\n" + rows
+    return csv_text(numbered(urls_per_product, name="P{}"))
+
+
+class FirstWave:
+    """When the first downloads from a stalling host ended: the first moment (sampled every 2 ms)
+    it holds fewer than two connections or has accepted a third; infinity while they last."""
+
+    def __init__(self, host: Trickler) -> None:
+        self.host = host
+        self.ended = math.inf
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.002):
+            if self.host.open < 2 or self.host.accepted > 2:
+                self.ended = time.monotonic()
+                return
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.ended
 
 
 def test_trickling_hosts_and_receivers_cost_only_themselves(tmp_path, image_server):
@@ -42,20 +67,28 @@ def test_trickling_hosts_and_receivers_cost_only_themselves(tmp_path, image_serv
         stalled_id = stalled.json()["request_id"]
         wait_until(lambda: host.open >= 2, 10, message="downloads from the stalling host")
 
-        started = time.monotonic()
+        first_wave = FirstWave(host)
+        uploaded = time.monotonic()
         healthy = stack.upload(csv_of([[image_server.url("photo1.jpg")]]))
         healthy_id = healthy.json()["request_id"]
-        doc = stack.wait_finished(healthy_id, timeout=30)
-        took = time.monotonic() - started
-        assert doc["state"] == "completed"
-        assert took < DOWNLOAD_TIMEOUT - 1, f"the healthy request waited {took:.1f} s behind the stalled host"
-
+        downloaded = wait_until(
+            lambda: min((t for t, path in image_server.arrivals if t > uploaded and path == "/photo1.jpg"), default=0),
+            30,
+            message="the healthy image's download",
+        )
         polls = []
         for _ in range(10):
             t0 = time.monotonic()
             stack.status(stalled_id)
             polls.append(time.monotonic() - t0)
-        assert max(polls) < 1.0, polls
+        polled = time.monotonic()
+        # Both before any stalled download ended (cut at its deadline): the healthy image had a worker
+        # thread while the stalled images held the host's two slots, and /status answered meanwhile.
+        ended = first_wave.stop()
+        assert downloaded < ended, f"the healthy image waited behind the stalled host ({ended - downloaded:.2f} s)"
+        assert polled < ended, "the polls waited behind the stalled host"
+        assert max(polls) < 1.0, polls  # quick: a poll takes milliseconds, the deadline is 4 s
+        assert stack.wait_finished(healthy_id, timeout=60)["state"] == "completed"
 
         # Three waves of two, each cut at the deadline (plus a margin for a busy machine).
         doc = stack.wait_finished(stalled_id, timeout=3 * DOWNLOAD_TIMEOUT + 10)
@@ -104,7 +137,8 @@ def test_the_sweep_runs_while_every_worker_is_busy(tmp_path, image_server):
             images = [i for p in stack.status(stalled)["items"] for i in p["images"]]
             return all(i["error"] and i["error"]["code"] == "worker_lost" for i in images)
 
-        wait_until(lost, 8, message="the sweep to reclaim the expired leases")
+        # Long before the downloads' own deadline (30 s) could end them.
+        wait_until(lost, 20, message="the sweep to reclaim the expired leases")
 
 
 @pytest.mark.scaleout
@@ -133,7 +167,10 @@ def test_a_host_answering_429_gets_nothing_during_its_retry_after_while_other_ho
     After every 429 the host (not just that image) gets no request for 2 s; meanwhile a request on
     another host (another name of the loopback) starts and finishes; the 429'd images end done."""
     retry_after, cap = 2.0, 2
-    env = {"PIXSHIFT_HOST_CONCURRENCY": str(cap), "PIXSHIFT_MAX_ATTEMPTS": "3"}
+    # Worker threads at the machine's priority: niced (the default, 10) beside un-niced work on a busy
+    # machine, they got a tenth of a core and took 3 s to start the other host's downloads, longer
+    # than the pause they are to fall in. What is under test is the pause, not the priority.
+    env = {"PIXSHIFT_HOST_CONCURRENCY": str(cap), "PIXSHIFT_MAX_ATTEMPTS": "3", "PIXSHIFT_WORKER_NICE": "0"}
     with contextlib.ExitStack() as resources:
         if deployment == "scaleout":
             env.update(resources.enter_context(scaleout_services()))
@@ -147,8 +184,7 @@ def test_a_host_answering_429_gets_nothing_during_its_retry_after_while_other_ho
 
         elsewhere = [[f"http://localhost:{other.port}/photo2.jpg?n={n}"] for n in range(3)]
         elsewhere_id = stack.upload(csv_of(elsewhere)).json()["request_id"]
-        assert stack.wait_finished(elsewhere_id, timeout=30)["state"] == "completed"
-        finished_elsewhere = time.monotonic()
+        assert stack.wait_finished(elsewhere_id, timeout=60)["state"] == "completed"
 
         doc = stack.wait_finished(throttled_id, timeout=60)
         assert doc["state"] == "completed", doc  # the 429'd images were retried, and are done
@@ -161,11 +197,18 @@ def test_a_host_answering_429_gets_nothing_during_its_retry_after_while_other_ho
         for t429 in throttling.throttled_at:
             during = [round(t - t429, 2) for t in arrivals if t429 < t < t429 + retry_after - 0.05]
             assert len(during) <= cap - 1, f"requests {during} s after a 429 asking for {retry_after:g} s"
+        # The other host did not wait for the pause: its downloads all came before the throttling host
+        # was asked again after its first 429.
         first = throttling.throttled_at[0]
-        next_after_first = min(t for t in arrivals if t > first + retry_after / 2)
-        print(f"first 429 -> next request to that host: {next_after_first - first:.2f} s (asked {retry_after:g})")
-        print(f"other host's request finished {finished_elsewhere - first:.2f} s after the first 429")
-        assert finished_elsewhere < first + retry_after, "the other host waited behind the paused one"
+        resumed = min(t for t in arrivals if t >= first + retry_after - 0.05)
+        fetched_elsewhere = sorted(t for t, _ in other.arrivals)
+        print(f"first 429 -> next request to that host: {resumed - first:.2f} s (asked {retry_after:g})")
+        print(f"429s at {[round(t - first, 2) for t in throttling.throttled_at]} s after the first")
+        print(f"requests to that host at {[round(t - first, 2) for t in arrivals]} s after the first 429")
+        print(f"other host's downloads came {[round(t - first, 2) for t in fetched_elsewhere]} s after the first 429")
+        assert len(fetched_elsewhere) >= 3 and fetched_elsewhere[-1] < resumed, (
+            "the other host waited behind the paused one"
+        )
 
 
 def log_of(stack: Stack, name: str) -> str:

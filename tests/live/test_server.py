@@ -6,23 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 import requests
 import socketio
-from test_codec_processes import _cpu_ticks, _pool_workers
+from csv_files import csv_text
+from processes import cpu_ticks, gone, pool_workers
 
 from harness.livestack import Stack, wait_until
 from pixshift.server import GRACEFUL_SECONDS
-
-
-def _gone(pid: int) -> bool:
-    """Exited (or a zombie its parent has not reaped yet)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_python_m_pixshift_serves_on_gunicorn_without_a_development_server_warning(tmp_path):
@@ -63,34 +55,33 @@ def test_a_stop_signal_ends_the_service_promptly_with_clients_connected(tmp_path
         began = time.monotonic()
         stack.processes["web"].send_signal(sig)
         stack.processes["web"].wait(20)
-        wait_until(lambda: _gone(worker), 5, message=f"worker {worker} to exit")
+        wait_until(lambda: gone(worker), 5, message=f"worker {worker} to exit")
         took = time.monotonic() - began
         for client in clients:
             wait_until(lambda c=client: not c.connected, 10, message="the Socket.IO client to be disconnected")
         idle.close()
     assert stack.processes["web"].returncode == 0, stack.logs()
-    assert took < 0.8 * GRACEFUL_SECONDS, f"{took:.1f} s to stop\n{stack.logs()}"  # not waited out
+    # Waiting out the grace period takes all of it: anything shorter did not, however busy the machine.
+    assert took < GRACEFUL_SECONDS, f"{took:.1f} s to stop\n{stack.logs()}"
 
 
 def test_killing_the_service_outright_takes_its_worker_and_compression_children_with_it(tmp_path, image_server):
     """SIGKILL of ``python -m pixshift`` (gunicorn's arbiter) mid-image: its worker sees its parent
     gone and exits, and the compression children exit with the worker."""
-    from test_pipeline_e2e import make_csv
-
     with Stack(tmp_path, {"PIXSHIFT_CPU_SLOTS": "1"}, separate_consumer=False, workers=2) as stack:
         image_server.generated(6000, 4000, quality=95)  # about a second of decoding and encoding
-        stack.upload(make_csv(image_server, [(1, "Big", ["gen/6000x4000.jpg?q=95"])])).raise_for_status()
+        stack.upload(csv_text([(1, "Big", ["gen/6000x4000.jpg?q=95"])], image_server)).raise_for_status()
         worker = stack.serving_pid()
         wait_until(
-            lambda: any(_cpu_ticks(c) > 20 for c in _pool_workers(worker)), 60, message="a compression child to be busy"
+            lambda: any(cpu_ticks(c) > 20 for c in pool_workers(worker)), 60, message="a compression child to be busy"
         )
-        left = [worker, *_pool_workers(worker)]
+        left = [worker, *pool_workers(worker)]
         os.kill(stack.processes["web"].pid, signal.SIGKILL)
         stack.processes["web"].wait(10)
         wait_until(
-            lambda: all(_gone(pid) for pid in left),
+            lambda: all(gone(pid) for pid in left),
             15,
-            message=f"{[pid for pid in left if not _gone(pid)]} of {left} to exit\n{stack.logs()}",
+            message=f"{[pid for pid in left if not gone(pid)]} of {left} to exit\n{stack.logs()}",
         )
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+from csv_files import csv_text
 from PIL import Image
 
 from harness.imageserver import FIXTURES
@@ -32,15 +33,6 @@ BAD = {  # path on the image server -> expected error code
     "truncated.jpg": "corrupt_image",
     "bomb.png": "too_many_pixels",
 }
-
-
-def make_csv(server, rows: list[tuple[int, str, list[str]]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["Serial Number", "Product Name", "Input Image URLs"])
-    for serial, name, paths in rows:
-        writer.writerow([serial, name, ", ".join(server.url(p) for p in paths)])
-    return out.getvalue()
 
 
 class EventRecorder:
@@ -93,7 +85,7 @@ def test_csv_in_images_compressed_csv_out(stack, image_server):
         (7, "Odd formats", GOOD[3:]),
         (3, '=HYPERLINK("http://evil")', ["slow/photo2.jpg?delay=1.5", *BAD]),
     ]
-    response = stack.upload(make_csv(image_server, rows))
+    response = stack.upload(csv_text(rows, image_server))
     assert response.status_code == 202, response.text
     body = response.json()
     request_id = body["request_id"]
@@ -183,7 +175,7 @@ def test_csv_in_images_compressed_csv_out(stack, image_server):
 
 def test_status_paging_and_unknown_ids(stack, image_server):
     rows = [(i, f"Product {i}", ["photo1.jpg"]) for i in range(1, 6)]
-    request_id = stack.upload(make_csv(image_server, rows)).json()["request_id"]
+    request_id = stack.upload(csv_text(rows, image_server)).json()["request_id"]
     stack.wait_finished(request_id)
     page = stack.status(request_id, page=2, per_page=2)
     assert [p["serial_number"] for p in page["items"]] == [3, 4]

@@ -4,13 +4,14 @@ real SQLite, the in-process event bus; plus the state rules that keep images fro
 from __future__ import annotations
 
 import dataclasses
-import io
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from csv_files import csv_text, numbered, upload
+from images import scan_bomb
 from sqlalchemy import update
 
 from harness.imageserver import ImageServer
@@ -20,23 +21,16 @@ from pixshift.db.models import Image, Request, WebhookEvent, utcnow
 from pixshift.imaging import codec_processes
 from pixshift.net.host_slots import HostSlots
 from pixshift.pipeline import processing as pipeline
+from pixshift.pipeline.sweep import reclaim_expired
 from pixshift.uploads.csv_input import ProductRow
 from pixshift.uploads.intake import create_request
-
-
-def upload(client, server, paths_per_product: list[list[str]]) -> str:
-    lines = ["Serial Number,Product Name,Input Image URLs"]
-    for serial, paths in enumerate(paths_per_product, start=1):
-        lines.append(f'{serial},Product {serial},"{", ".join(server.url(p) for p in paths)}"')
-    response = client.post("/upload", data={"file": (io.BytesIO("\n".join(lines).encode()), "p.csv")})
-    assert response.status_code == 202, response.get_json()
-    return response.get_json()["request_id"]
 
 
 def test_progress_events_are_published_as_images_finish(app, client, inprocess_worker, image_server):
     subscription = app.extensions["pixshift"].bus.subscribe()
     try:
-        request_id = upload(client, image_server, [["photo1.jpg", "photo2.jpg"], ["missing/x.jpg", "photo3.jpg"]])
+        paths = [["photo1.jpg", "photo2.jpg"], ["missing/x.jpg", "photo3.jpg"]]
+        request_id = upload(client, csv_text(numbered(paths), image_server), filename="p.csv")
         events = []
 
         def finished():
@@ -63,7 +57,7 @@ def test_progress_events_are_published_as_images_finish(app, client, inprocess_w
 def test_downloads_overlap_so_a_slow_host_does_not_serialise_the_batch(app, client, inprocess_worker, image_server):
     image_server.reset()
     paths = [[f"slow/photo1.jpg?delay=0.4&n={n}"] for n in range(12)]
-    request_id = upload(client, image_server, paths)
+    request_id = upload(client, csv_text(numbered(paths), image_server), filename="p.csv")
     wait_until(lambda: client.get(f"/status/{request_id}").get_json()["links"]["output_csv"], 60)
     assert image_server.max_in_flight >= 4
 
@@ -97,9 +91,9 @@ def test_image_of_a_dead_worker_is_requeued_then_processed(app, image_server):
         [image_id] = _image_ids(request_id)
         assert pipeline.claim_image(image_id, rt.lease_seconds)[0] == 1  # ...and the worker dies here
         assert pipeline.claim_image(image_id, rt.lease_seconds) is None  # leased: nobody else takes it
-        assert pipeline.reclaim_expired(rt, queue_empty=False).images == []  # the lease has not expired yet
+        assert reclaim_expired(rt, queue_empty=False).images == []  # the lease has not expired yet
         _expire_leases(request_id)
-        assert pipeline.reclaim_expired(rt, queue_empty=False).images == [image_id]
+        assert reclaim_expired(rt, queue_empty=False).images == [image_id]
         image = db.session.get(Image, image_id)
         assert (image.state, image.error_code) == ("queued", "worker_lost")
         assert pipeline.process_image(image_id, rt).state == "done"
@@ -117,7 +111,7 @@ def test_image_fails_with_a_reason_after_its_attempts_and_the_request_finishes(a
         for _ in range(2):  # two workers die holding the first image
             pipeline.claim_image(first, rt.lease_seconds)
             _expire_leases(request_id)
-            pipeline.reclaim_expired(rt, queue_empty=False)
+            reclaim_expired(rt, queue_empty=False)
         image = db.session.get(Image, first)
         assert image.state == "failed" and "stopped 2 times" in image.error_message
         req = db.session.get(Request, request_id)
@@ -131,7 +125,7 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_attempt(app, 
         [image_id] = _image_ids(request_id)
         old_attempt, _, _ = pipeline.claim_image(image_id, rt.lease_seconds)
         _expire_leases(request_id)
-        pipeline.reclaim_expired(rt, queue_empty=False)
+        reclaim_expired(rt, queue_empty=False)
         assert pipeline.process_image(image_id, rt).state == "done"
         stale = pipeline._finish_image(image_id, old_attempt, {"state": "failed", "error_code": "x"}, rt)
         assert stale.state is None
@@ -155,8 +149,6 @@ def test_the_lease_is_renewed_after_a_slow_download_only(app, image_server, monk
 def test_costly_images_fail_too_costly_on_their_first_attempt_and_the_rest_is_done(app, image_server, tmp_path):
     """A scan bomb is refused from its bytes; a picture over the CPU budget has its child killed;
     neither is retried (it would cost the same again), and the next image is processed as usual."""
-    from test_compress import scan_bomb
-
     (tmp_path / "bomb.jpg").write_bytes(scan_bomb())
     rt = own_runtime(app, image_cpu_seconds=0.5)
     with ImageServer(tmp_path) as bombs:
@@ -186,7 +178,7 @@ def test_waiting_for_a_compression_slot_keeps_the_lease(app, image_server):
     def sweep() -> None:
         with app.app_context():
             while not stop.wait(0.2):
-                pipeline.reclaim_expired(rt, queue_empty=False)
+                reclaim_expired(rt, queue_empty=False)
 
     with ThreadPoolExecutor(2) as threads:
         # Its heartbeat first fires while it waits for its result, that is while it holds the slot.
@@ -219,8 +211,8 @@ def test_retryable_failure_is_retried_and_then_succeeds(app, image_server):
         assert db.session.get(Image, image_id).error_code == "http_500"
         assert pipeline.claim_image(image_id, rt.lease_seconds) is None  # not before its backoff
         _expire_leases(request_id)  # the backoff is over...
-        assert pipeline.reclaim_expired(rt, queue_empty=False).images == []  # ...its task may be queued
-        assert pipeline.reclaim_expired(rt, queue_empty=True).images == [image_id]  # ...or was lost
+        assert reclaim_expired(rt, queue_empty=False).images == []  # ...its task may be queued
+        assert reclaim_expired(rt, queue_empty=True).images == [image_id]  # ...or was lost
         assert pipeline.process_image(image_id, rt).state == "done"
 
 
@@ -253,24 +245,24 @@ def test_a_lost_image_task_is_enqueued_again_once_the_queue_is_empty(app, image_
         assert pipeline.fan_out_targets(request_id, 64) == [image_id]
         pipeline.mark_enqueued(request_id)  # ...and the task is lost (say, Redis restarted)
         assert pipeline.fan_out_targets(request_id, 64) == []  # a second fan-out adds nothing
-        assert image_id not in pipeline.reclaim_expired(rt, queue_empty=False).images  # may still be queued
-        assert image_id in pipeline.reclaim_expired(rt, queue_empty=True).images
+        assert image_id not in reclaim_expired(rt, queue_empty=False).images  # may still be queued
+        assert image_id in reclaim_expired(rt, queue_empty=True).images
 
 
 def test_a_fan_out_that_never_completed_is_run_again(app):
     rt = own_runtime(app)
     request_id = _new_request(app, ["http://127.0.0.1:1/a.jpg"])
     with app.app_context():
-        assert request_id not in pipeline.reclaim_expired(rt, queue_empty=False).requests  # just created
+        assert request_id not in reclaim_expired(rt, queue_empty=False).requests  # just created
         db.session.execute(
             update(Request)
             .where(Request.id == request_id)
             .values(created_at=utcnow() - timedelta(seconds=rt.lease_seconds + 1))
         )
         db.session.commit()
-        assert request_id in pipeline.reclaim_expired(rt, queue_empty=False).requests
+        assert request_id in reclaim_expired(rt, queue_empty=False).requests
         pipeline.mark_enqueued(request_id)
-        assert request_id not in pipeline.reclaim_expired(rt, queue_empty=False).requests
+        assert request_id not in reclaim_expired(rt, queue_empty=False).requests
 
 
 def test_a_request_finishes_exactly_once_however_many_workers_race(any_db_app, image_server):

@@ -7,12 +7,14 @@ import contextlib
 import io
 import tempfile
 import threading
-import time
 import tracemalloc
 
 import pytest
+from csv_files import post_csv
 from sqlalchemy import func, select
+from threads import waiting_in
 
+from harness.livestack import ROOT, wait_until
 from pixshift.db.extensions import db
 from pixshift.db.models import Image, Product, Request
 from pixshift.uploads import intake
@@ -219,32 +221,41 @@ def test_an_unreachable_queue_refuses_the_upload_and_stores_nothing(unreachable_
 
 def test_uploads_are_checked_and_stored_two_at_a_time(app, monkeypatch):
     """Many uploads at once wait for the two slots (so status polls meanwhile share the GIL with two)."""
-    from pixshift.uploads import intake
-
     busy, most, lock = [0], [0], threading.Lock()
+    released = threading.Event()
     check = intake.validate
 
-    def slow_check(*args, **kwargs):
+    def held_check(*args, **kwargs):
         with lock:
             busy[0] += 1
             most[0] = max(most[0], busy[0])
-        time.sleep(0.1)  # the other uploads arrive meanwhile
         try:
+            assert released.wait(30), "the test never let the checks go on"
             return check(*args, **kwargs)
         finally:
             with lock:
                 busy[0] -= 1
 
-    monkeypatch.setattr(intake, "validate", slow_check)
+    monkeypatch.setattr(intake, "validate", held_check)
     answers = []
-
-    def upload():
-        answers.append(app.test_client().post("/upload", data={"file": (io.BytesIO(csv_file(3)), "p.csv")}))
-
-    uploads = [threading.Thread(target=upload) for _ in range(6)]
-    for t in uploads:
-        t.start()
-    for t in uploads:
-        t.join()
+    uploads = [
+        threading.Thread(target=lambda: answers.append(post_csv(app.test_client(), csv_file(3), "p.csv")))
+        for _ in range(6)
+    ]
+    try:
+        for t in uploads:
+            t.start()
+        # Two checks are held inside their slots; the other four uploads have arrived and wait for a
+        # slot in PixShift's code (not in the held check, which is this file's).
+        wait_until(
+            lambda: busy[0] == 2 and sum(waiting_in(t, ROOT / "pixshift") for t in uploads) == 4,
+            10,
+            message="two uploads in the slots and four waiting for one",
+        )
+        assert busy[0] == 2 and answers == []
+    finally:
+        released.set()
+        for t in uploads:
+            t.join(30)
     assert [a.status_code for a in answers] == [202] * 6
     assert most[0] == 2
