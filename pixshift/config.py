@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, overload
@@ -44,7 +45,8 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value else default
 
 
-_problems: list[str] = []  # filled while a Config is read (one thread: processes read it at start)
+_problems: list[str] = []  # filled while a Config is read, under _reading
+_reading = threading.Lock()
 
 
 def _number(kind: type[int] | type[float], name: str, default: float, low: float | None, high: float | None):
@@ -110,9 +112,11 @@ class Config:
     """Settings for one process; build a fresh one to re-read the environment."""
 
     def __init__(self) -> None:
-        _problems.clear()
-        self._read()
-        check(self.as_flask_config(), _problems)
+        with _reading:  # one reader at a time: apps built in threads (tests) must not mix their problems
+            _problems.clear()
+            self._read()
+            problems = list(_problems)
+        check(self.as_flask_config(), problems)
 
     def _read(self) -> None:
         # Where the embedded default keeps its SQLite files and media.
